@@ -1,0 +1,143 @@
+//! Graceful shutdown: one handle that every listener and worker watches, signal handling
+//! (the first SIGTERM or Ctrl-C drains, a second one exits at once), and an HTTP server loop
+//! that stops accepting, drains within a grace period, then returns.
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// A cloneable handle to the process's (or a test's) shutdown.
+///
+/// Triggering it tells every holder to stop accepting new work and finish what is in flight.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    token: CancellationToken,
+}
+
+impl Shutdown {
+    /// A fresh handle that nothing has triggered yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts the drain. Idempotent.
+    pub fn trigger(&self) {
+        self.token.cancel();
+    }
+
+    /// Whether the drain has started.
+    pub fn is_triggered(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Resolves once the drain has started.
+    pub async fn wait(&self) {
+        self.token.cancelled().await;
+    }
+
+    /// Triggers this handle on the first SIGTERM or SIGINT, and exits the process with
+    /// status 130 on the second, for an operator who does not want to wait for the drain.
+    pub fn trigger_on_signals(&self) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut signals = Signals::new();
+            signals.next().await;
+            tracing::info!(
+                message = "Shutdown signal received; draining. Send it again to exit at once."
+            );
+            this.trigger();
+            signals.next().await;
+            tracing::warn!(message = "Second shutdown signal received; exiting now.");
+            std::process::exit(130);
+        });
+    }
+}
+
+/// SIGTERM and SIGINT, registered once so that no signal between two waits is lost.
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            let term = signal(SignalKind::terminate())
+                .inspect_err(|error| {
+                    tracing::warn!(message = "SIGTERM handler unavailable; only Ctrl-C stops the process.", %error);
+                })
+                .ok();
+            Self { term }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        if let Some(term) = &mut self.term {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` triggers, then stops accepting and lets
+/// in-flight requests finish for at most `grace`. Handlers can extract
+/// `ConnectInfo<SocketAddr>` for the peer's address.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: Shutdown,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let drain = shutdown.clone();
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { drain.wait().await })
+    .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => result,
+        () = async { shutdown.wait().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(message = "Drain grace period elapsed; closing the remaining connections.", grace_ms = grace.as_millis() as u64);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn serve_returns_after_trigger() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let shutdown = Shutdown::new();
+        let task = tokio::spawn(serve(
+            listener,
+            Router::new(),
+            shutdown.clone(),
+            Duration::from_secs(5),
+        ));
+        assert!(!shutdown.is_triggered());
+        shutdown.trigger();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("server stops within the grace period")
+            .unwrap()
+            .unwrap();
+    }
+}
