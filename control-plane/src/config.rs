@@ -1,0 +1,372 @@
+//! The control plane's typed configuration: defaults that run on one machine with no servers,
+//! layered under a TOML file, `CADENZA_*` environment variables and command-line flags, then
+//! checked by [`Config::validate`].
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use telemetry::LogFormat;
+
+/// A value that must never reach a log line: passwords, keys, URLs with credentials.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Everything the control plane needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Directory for the embedded backends' files (SQLite databases). Created if missing.
+    pub data_dir: PathBuf,
+    /// Address of the public JSON API.
+    pub listen: SocketAddr,
+    /// Address of the admin port (`/metrics`, `/healthz`, `/readyz`); keep it private.
+    pub admin_listen: SocketAddr,
+    /// User DB (users, sessions, subscriptions, playlist ownership): `sqlite://…` or
+    /// `mysql://…`. Unset: `DATA_DIR/user.db`.
+    pub user_db_url: Option<Secret>,
+    /// Inventory DB (packages, tracks, playlist tracks): `sqlite://…` or `mysql://…`; may live on
+    /// another server than the User DB. Unset: `DATA_DIR/inventory.db`.
+    pub inventory_db_url: Option<Secret>,
+    /// Cache in front of the User DB: `memory://` (in-process, the default) or `redis://…`.
+    pub cache_url: Option<Secret>,
+    /// Prefix of every cache key, so that several deployments (or test runs) can share a Redis.
+    pub cache_prefix: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Peers whose `X-Forwarded-For` is believed (load balancers). Empty: the TCP peer is the
+    /// client.
+    pub trusted_proxies: Vec<IpNet>,
+    /// How long in-flight requests may take to finish after SIGTERM, in seconds.
+    pub drain_grace_secs: u64,
+    /// Sessions, passwords and login throttling.
+    pub auth: AuthConfig,
+    /// Request and collection size limits.
+    pub limits: LimitsConfig,
+    /// The first administrator, created at first start when no admin exists. Unset: an admin
+    /// with a random password is created and its credentials are logged once.
+    pub bootstrap_admin: Option<BootstrapAdmin>,
+}
+
+/// Sessions, passwords and login throttling.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A session unused for this long expires, in seconds.
+    pub session_idle_ttl_secs: u64,
+    /// A session expires this long after login whatever its use, in seconds.
+    pub session_absolute_ttl_secs: u64,
+    /// Failed logins for one account within the window before further attempts get 429.
+    pub max_failures_per_account: u32,
+    /// Failed logins from one client address within the window before it gets 429.
+    pub max_failures_per_address: u32,
+    /// The throttling window, in seconds.
+    pub failure_window_secs: u64,
+    /// Argon2id memory cost in KiB (OWASP: at least 19 456).
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations (OWASP: at least 2 with 19 MiB).
+    pub argon2_iterations: u32,
+    /// Argon2id lanes.
+    pub argon2_parallelism: u32,
+}
+
+/// Request and collection size limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest JSON request body, in bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Most tracks one playlist may hold.
+    pub playlist_max_tracks: u32,
+    /// Most playlists one user may own.
+    pub max_playlists_per_user: u32,
+}
+
+/// Credentials of the first administrator.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapAdmin {
+    /// The admin's email address.
+    pub email: String,
+    /// The admin's password (at least 12 characters).
+    pub password: Secret,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("cadenza-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9080)),
+            user_db_url: None,
+            inventory_db_url: None,
+            cache_url: None,
+            cache_prefix: "cadenza:".to_owned(),
+            log_format: LogFormat::Human,
+            trusted_proxies: Vec::new(),
+            drain_grace_secs: 10,
+            auth: AuthConfig::default(),
+            limits: LimitsConfig::default(),
+            bootstrap_admin: None,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            session_idle_ttl_secs: 7 * 24 * 3600,
+            session_absolute_ttl_secs: 30 * 24 * 3600,
+            max_failures_per_account: 5,
+            max_failures_per_address: 20,
+            failure_window_secs: 15 * 60,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            playlist_max_tracks: 10_000,
+            max_playlists_per_user: 1_000,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the one line that says why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, environment or flags could not be read into the typed configuration.
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value was read but is not acceptable.
+    #[error("configuration is invalid: {field}: {problem}")]
+    Invalid {
+        /// The offending key, dotted (`auth.argon2_memory_kib`).
+        field: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl Config {
+    /// Layers defaults, the TOML file (if any), `CADENZA_*` variables (nested keys with `__`,
+    /// e.g. `CADENZA_AUTH__SESSION_IDLE_TTL_SECS`) and `overrides` (command-line flags), then
+    /// validates.
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let known = top_level_keys();
+        figment = figment
+            .merge(Env::prefixed("CADENZA_").split("__").filter(move |key| {
+                let key = key.as_str().to_ascii_lowercase();
+                known.contains(key.split('.').next().unwrap_or(""))
+            }))
+            .merge(overrides);
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(field: &'static str, problem: impl Into<String>) -> ConfigError {
+            ConfigError::Invalid {
+                field,
+                problem: problem.into(),
+            }
+        }
+        for (field, url) in [
+            ("user_db_url", &self.user_db_url),
+            ("inventory_db_url", &self.inventory_db_url),
+        ] {
+            if let Some(url) = url {
+                let url = url.expose();
+                if !(url.starts_with("sqlite:")
+                    || url.starts_with("mysql://")
+                    || url.starts_with("mariadb://"))
+                {
+                    return Err(invalid(field, "expected a sqlite: or mysql:// URL"));
+                }
+            }
+        }
+        if let Some(url) = &self.cache_url {
+            let url = url.expose();
+            if !(url == "memory://" || url.starts_with("redis://") || url.starts_with("rediss://"))
+            {
+                return Err(invalid("cache_url", "expected memory:// or a redis:// URL"));
+            }
+        }
+        let auth = &self.auth;
+        if auth.argon2_memory_kib < 19_456
+            || auth.argon2_iterations < 2
+            || auth.argon2_parallelism < 1
+        {
+            return Err(invalid(
+                "auth.argon2_memory_kib",
+                "argon2id parameters must be at least OWASP's (19 456 KiB, 2 iterations, 1 lane)",
+            ));
+        }
+        if auth.session_idle_ttl_secs == 0
+            || auth.session_absolute_ttl_secs < auth.session_idle_ttl_secs
+        {
+            return Err(invalid(
+                "auth.session_absolute_ttl_secs",
+                "session lifetimes must be positive and the absolute one at least the idle one",
+            ));
+        }
+        if auth.max_failures_per_account == 0
+            || auth.max_failures_per_address == 0
+            || auth.failure_window_secs == 0
+        {
+            return Err(invalid(
+                "auth.max_failures_per_account",
+                "login throttling limits must be positive",
+            ));
+        }
+        if self.limits.max_body_bytes < 1024 {
+            return Err(invalid("limits.max_body_bytes", "must be at least 1024"));
+        }
+        if self.limits.playlist_max_tracks == 0 || self.limits.max_playlists_per_user == 0 {
+            return Err(invalid(
+                "limits.playlist_max_tracks",
+                "playlist limits must be positive",
+            ));
+        }
+        if let Some(admin) = &self.bootstrap_admin {
+            if crate::accounts::normalize_email(&admin.email).is_err() {
+                return Err(invalid(
+                    "bootstrap_admin.email",
+                    "not a valid email address",
+                ));
+            }
+            if admin.password.expose().chars().count() < 12 {
+                return Err(invalid(
+                    "bootstrap_admin.password",
+                    "must be at least 12 characters",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The User DB URL in force.
+    pub fn user_db_url(&self) -> String {
+        self.user_db_url.as_ref().map_or_else(
+            || sqlite_url(&self.data_dir, "user.db"),
+            |url| url.expose().to_owned(),
+        )
+    }
+
+    /// The Inventory DB URL in force.
+    pub fn inventory_db_url(&self) -> String {
+        self.inventory_db_url.as_ref().map_or_else(
+            || sqlite_url(&self.data_dir, "inventory.db"),
+            |url| url.expose().to_owned(),
+        )
+    }
+}
+
+fn sqlite_url(dir: &Path, file: &str) -> String {
+    format!("sqlite://{}?mode=rwc", dir.join(file).display())
+}
+
+/// The names of [`Config`]'s top-level fields, so that unrelated `CADENZA_*` variables (the
+/// log filter, test settings, other daemons' keys) are not mistaken for unknown fields.
+fn top_level_keys() -> BTreeSet<String> {
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => BTreeSet::new(),
+    }
+}
+
+#[cfg(test)]
+// figment's `Jail` fixes its closure's error type, which clippy finds large.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn layers_file_env_and_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "cp.toml",
+                r#"
+                    cache_prefix = "from-file:"
+                    drain_grace_secs = 3
+                    [auth]
+                    max_failures_per_account = 9
+                "#,
+            )?;
+            jail.set_env("CADENZA_DRAIN_GRACE_SECS", "4");
+            jail.set_env("CADENZA_AUTH__MAX_FAILURES_PER_ADDRESS", "33");
+            jail.set_env("CADENZA_TEST_MYSQL_URL", "mysql://ignored");
+            let flags = Figment::from(Serialized::default("listen", "127.0.0.1:1234"));
+            let config = Config::load(Some(Path::new("cp.toml")), flags).unwrap();
+            assert_eq!(config.cache_prefix, "from-file:");
+            assert_eq!(config.drain_grace_secs, 4);
+            assert_eq!(config.auth.max_failures_per_account, 9);
+            assert_eq!(config.auth.max_failures_per_address, 33);
+            assert_eq!(config.listen.port(), 1234);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn rejects_unknown_keys_and_weak_hashing() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "lisen = \"127.0.0.1:1\"")?;
+            let error = Config::load(Some(Path::new("bad.toml")), Figment::new()).unwrap_err();
+            assert!(error.to_string().contains("lisen"), "{error}");
+
+            jail.create_file("weak.toml", "[auth]\nargon2_memory_kib = 1024")?;
+            let error = Config::load(Some(Path::new("weak.toml")), Figment::new()).unwrap_err();
+            assert!(error.to_string().contains("argon2"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let config = Config {
+            user_db_url: Some(Secret::new("mysql://root:hunter2@db/users")),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,258 @@
+//! Storage: the User DB and the Inventory DB of the product spec, each an SQLite file by
+//! default or a MySQL/MariaDB server when its URL says `mysql://`. The two databases may live
+//! on different servers, so nothing here ever joins across them.
+//!
+//! Both dialects go through sqlx's `Any` driver, so one set of queries serves both; the few
+//! statements whose syntax differs ask [`Dialect`]. Integers are `BIGINT`, timestamps are
+//! Unix milliseconds, ids are UUID strings, and booleans are 0/1 integers, which every
+//! backend stores and decodes alike.
+
+mod inventory;
+mod users;
+
+use std::future::Future;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::Once;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+pub use inventory::{
+    AddOutcome, InventoryStore, NewPackage, NewTrack, PackageRow, PackageUpdate, PlaylistTrackRow,
+    TrackRow,
+};
+pub use users::{
+    NewSession, NewUser, PlaylistInfoRow, ProfileUpdate, SessionRow, UserRow, UserStore,
+};
+
+static USER_SQLITE: Migrator = sqlx::migrate!("migrations/user/sqlite");
+static USER_MYSQL: Migrator = sqlx::migrate!("migrations/user/mysql");
+static INVENTORY_SQLITE: Migrator = sqlx::migrate!("migrations/inventory/sqlite");
+static INVENTORY_MYSQL: Migrator = sqlx::migrate!("migrations/inventory/mysql");
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached (connection refused, pool exhausted, I/O error).
+    /// Nothing was changed; the caller may retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// The database answered with an error.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A row holds a value the code does not understand (a hand-edited database).
+    #[error("unexpected value in the database: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_) => Self::Unavailable(error),
+            other => Self::Database(other),
+        }
+    }
+}
+
+/// Whether `error` is a unique-key violation (a duplicate email, a duplicate row).
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Whether a transaction failed only because another one held a lock it needed
+/// (MySQL deadlock or lock wait timeout, SQLite busy), so that running it again may succeed.
+fn is_lock_conflict(error: &StoreError) -> bool {
+    let StoreError::Database(sqlx::Error::Database(db)) = error else {
+        return false;
+    };
+    matches!(
+        db.code().as_deref(),
+        Some("1213" | "1205" | "40001" | "5" | "517" | "261")
+    ) || db.message().contains("database is locked")
+}
+
+/// Runs `attempt` again (up to five times, with a short pause) while it fails on a lock
+/// conflict. Each attempt must be a whole transaction, so a retry never repeats half of one.
+pub async fn retry_on_conflict<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut tries = 0u32;
+    loop {
+        match attempt().await {
+            Err(error) if is_lock_conflict(&error) && tries < 5 => {
+                tries += 1;
+                metrics::counter!("cadenza_db_lock_conflicts_total").increment(1);
+                tokio::time::sleep(Duration::from_millis(5 << tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Which SQL dialect a database speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite (the embedded default).
+    Sqlite,
+    /// MySQL or MariaDB.
+    MySql,
+}
+
+/// Which of the two SQL databases a connection is for; picks the migrations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// Users, sessions, subscriptions, playlist ownership.
+    User,
+    /// Packages, tracks, playlist contents.
+    Inventory,
+}
+
+/// A connection pool to one of the SQL databases, with its dialect.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: AnyPool,
+    dialect: Dialect,
+}
+
+impl Database {
+    /// Connects to `url` and brings the schema of `kind` up to date.
+    pub async fn connect(url: &str, kind: DatabaseKind) -> Result<Self, StoreError> {
+        static DRIVERS: Once = Once::new();
+        DRIVERS.call_once(sqlx::any::install_default_drivers);
+
+        let url = url.replacen("mariadb://", "mysql://", 1);
+        let dialect = if url.starts_with("mysql://") {
+            Dialect::MySql
+        } else {
+            Dialect::Sqlite
+        };
+        if dialect == Dialect::Sqlite {
+            ensure_sqlite_dir(&url)
+                .map_err(|error| StoreError::Unavailable(sqlx::Error::Io(error)))?;
+        }
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(if dialect == Dialect::Sqlite { 8 } else { 16 })
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        // WAL lets readers run beside the writer; the busy timeout makes a
+                        // second writer wait for the lock instead of failing at once.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+                            .await?;
+                    } else {
+                        conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        let migrator = match (kind, dialect) {
+            (DatabaseKind::User, Dialect::Sqlite) => &USER_SQLITE,
+            (DatabaseKind::User, Dialect::MySql) => &USER_MYSQL,
+            (DatabaseKind::Inventory, Dialect::Sqlite) => &INVENTORY_SQLITE,
+            (DatabaseKind::Inventory, Dialect::MySql) => &INVENTORY_MYSQL,
+        };
+        migrator.run(&pool).await?;
+        Ok(Self { pool, dialect })
+    }
+
+    /// The pool, for queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The dialect the database speaks.
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Answers when the database answers a trivial query (readiness).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes every connection (at shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn ensure_sqlite_dir(url: &str) -> std::io::Result<()> {
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:")
+        .split('?')
+        .next()
+        .unwrap_or("");
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    match std::path::Path::new(path).parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => std::fs::create_dir_all(parent),
+        _ => Ok(()),
+    }
+}
+
+/// The time source: the system clock in production, a hand-moved one in tests so that
+/// expiry can be tested without sleeping.
+#[derive(Debug, Clone, Default)]
+pub struct Clock {
+    manual: Option<Arc<AtomicI64>>,
+}
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Self {
+        Self::default()
+    }
+
+    /// A clock that stands at `start_ms` until [`Clock::advance`] moves it.
+    pub fn manual(start_ms: i64) -> Self {
+        Self {
+            manual: Some(Arc::new(AtomicI64::new(start_ms))),
+        }
+    }
+
+    /// Moves a manual clock forward; does nothing to the system clock.
+    pub fn advance(&self, by: Duration) {
+        if let Some(manual) = &self.manual {
+            manual.fetch_add(by.as_millis() as i64, Ordering::SeqCst);
+        }
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> i64 {
+        match &self.manual {
+            Some(manual) => manual.load(Ordering::SeqCst),
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_millis() as i64),
+        }
+    }
+}
+
+/// A fresh, time-ordered id (UUID v7).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// `?, ?, ?` with `n` placeholders, for `IN (…)` lists.
+pub(crate) fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}

@@ -1,0 +1,464 @@
+//! The User DB: users, sessions and playlist ownership (`playlist_user_info`).
+
+use sqlx::Row;
+
+use super::{Database, StoreError, is_unique_violation, placeholders};
+
+/// A user as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    /// UUID.
+    pub id: String,
+    /// Normalised (lower-case) email.
+    pub email: String,
+    /// Given name, exactly as entered.
+    pub first_name: String,
+    /// Family name, exactly as entered.
+    pub last_name: String,
+    /// E.164 mobile number.
+    pub mobile: String,
+    /// Postal address.
+    pub address: String,
+    /// PHC string of the argon2id hash.
+    pub password_hash: String,
+    /// `listener`, `artist` or `admin`.
+    pub role: String,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+/// A user to insert.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// UUID.
+    pub id: String,
+    /// Normalised email.
+    pub email: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// E.164 mobile.
+    pub mobile: String,
+    /// Postal address.
+    pub address: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Role name.
+    pub role: String,
+    /// Unix ms.
+    pub now: i64,
+}
+
+/// Profile fields to change; `None` keeps the stored value.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileUpdate {
+    /// New given name.
+    pub first_name: Option<String>,
+    /// New family name.
+    pub last_name: Option<String>,
+    /// New E.164 mobile.
+    pub mobile: Option<String>,
+    /// New address.
+    pub address: Option<String>,
+}
+
+/// A session as stored. The token itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
+pub struct SessionRow {
+    /// UUID.
+    pub id: String,
+    /// Hex SHA-256 of the bearer token.
+    pub token_hash: String,
+    /// Owner.
+    pub user_id: String,
+    /// Unix ms of the login.
+    pub created_at: i64,
+    /// Unix ms of the last request (updated at most once a minute).
+    pub last_seen_at: i64,
+    /// Unix ms of the absolute expiry.
+    pub expires_at: i64,
+}
+
+/// A session to insert.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// UUID.
+    pub id: String,
+    /// Hex SHA-256 of the token.
+    pub token_hash: String,
+    /// Owner.
+    pub user_id: String,
+    /// Unix ms.
+    pub now: i64,
+    /// Unix ms of the absolute expiry.
+    pub expires_at: i64,
+    /// Where the login came from, for the user's session list.
+    pub client_addr: String,
+    /// The client's `User-Agent`, truncated.
+    pub user_agent: String,
+}
+
+/// The User DB's record of a playlist: who owns it, its name and visibility.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PlaylistInfoRow {
+    /// Row UUID.
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// The playlist's id, shared with the Inventory DB's `playlists` and `playlist_tracks`.
+    pub playlist_id: String,
+    /// Name.
+    pub name: String,
+    /// 1 when anyone may read it.
+    pub is_public: i64,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+const USER_COLUMNS: &str = "id, email, first_name, last_name, mobile, address, password_hash, role, created_at, updated_at";
+const SESSION_COLUMNS: &str = "id, token_hash, user_id, created_at, last_seen_at, expires_at";
+const PLAYLIST_COLUMNS: &str = "id, user_id, playlist_id, name, is_public, created_at, updated_at";
+
+/// Queries on the User DB.
+#[derive(Debug, Clone)]
+pub struct UserStore {
+    db: Database,
+}
+
+impl UserStore {
+    /// Wraps a connected User DB.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// The underlying database.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Inserts a user. `Ok(false)` when the email is taken (the unique key decides, so two
+    /// concurrent sign-ups with one email create exactly one account).
+    pub async fn insert_user(&self, user: &NewUser) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO users (id, email, first_name, last_name, mobile, address, password_hash, role, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(&user.first_name)
+        .bind(&user.last_name)
+        .bind(&user.mobile)
+        .bind(&user.address)
+        .bind(&user.password_hash)
+        .bind(&user.role)
+        .bind(user.now)
+        .bind(user.now)
+        .execute(self.db.pool())
+        .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if is_unique_violation(&error) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The user with this id.
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?");
+        Ok(sqlx::query_as(&sql)
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?)
+    }
+
+    /// The user with this (normalised) email.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?");
+        Ok(sqlx::query_as(&sql)
+            .bind(email)
+            .fetch_optional(self.db.pool())
+            .await?)
+    }
+
+    /// Whether any user has the given role.
+    pub async fn role_exists(&self, role: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE role = ?")
+            .bind(role)
+            .fetch_one(self.db.pool())
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    /// Applies a profile update; `Ok(false)` when the user no longer exists.
+    pub async fn update_profile(
+        &self,
+        id: &str,
+        update: &ProfileUpdate,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE users SET first_name = COALESCE(?, first_name), last_name = COALESCE(?, last_name), \
+             mobile = COALESCE(?, mobile), address = COALESCE(?, address), updated_at = ? WHERE id = ?",
+        )
+        .bind(update.first_name.clone())
+        .bind(update.last_name.clone())
+        .bind(update.mobile.clone())
+        .bind(update.address.clone())
+        .bind(now)
+        .bind(id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Sets the role of a user (administration, bootstrap).
+    pub async fn set_role(&self, id: &str, role: &str, now: i64) -> Result<bool, StoreError> {
+        let result = sqlx::query("UPDATE users SET role = ?, updated_at = ? WHERE id = ?")
+            .bind(role)
+            .bind(now)
+            .bind(id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Replaces the password hash and revokes every session of the user, in one transaction.
+    /// Returns the token hashes of the revoked sessions, for cache invalidation.
+    pub async fn change_password(
+        &self,
+        id: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
+            .bind(password_hash)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let revoked = session_hashes(&mut tx, id).await?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    /// Deletes a user with their sessions and playlist ownership records, in one transaction.
+    /// Returns the ids of the playlists they owned (whose contents in the Inventory DB the
+    /// caller removes next) and the revoked sessions' token hashes.
+    pub async fn delete_user(&self, id: &str) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let mut tx = self.db.pool().begin().await?;
+        let playlists: Vec<String> =
+            sqlx::query("SELECT playlist_id FROM playlist_user_info WHERE user_id = ?")
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|row| row.try_get::<String, _>("playlist_id"))
+                .collect::<Result<_, _>>()?;
+        let sessions = session_hashes(&mut tx, id).await?;
+        for table in ["sessions", "playlist_user_info"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE user_id = ?"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((playlists, sessions))
+    }
+
+    /// Stores a new session.
+    pub async fn insert_session(&self, session: &NewSession) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO sessions (id, token_hash, user_id, created_at, last_seen_at, expires_at, client_addr, user_agent) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&session.id)
+        .bind(&session.token_hash)
+        .bind(&session.user_id)
+        .bind(session.now)
+        .bind(session.now)
+        .bind(session.expires_at)
+        .bind(&session.client_addr)
+        .bind(&session.user_agent)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The session whose token hashes to `token_hash`.
+    pub async fn session_by_hash(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<SessionRow>, StoreError> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE token_hash = ?");
+        Ok(sqlx::query_as(&sql)
+            .bind(token_hash)
+            .fetch_optional(self.db.pool())
+            .await?)
+    }
+
+    /// Records use of a session (its idle expiry restarts).
+    pub async fn touch_session(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes one session (log-out); `Ok(false)` if it was already gone.
+    pub async fn delete_session(&self, token_hash: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM sessions WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(self.db.pool())
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    /// Deletes sessions past their absolute expiry or idle for longer than `idle_ms`.
+    pub async fn delete_expired_sessions(&self, now: i64, idle_ms: i64) -> Result<u64, StoreError> {
+        let result = sqlx::query("DELETE FROM sessions WHERE expires_at <= ? OR last_seen_at <= ?")
+            .bind(now)
+            .bind(now - idle_ms)
+            .execute(self.db.pool())
+            .await?;
+        Ok(result.rows_affected())
+    }
+
+    /// Records that `user_id` owns the playlist `playlist_id`. `Ok(false)` when a record for
+    /// that playlist already exists.
+    pub async fn insert_playlist_info(&self, row: &PlaylistInfoRow) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO playlist_user_info (id, user_id, playlist_id, name, is_public, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.id)
+        .bind(&row.user_id)
+        .bind(&row.playlist_id)
+        .bind(&row.name)
+        .bind(row.is_public)
+        .bind(row.created_at)
+        .bind(row.updated_at)
+        .execute(self.db.pool())
+        .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if is_unique_violation(&error) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The ownership record of a playlist.
+    pub async fn playlist_info(
+        &self,
+        playlist_id: &str,
+    ) -> Result<Option<PlaylistInfoRow>, StoreError> {
+        let sql =
+            format!("SELECT {PLAYLIST_COLUMNS} FROM playlist_user_info WHERE playlist_id = ?");
+        Ok(sqlx::query_as(&sql)
+            .bind(playlist_id)
+            .fetch_optional(self.db.pool())
+            .await?)
+    }
+
+    /// A user's playlists, oldest first.
+    pub async fn playlists_of(&self, user_id: &str) -> Result<Vec<PlaylistInfoRow>, StoreError> {
+        let sql = format!(
+            "SELECT {PLAYLIST_COLUMNS} FROM playlist_user_info WHERE user_id = ? ORDER BY created_at, id"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(user_id)
+            .fetch_all(self.db.pool())
+            .await?)
+    }
+
+    /// How many playlists a user owns.
+    pub async fn playlist_count(&self, user_id: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM playlist_user_info WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_one(self.db.pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Renames a playlist and/or changes its visibility.
+    pub async fn update_playlist_info(
+        &self,
+        playlist_id: &str,
+        name: Option<&str>,
+        is_public: Option<bool>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE playlist_user_info SET name = COALESCE(?, name), is_public = COALESCE(?, is_public), updated_at = ? \
+             WHERE playlist_id = ?",
+        )
+        .bind(name.map(str::to_owned))
+        .bind(is_public.map(i64::from))
+        .bind(now)
+        .bind(playlist_id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Deletes a playlist's ownership record: from then on nobody sees the playlist.
+    pub async fn delete_playlist_info(&self, playlist_id: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM playlist_user_info WHERE playlist_id = ?")
+            .bind(playlist_id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Which of `playlist_ids` have an ownership record.
+    pub async fn owned_playlist_ids(
+        &self,
+        playlist_ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        if playlist_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT playlist_id FROM playlist_user_info WHERE playlist_id IN ({})",
+            placeholders(playlist_ids.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in playlist_ids {
+            query = query.bind(id);
+        }
+        let rows = query.fetch_all(self.db.pool()).await?;
+        Ok(rows
+            .iter()
+            .map(|row| row.try_get::<String, _>("playlist_id"))
+            .collect::<Result<_, _>>()?)
+    }
+}
+
+async fn session_hashes(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user_id: &str,
+) -> Result<Vec<String>, StoreError> {
+    let rows = sqlx::query("SELECT token_hash FROM sessions WHERE user_id = ?")
+        .bind(user_id)
+        .fetch_all(&mut **tx)
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|row| row.try_get::<String, _>("token_hash"))
+        .collect::<Result<_, _>>()?)
+}
