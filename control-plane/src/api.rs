@@ -1,0 +1,372 @@
+//! HTTP plumbing shared by every service module: extractors whose rejections use the one error
+//! shape, the client address, timestamps, and the router with its OpenAPI document.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, UNIX_EPOCH};
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::App;
+use crate::error::{Error, FieldError};
+
+/// A JSON request body, read within the configured size limit and decoded with the path of
+/// the offending field on error: malformed JSON is 400, a missing or mistyped field is 422
+/// naming the field, an oversized body is 413, another content type is 415.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<App> for ApiJson<T> {
+    type Rejection = Error;
+
+    async fn from_request(request: Request, app: &App) -> Result<Self, Error> {
+        let limit = app.config.limits.max_body_bytes;
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(Error::UnsupportedMediaType);
+        }
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<usize>().ok());
+        if declared.is_some_and(|length| length > limit) {
+            return Err(Error::PayloadTooLarge { limit });
+        }
+        let bytes = axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map_err(|_| Error::PayloadTooLarge { limit })?;
+        decode_json(&bytes).map(Self)
+    }
+}
+
+/// Decodes `bytes` as `T`, classifying errors as [`ApiJson`] describes.
+pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if !inner.is_data() {
+            return Error::BadRequest {
+                code: "malformed_json",
+                message: format!("The request body is not valid JSON: {inner}."),
+            };
+        }
+        let text = strip_position(&inner.to_string());
+        let parent = if path == "." { String::new() } else { path };
+        let (field, code) = if let Some(name) = between_backticks(&text, "missing field ") {
+            (join_path(&parent, &name), "required")
+        } else if let Some(name) = between_backticks(&text, "unknown field ") {
+            // The path already ends at the unknown field.
+            let field = if parent.ends_with(&name) {
+                parent
+            } else {
+                join_path(&parent, &name)
+            };
+            (field, "unknown_field")
+        } else if text.starts_with("invalid type") {
+            (parent, "wrong_type")
+        } else {
+            (parent, "invalid")
+        };
+        Error::Validation(vec![FieldError::new(field, code, text)])
+    })?;
+    deserializer.end().map_err(|error| Error::BadRequest {
+        code: "malformed_json",
+        message: format!("The request body is not valid JSON: {error}."),
+    })?;
+    Ok(value)
+}
+
+fn strip_position(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(index) => message[..index].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn between_backticks(text: &str, prefix: &str) -> Option<String> {
+    let rest = text.strip_prefix(prefix)?.strip_prefix('`')?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+fn join_path(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{parent}.{name}")
+    }
+}
+
+/// Path parameters, with rejections in the one error shape.
+#[derive(Debug)]
+pub struct ApiPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Self(value))
+            .map_err(|rejection: PathRejection| Error::BadRequest {
+                code: "invalid_path",
+                message: rejection.body_text(),
+            })
+    }
+}
+
+/// Query parameters, with rejections in the one error shape.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Error> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Self(value))
+            .map_err(|rejection: QueryRejection| {
+                Error::invalid("query", "invalid", rejection.body_text())
+            })
+    }
+}
+
+/// The client's address: the TCP peer, or, when the peer is a configured trusted proxy, the
+/// nearest untrusted address in `X-Forwarded-For`.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub IpAddr);
+
+impl FromRequestParts<App> for ClientAddr {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Error> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| {
+                addr.ip()
+            });
+        Ok(Self(client_addr(
+            peer,
+            &parts.headers,
+            &app.config.trusted_proxies,
+        )))
+    }
+}
+
+/// Walks `X-Forwarded-For` from the right while the hop is trusted (pure, for tests).
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let is_trusted = |addr: &IpAddr| trusted.iter().any(|net| net.contains(addr));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    hops.into_iter()
+        .rev()
+        .find(|hop| !is_trusted(hop))
+        .unwrap_or(peer)
+}
+
+/// Unix milliseconds as an RFC 3339 timestamp (UTC, millisecond precision).
+pub fn rfc3339(ms: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Cadenza control plane",
+        description = "Accounts, packages and playlists of the Cadenza music platform. Every error is `{\"error\": {status, code, message, fields}}`.",
+        version = "1"
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "accounts", description = "Sign-up, log-in, profile"),
+        (name = "packages", description = "Packages on sale"),
+        (name = "playlists", description = "Playlists"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The public router: every service's routes, the OpenAPI document, and JSON 404/405s.
+pub fn router(app: App) -> Router {
+    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(crate::accounts::routes())
+        .merge(crate::packages::routes())
+        .merge(crate::playlists::routes())
+        .split_for_parts();
+    let document = openapi.clone();
+    let limit = app.config.limits.max_body_bytes;
+    router
+        .route(
+            "/api/v1/openapi.json",
+            get(move || async move { Json(document) }),
+        )
+        .route("/", get(index))
+        .fallback(|| async {
+            Error::not_found(
+                "route_not_found",
+                "No such endpoint; see GET /api/v1/openapi.json.",
+            )
+        })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        // Bodies are read by `ApiJson` within the configured limit; this outer bound (with
+        // slack for multipart uploads later) stops any other reader from buffering more.
+        .layer(axum::extract::DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::map_response(nosniff))
+        .layer(axum::middleware::from_fn_with_state(
+            "control-plane",
+            telemetry::track_http,
+        ))
+        .with_state(app)
+}
+
+/// Every response is JSON; tell browsers never to sniff it as something else (HTML), so that
+/// stored user text can never run as script.
+async fn nosniff(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+async fn index() -> Response {
+    (
+        StatusCode::OK,
+        Json(serde_json::json!({
+            "service": "cadenza control plane",
+            "openapi": "/api/v1/openapi.json",
+            "packages": "/api/v1/packages",
+        })),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        card: Card,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Card {
+        number: String,
+    }
+
+    fn field_error(json: &str) -> FieldError {
+        match decode_json::<Body>(json.as_bytes()) {
+            Err(Error::Validation(mut fields)) => fields.remove(0),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn classifies_json_errors() {
+        assert!(matches!(
+            decode_json::<Body>(b"{\"name\": "),
+            Err(Error::BadRequest { .. })
+        ));
+        assert!(matches!(
+            decode_json::<Body>(b"not json"),
+            Err(Error::BadRequest { .. })
+        ));
+        assert!(matches!(
+            decode_json::<Body>(b"{\"name\":\"a\",\"card\":{\"number\":\"1\"}} trailing"),
+            Err(Error::BadRequest { .. })
+        ));
+
+        let missing = field_error(r#"{"card": {"number": "1"}}"#);
+        assert_eq!((missing.field.as_str(), missing.code), ("name", "required"));
+        let nested = field_error(r#"{"name": "x", "card": {}}"#);
+        assert_eq!(
+            (nested.field.as_str(), nested.code),
+            ("card.number", "required")
+        );
+        let typed = field_error(r#"{"name": 5, "card": {"number": "1"}}"#);
+        assert_eq!((typed.field.as_str(), typed.code), ("name", "wrong_type"));
+        let unknown = field_error(r#"{"name": "x", "card": {"number": "1"}, "admin": true}"#);
+        assert_eq!(
+            (unknown.field.as_str(), unknown.code),
+            ("admin", "unknown_field")
+        );
+    }
+
+    #[test]
+    fn forwarded_for_only_from_trusted_peers() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "203.0.113.9, 10.1.1.1".parse().unwrap());
+        let lb: IpAddr = "10.0.0.5".parse().unwrap();
+        let stranger: IpAddr = "198.51.100.7".parse().unwrap();
+        assert_eq!(
+            client_addr(lb, &headers, &trusted),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_addr(stranger, &headers, &trusted), stranger);
+        assert_eq!(client_addr(lb, &HeaderMap::new(), &trusted), lb);
+    }
+
+    #[test]
+    fn formats_timestamps() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+}

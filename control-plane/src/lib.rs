@@ -1,0 +1,259 @@
+//! Cadenza's control plane: accounts, packages and playlists over the User DB and the
+//! Inventory DB, with a cache in front of the User DB. One library with a module per service;
+//! the binary in `main.rs` and the all-in-one launcher both call [`App::build`] and [`run`].
+
+pub mod accounts;
+pub mod api;
+pub mod auth;
+pub mod cache;
+pub mod config;
+pub mod error;
+pub mod packages;
+pub mod playlists;
+pub mod store;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use telemetry::{Readiness, Shutdown};
+use tokio::net::TcpListener;
+
+use crate::auth::{LoginThrottle, Passwords, Role, random_token};
+use crate::cache::Cache;
+use crate::config::Config;
+use crate::store::{Clock, Database, DatabaseKind, InventoryStore, NewUser, UserStore, new_id};
+
+/// How long a playlist may stay `pending` before the sweeper settles it. Far longer than any
+/// create or delete takes, so the sweeper never races one in progress.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(10 * 60);
+/// How often the sweeper runs.
+const SWEEP_EVERY: Duration = Duration::from_secs(5 * 60);
+
+/// The control plane's shared state; cheap to clone. Handlers take it as an extractor.
+#[derive(Debug, Clone)]
+pub struct App(Arc<AppInner>);
+
+/// What [`App`] holds.
+#[derive(Debug)]
+pub struct AppInner {
+    /// The configuration in force.
+    pub config: Config,
+    /// The User DB.
+    pub users: UserStore,
+    /// The Inventory DB.
+    pub inventory: InventoryStore,
+    /// The cache in front of the User DB.
+    pub cache: Cache,
+    /// Password hashing.
+    pub passwords: Passwords,
+    /// Failed-login throttling.
+    pub throttle: LoginThrottle,
+    /// The time source.
+    pub clock: Clock,
+}
+
+impl Deref for App {
+    type Target = AppInner;
+
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
+impl FromRequestParts<App> for App {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(_parts: &mut Parts, app: &App) -> Result<Self, Self::Rejection> {
+        Ok(app.clone())
+    }
+}
+
+/// Credentials of an administrator created at first start.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AdminCredentials {
+    /// Email to log in with.
+    pub email: String,
+    /// Password to log in with.
+    pub password: String,
+}
+
+impl App {
+    /// Connects to both databases (migrating them), the cache, and seeds the default packages
+    /// on a fresh Inventory DB.
+    pub async fn build(config: Config, clock: Clock) -> anyhow::Result<Self> {
+        // Install the metrics recorder before anything counts.
+        telemetry::metrics_handle();
+        let users = Database::connect(&config.user_db_url(), DatabaseKind::User)
+            .await
+            .context("failed to open the User DB")?;
+        let inventory = Database::connect(&config.inventory_db_url(), DatabaseKind::Inventory)
+            .await
+            .context("failed to open the Inventory DB")?;
+        let cache = Cache::from_url(
+            config.cache_url.as_ref().map(|url| url.expose()),
+            &config.cache_prefix,
+        )
+        .context("failed to configure the cache")?;
+        let passwords = Passwords::new(&config.auth)?;
+        let throttle = LoginThrottle::new(cache.clone(), &config.auth);
+        let app = Self(Arc::new(AppInner {
+            users: UserStore::new(users),
+            inventory: InventoryStore::new(inventory),
+            cache,
+            passwords,
+            throttle,
+            clock,
+            config,
+        }));
+        app.seed_packages().await?;
+        tracing::info!(
+            message = "Control plane state opened.",
+            user_db = app.users.database().dialect().name(),
+            inventory_db = app.inventory.database().dialect().name(),
+            cache = app.cache.backend_name(),
+        );
+        Ok(app)
+    }
+
+    async fn seed_packages(&self) -> anyhow::Result<()> {
+        if self.inventory.package_count().await? > 0 {
+            return Ok(());
+        }
+        let now = self.clock.now_ms();
+        for package in packages::default_packages() {
+            self.inventory.insert_package(&package, now).await?;
+        }
+        tracing::info!(message = "Seeded the default packages.");
+        Ok(())
+    }
+
+    /// Creates the first administrator if there is none: from the configuration, or with a
+    /// random password that the caller must show once. Returns the credentials when it created
+    /// an admin with a generated password.
+    pub async fn bootstrap_admin(&self) -> anyhow::Result<Option<AdminCredentials>> {
+        if self.users.role_exists(Role::Admin.as_str()).await? {
+            return Ok(None);
+        }
+        let (email, password, generated) = match &self.config.bootstrap_admin {
+            Some(admin) => (
+                accounts::normalize_email(&admin.email)
+                    .map_err(|error| anyhow::anyhow!(error.message))?,
+                admin.password.expose().to_owned(),
+                false,
+            ),
+            None => ("admin@cadenza.localhost".to_owned(), random_token(), true),
+        };
+        let hash = self
+            .passwords
+            .hash(password.clone())
+            .await
+            .map_err(|error| anyhow::anyhow!("{error}"))?;
+        let created = self
+            .users
+            .insert_user(&NewUser {
+                id: new_id(),
+                email: email.clone(),
+                first_name: "Cadenza".to_owned(),
+                last_name: "Administrator".to_owned(),
+                mobile: "+10000000000".to_owned(),
+                address: "-".to_owned(),
+                password_hash: hash,
+                role: Role::Admin.as_str().to_owned(),
+                now: self.clock.now_ms(),
+            })
+            .await?;
+        anyhow::ensure!(
+            created,
+            "the bootstrap admin's email {email} is already registered to a non-admin account"
+        );
+        tracing::info!(message = "Created the first administrator.", email);
+        Ok(generated.then_some(AdminCredentials { email, password }))
+    }
+
+    /// Readiness: both databases answer.
+    pub fn readiness(&self, shutdown: Shutdown) -> Readiness {
+        let users = self.users.database().clone();
+        let inventory = self.inventory.database().clone();
+        Readiness::new(shutdown)
+            .with_check(
+                "user_db",
+                Arc::new(move || {
+                    let db = users.clone();
+                    Box::pin(async move { db.ping().await.map_err(|error| error.to_string()) })
+                }),
+            )
+            .with_check(
+                "inventory_db",
+                Arc::new(move || {
+                    let db = inventory.clone();
+                    Box::pin(async move { db.ping().await.map_err(|error| error.to_string()) })
+                }),
+            )
+    }
+
+    /// The public router (for tests that call it without sockets).
+    pub fn router(&self) -> axum::Router {
+        api::router(self.clone())
+    }
+}
+
+impl store::Dialect {
+    /// `sqlite` or `mysql`, for logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::MySql => "mysql",
+        }
+    }
+}
+
+/// Serves the public API on `listener` and the admin port on `admin`, and runs the orphan
+/// sweeper, until `shutdown` triggers; then drains within the configured grace period and
+/// closes the databases.
+pub async fn run(
+    app: App,
+    listener: TcpListener,
+    admin: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let grace = Duration::from_secs(app.config.drain_grace_secs);
+    let (public_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
+    let admin_task = tokio::spawn(telemetry::serve(
+        admin,
+        telemetry::admin_router("control-plane", app.readiness(shutdown.clone())),
+        shutdown.clone(),
+        grace,
+    ));
+    let sweeper = tokio::spawn({
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.wait() => break,
+                    () = tokio::time::sleep(SWEEP_EVERY) => {}
+                }
+                if let Err(error) = app.sweep_orphans(ORPHAN_GRACE).await {
+                    tracing::warn!(message = "Orphan sweep failed; it runs again later.", %error);
+                }
+            }
+        }
+    });
+    tracing::info!(
+        message = "Control plane listening.",
+        public = %public_addr,
+        admin = %admin_addr,
+    );
+    let served = telemetry::serve(listener, app.router(), shutdown.clone(), grace).await;
+    shutdown.trigger();
+    let _ = sweeper.await;
+    let _ = admin_task.await;
+    app.users.database().close().await;
+    app.inventory.database().close().await;
+    tracing::info!(message = "Control plane stopped.");
+    served.context("the public listener failed")
+}

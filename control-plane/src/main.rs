@@ -1,0 +1,118 @@
+//! The control-plane daemon: parses flags, loads the configuration, starts telemetry, binds,
+//! and hands over to `control_plane::run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use control_plane::config::Config;
+use control_plane::store::Clock;
+use control_plane::{App, run};
+use figment::Figment;
+use figment::providers::Serialized;
+use telemetry::{LogFormat, Shutdown};
+
+/// Cadenza control plane: accounts, packages and playlists.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// TOML configuration file (flags and CADENZA_* variables override it).
+    #[arg(long, env = "CADENZA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Directory for the embedded databases.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Public API address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Admin address (/metrics, /healthz, /readyz).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// User DB URL (sqlite:… or mysql://…).
+    #[arg(long)]
+    user_db_url: Option<String>,
+    /// Inventory DB URL (sqlite:… or mysql://…).
+    #[arg(long)]
+    inventory_db_url: Option<String>,
+    /// Cache URL (memory:// or redis://…).
+    #[arg(long)]
+    cache_url: Option<String>,
+    /// Log format: human or json.
+    #[arg(long)]
+    log_format: Option<LogFormat>,
+}
+
+impl Cli {
+    fn overrides(&self) -> Figment {
+        let mut figment = Figment::new();
+        macro_rules! flag {
+            ($($name:ident),*) => {$(
+                if let Some(value) = &self.$name {
+                    figment = figment.merge(Serialized::default(stringify!($name), value));
+                }
+            )*};
+        }
+        flag!(
+            data_dir,
+            listen,
+            admin_listen,
+            user_db_url,
+            inventory_db_url,
+            cache_url,
+            log_format
+        );
+        figment
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref(), cli.overrides()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("control-plane: {error}");
+            return ExitCode::from(64);
+        }
+    };
+    telemetry::init_logging(config.log_format, "info");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("control-plane: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(
+                message = "Control plane failed.",
+                error = format!("{error:#}")
+            );
+            eprintln!("control-plane: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("failed to bind the public address {}", config.listen))?;
+    let admin = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("failed to bind the admin address {}", config.admin_listen))?;
+    let app = App::build(config, Clock::system()).await?;
+    if let Some(admin) = app.bootstrap_admin().await? {
+        // Shown once: the password is not stored anywhere but as its hash.
+        eprintln!(
+            "Created the first administrator: {} / {}  (shown once; change it with PUT /api/v1/users/me/password)",
+            admin.email, admin.password
+        );
+    }
+    let shutdown = Shutdown::new();
+    shutdown.trigger_on_signals();
+    run(app, listener, admin, shutdown).await
+}

@@ -1,0 +1,9 @@
+//! The control plane's API tests: every endpoint through the router without sockets, on both
+//! backends. One module per flow.
+
+mod support;
+
+mod accounts;
+mod errors;
+mod packages;
+mod playlists;

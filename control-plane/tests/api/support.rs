@@ -1,0 +1,336 @@
+//! The test harness: a control plane on fresh databases, called without sockets.
+//!
+//! Every case runs on SQLite + moka, and on MariaDB + Redis when `CADENZA_TEST_MYSQL_URL` and
+//! `CADENZA_TEST_REDIS_URL` are set (each case gets its own databases and key prefix). Under
+//! `CI=true` those variables are required: a backend that cannot be reached fails the run.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use control_plane::App;
+use control_plane::config::{Config, Secret};
+use control_plane::store::{Clock, NewTrack, new_id};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use sqlx::Connection;
+use tower::ServiceExt;
+
+/// Which backends a case runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite files and the in-process cache.
+    Embedded,
+    /// MariaDB and Redis.
+    Servers,
+}
+
+/// A response, decoded.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub raw: String,
+}
+
+/// A control plane on fresh databases.
+pub struct TestApp {
+    pub app: App,
+    pub clock: Clock,
+    #[allow(dead_code)]
+    pub backend: Backend,
+    router: Router,
+    _dir: tempfile::TempDir,
+    mysql: Option<(String, Vec<String>)>,
+    redis: Option<(String, String)>,
+}
+
+pub const PASSWORD: &str = "correct horse battery";
+
+fn server_urls() -> Option<(String, String)> {
+    let mysql = std::env::var("CADENZA_TEST_MYSQL_URL")
+        .ok()
+        .filter(|v| !v.is_empty());
+    let redis = std::env::var("CADENZA_TEST_REDIS_URL")
+        .ok()
+        .filter(|v| !v.is_empty());
+    match (mysql, redis) {
+        (Some(mysql), Some(redis)) => Some((mysql, redis)),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but CADENZA_TEST_MYSQL_URL and CADENZA_TEST_REDIS_URL are not both set")
+        }
+        _ => None,
+    }
+}
+
+impl TestApp {
+    /// A control plane on `backend` with the default test configuration; `None` when the
+    /// servers are not configured (the case says it was skipped).
+    pub async fn start(backend: Backend) -> Option<Self> {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Like [`TestApp::start`], with configuration changes.
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Self> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = Config {
+            data_dir: dir.path().to_path_buf(),
+            ..Config::default()
+        };
+        let mut mysql = None;
+        let mut redis = None;
+        if backend == Backend::Servers {
+            let Some((mysql_url, redis_url)) = server_urls() else {
+                eprintln!(
+                    "skipped: the MariaDB + Redis run of this case needs CADENZA_TEST_MYSQL_URL and CADENZA_TEST_REDIS_URL"
+                );
+                return None;
+            };
+            let tag = new_id().replace('-', "");
+            let tag = &tag[tag.len() - 12..];
+            let names = vec![
+                format!("cz_test_{tag}_user"),
+                format!("cz_test_{tag}_inventory"),
+            ];
+            let mut admin = sqlx::MySqlConnection::connect(&mysql_url)
+                .await
+                .expect("CADENZA_TEST_MYSQL_URL must reach a MariaDB/MySQL server");
+            for name in &names {
+                sqlx::query(&format!(
+                    "CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                ))
+                .execute(&mut admin)
+                .await
+                .expect("create test database");
+            }
+            let base = mysql_url.trim_end_matches('/');
+            config.user_db_url = Some(Secret::new(format!("{base}/{}", names[0])));
+            config.inventory_db_url = Some(Secret::new(format!("{base}/{}", names[1])));
+            config.cache_url = Some(Secret::new(redis_url.clone()));
+            config.cache_prefix = format!("cz-test:{tag}:");
+            redis = Some((redis_url, config.cache_prefix.clone()));
+            mysql = Some((mysql_url, names));
+        }
+        tweak(&mut config);
+        let clock = Clock::manual(1_800_000_000_000);
+        let app = App::build(config, clock.clone())
+            .await
+            .expect("control plane starts");
+        Some(Self {
+            router: app.router(),
+            app,
+            clock,
+            backend,
+            _dir: dir,
+            mysql,
+            redis,
+        })
+    }
+
+    /// Drops the case's server databases.
+    pub async fn finish(self) {
+        self.app.users.database().close().await;
+        self.app.inventory.database().close().await;
+        if let Some((url, names)) = self.mysql
+            && let Ok(mut admin) = sqlx::MySqlConnection::connect(&url).await
+        {
+            for name in names {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS `{name}`"))
+                    .execute(&mut admin)
+                    .await;
+            }
+        }
+        if let Some((url, prefix)) = self.redis
+            && let Ok(client) = redis::Client::open(url)
+            && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+        {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{prefix}*"))
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+            }
+        }
+    }
+
+    /// Sends a request as if from 127.0.0.1.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        self.call_from(
+            "127.0.0.1:40000".parse().unwrap(),
+            method,
+            path,
+            token,
+            body,
+        )
+        .await
+    }
+
+    /// Sends a request from the given peer address.
+    pub async fn call_from(
+        &self,
+        peer: SocketAddr,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = match body {
+            Some(body) => request
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string())),
+            None => request.body(Body::empty()),
+        }
+        .unwrap();
+        self.send(peer, request).await
+    }
+
+    /// Sends a prepared request.
+    pub async fn send(&self, peer: SocketAddr, mut request: Request<Body>) -> Reply {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let raw = String::from_utf8_lossy(&bytes).into_owned();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            raw,
+        }
+    }
+
+    /// Signs up a listener with `email` and the test password.
+    pub async fn sign_up(&self, email: &str) -> Value {
+        let reply = self
+            .call(
+                Method::POST,
+                "/api/v1/users",
+                None,
+                Some(sign_up_body(email)),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.raw);
+        reply.body
+    }
+
+    /// Logs in and returns the token.
+    pub async fn log_in(&self, email: &str, password: &str) -> String {
+        let reply = self
+            .call(
+                Method::POST,
+                "/api/v1/sessions",
+                None,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.raw);
+        reply.body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Signs up and logs in; returns the token.
+    pub async fn user(&self, email: &str) -> String {
+        self.sign_up(email).await;
+        self.log_in(email, PASSWORD).await
+    }
+
+    /// Creates the first admin and logs in as them.
+    pub async fn admin(&self) -> String {
+        let admin = self
+            .app
+            .bootstrap_admin()
+            .await
+            .unwrap()
+            .expect("no admin yet");
+        self.log_in(&admin.email, &admin.password).await
+    }
+
+    /// A track with the given status, through the store API (uploads create them later).
+    pub async fn track(&self, name: &str, status: &str) -> String {
+        let id = new_id();
+        self.app
+            .inventory
+            .insert_track(&NewTrack {
+                id: id.clone(),
+                name: name.to_owned(),
+                uploaded_by_user_id: new_id(),
+                singer: "Test Singer".to_owned(),
+                album: None,
+                kind: "music".to_owned(),
+                status: status.to_owned(),
+                duration_ms: Some(180_000),
+                now: self.clock.now_ms(),
+            })
+            .await
+            .unwrap();
+        id
+    }
+}
+
+/// A valid sign-up body.
+pub fn sign_up_body(email: &str) -> Value {
+    json!({
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "email": email,
+        "mobile": "+44 7700 900123",
+        "address": "12 St James's Square, London",
+        "password": PASSWORD,
+    })
+}
+
+/// Asserts the one error shape and returns the code.
+pub fn error_code(reply: &Reply) -> String {
+    let error = &reply.body["error"];
+    assert_eq!(error["status"], reply.status.as_u16(), "{}", reply.raw);
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        reply.raw
+    );
+    assert!(error["fields"].is_array(), "{}", reply.raw);
+    error["code"].as_str().expect("error code").to_owned()
+}
+
+/// Runs each listed case on both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let app = $crate::support::TestApp::start($crate::support::Backend::Embedded).await.unwrap();
+                    super::$case(&app).await;
+                    app.finish().await;
+                }
+            )*
+        }
+        mod servers {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    let Some(app) = $crate::support::TestApp::start($crate::support::Backend::Servers).await else { return };
+                    super::$case(&app).await;
+                    app.finish().await;
+                }
+            )*
+        }
+    };
+}
