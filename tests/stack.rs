@@ -1,0 +1,149 @@
+//! End-to-end: the all-in-one stack started in-process on free ports, driven over real HTTP
+//! the way a newcomer's scripts would, stopped, and started again on the same data.
+
+use std::time::Duration;
+
+use cadenza::{StackInfo, StackOptions, start};
+use serde_json::{Value, json};
+use telemetry::{LogFormat, Shutdown};
+
+fn options(dir: &std::path::Path) -> StackOptions {
+    StackOptions {
+        data_dir: dir.to_path_buf(),
+        host: "127.0.0.1".parse().unwrap(),
+        base_port: 0,
+        log_format: LogFormat::Human,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stack_serves_the_api_and_restarts_on_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = Shutdown::new();
+    let stack = start(&options(dir.path()), shutdown.clone()).await.unwrap();
+
+    // stack.json describes the running stack.
+    let written: StackInfo =
+        serde_json::from_slice(&std::fs::read(dir.path().join("stack.json")).unwrap()).unwrap();
+    assert_eq!(written.control_plane.url, stack.info.control_plane.url);
+    let api = written.control_plane.url.clone();
+    let admin = written.control_plane.admin.clone();
+    let http = reqwest::Client::new();
+
+    let packages: Value = http
+        .get(format!("{api}/api/v1/packages"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(packages.as_array().unwrap().len(), 3);
+
+    // The demo listener logs in with the printed credentials.
+    let listener = &written.demo.listener;
+    let session = http
+        .post(format!("{api}/api/v1/sessions"))
+        .json(&json!({"email": listener.email, "password": listener.password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(session.status(), 201);
+    let token = session.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let me: Value = http
+        .get(format!("{api}/api/v1/users/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["role"], "listener");
+
+    // A newcomer signs up over the socket (the client address comes from the connection).
+    let signed_up = http
+        .post(format!("{api}/api/v1/users"))
+        .json(&json!({"first_name": "New", "last_name": "Comer", "email": "new@example.com",
+                      "mobile": "+33612345678", "address": "Paris", "password": "a long enough password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_up.status(), 201);
+
+    // The admin port reports health, readiness and metrics.
+    assert_eq!(
+        http.get(format!("{admin}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{admin}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let metrics = http
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("cadenza_http_requests_total"), "{metrics}");
+    assert!(metrics.contains(r#"route="/api/v1/sessions""#), "{metrics}");
+
+    // Drain and stop.
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(15), stack.wait())
+        .await
+        .expect("stops within the grace period")
+        .unwrap();
+    assert!(
+        http.get(format!("{api}/api/v1/packages"))
+            .send()
+            .await
+            .is_err(),
+        "the listener is closed"
+    );
+
+    // A second start reuses the data: same demo credentials, the sign-up is still there.
+    let shutdown = Shutdown::new();
+    let again = start(&options(dir.path()), shutdown.clone()).await.unwrap();
+    assert_eq!(again.info.demo.listener.password, listener.password);
+    let api = again.info.control_plane.url.clone();
+    let relogin = http
+        .post(format!("{api}/api/v1/sessions"))
+        .json(&json!({"email": "new@example.com", "password": "a long enough password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(relogin.status(), 201);
+    let packages: Value = http
+        .get(format!("{api}/api/v1/packages"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        packages.as_array().unwrap().len(),
+        3,
+        "packages are seeded once"
+    );
+    shutdown.trigger();
+    tokio::time::timeout(Duration::from_secs(15), again.wait())
+        .await
+        .unwrap()
+        .unwrap();
+}
