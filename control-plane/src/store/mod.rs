@@ -124,6 +124,8 @@ pub enum DatabaseKind {
 pub struct Database {
     pool: AnyPool,
     dialect: Dialect,
+    /// Tells pools apart (two handles to one pool share it).
+    id: Arc<str>,
 }
 
 impl Database {
@@ -168,12 +170,21 @@ impl Database {
             (DatabaseKind::Inventory, Dialect::MySql) => &INVENTORY_MYSQL,
         };
         migrator.run(&pool).await?;
-        Ok(Self { pool, dialect })
+        Ok(Self {
+            pool,
+            dialect,
+            id: new_id().into(),
+        })
     }
 
     /// The pool, for queries.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Whether `other` is a handle to the same pool.
+    pub fn same_pool(&self, other: &Database) -> bool {
+        self.id == other.id
     }
 
     /// The dialect the database speaks.
@@ -250,6 +261,22 @@ impl Clock {
 /// A fresh, time-ordered id (UUID v7).
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+/// Reads a long-text column (`TEXT`/`MEDIUMTEXT`) as a string. SQLite reports such columns
+/// as text, while sqlx's `Any` driver sees MySQL's as BLOBs; both hold UTF-8.
+pub fn long_text(row: &sqlx::any::AnyRow, column: &str) -> Result<String, sqlx::Error> {
+    use sqlx::Row as _;
+    match row.try_get::<String, _>(column) {
+        Ok(text) => Ok(text),
+        Err(_) => {
+            let bytes: Vec<u8> = row.try_get(column)?;
+            String::from_utf8(bytes).map_err(|error| sqlx::Error::ColumnDecode {
+                index: column.to_owned(),
+                source: Box::new(error),
+            })
+        }
+    }
 }
 
 /// `?, ?, ?` with `n` placeholders, for `IN (…)` lists.
