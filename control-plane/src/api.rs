@@ -220,6 +220,8 @@ pub fn rfc3339(ms: i64) -> String {
         (name = "accounts", description = "Sign-up, log-in, profile"),
         (name = "packages", description = "Packages on sale"),
         (name = "playlists", description = "Playlists"),
+        (name = "payments", description = "Checkout, card payments, provider webhooks, refunds"),
+        (name = "subscriptions", description = "Subscriptions and entitlements"),
     )
 )]
 struct ApiDoc;
@@ -242,6 +244,8 @@ pub fn router(app: App) -> Router {
         .merge(crate::accounts::routes())
         .merge(crate::packages::routes())
         .merge(crate::playlists::routes())
+        .merge(crate::payments::routes())
+        .merge(crate::subscriptions::routes())
         .split_for_parts();
     let document = openapi.clone();
     let limit = app.config.limits.max_body_bytes;

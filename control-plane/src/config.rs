@@ -54,6 +54,12 @@ pub struct Config {
     pub inventory_db_url: Option<Secret>,
     /// Cache in front of the User DB: `memory://` (in-process, the default) or `redis://…`.
     pub cache_url: Option<Secret>,
+    /// Event bus: `embedded://` (the outbox tables themselves, the default) or
+    /// `kafka://host:port[,host:port]`.
+    pub bus_url: Option<Secret>,
+    /// Prefix of Kafka topic and consumer-group names (`{namespace}.payments`), so that
+    /// several deployments can share a cluster.
+    pub bus_namespace: String,
     /// Prefix of every cache key, so that several deployments (or test runs) can share a Redis.
     pub cache_prefix: String,
     /// Log line format.
@@ -67,6 +73,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Request and collection size limits.
     pub limits: LimitsConfig,
+    /// Payments and their provider.
+    pub payments: PaymentsConfig,
     /// The first administrator, created at first start when no admin exists. Unset: an admin
     /// with a random password is created and its credentials are logged once.
     pub bootstrap_admin: Option<BootstrapAdmin>,
@@ -106,6 +114,32 @@ pub struct LimitsConfig {
     pub max_playlists_per_user: u32,
 }
 
+/// Payments and their provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PaymentsConfig {
+    /// The secret provider webhooks are signed with. Unset: a random one per process, which
+    /// is enough for the in-process sandbox provider.
+    pub webhook_secret: Option<Secret>,
+    /// How far a webhook's signed timestamp may be from now, in seconds.
+    pub webhook_tolerance_secs: u64,
+    /// How long the sandbox waits before it sends the webhook of an asynchronous payment.
+    pub sandbox_webhook_delay_ms: u64,
+    /// How long idempotency keys are kept, in seconds (at least a day).
+    pub idempotency_key_ttl_secs: u64,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            webhook_secret: None,
+            webhook_tolerance_secs: 300,
+            sandbox_webhook_delay_ms: 2_000,
+            idempotency_key_ttl_secs: 48 * 3600,
+        }
+    }
+}
+
 /// Credentials of the first administrator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,12 +159,15 @@ impl Default for Config {
             user_db_url: None,
             inventory_db_url: None,
             cache_url: None,
+            bus_url: None,
+            bus_namespace: "cadenza".to_owned(),
             cache_prefix: "cadenza:".to_owned(),
             log_format: LogFormat::Human,
             trusted_proxies: Vec::new(),
             drain_grace_secs: 10,
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
+            payments: PaymentsConfig::default(),
             bootstrap_admin: None,
         }
     }
@@ -226,6 +263,45 @@ impl Config {
             {
                 return Err(invalid("cache_url", "expected memory:// or a redis:// URL"));
             }
+        }
+        if let Some(url) = &self.bus_url {
+            let url = url.expose();
+            if !(url == "embedded://"
+                || (url.starts_with("kafka://") && url.len() > "kafka://".len()))
+            {
+                return Err(invalid(
+                    "bus_url",
+                    "expected embedded:// or kafka://host:port[,host:port]",
+                ));
+            }
+        }
+        if self.bus_namespace.is_empty()
+            || !self
+                .bus_namespace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(invalid(
+                "bus_namespace",
+                "letters, digits, '-', '_' and '.' only",
+            ));
+        }
+        if self.payments.idempotency_key_ttl_secs < 24 * 3600 {
+            return Err(invalid(
+                "payments.idempotency_key_ttl_secs",
+                "idempotency keys must be kept at least 24 hours",
+            ));
+        }
+        if self
+            .payments
+            .webhook_secret
+            .as_ref()
+            .is_some_and(|secret| secret.expose().len() < 16)
+        {
+            return Err(invalid(
+                "payments.webhook_secret",
+                "must be at least 16 characters",
+            ));
         }
         let auth = &self.auth;
         if auth.argon2_memory_kib < 19_456

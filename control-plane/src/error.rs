@@ -98,6 +98,14 @@ pub enum Error {
         /// Explanation.
         message: String,
     },
+    /// The payment provider refused the card (402).
+    #[error("{message}")]
+    PaymentRequired {
+        /// Stable code: `card_declined`, `insufficient_funds`.
+        code: &'static str,
+        /// For the card holder.
+        message: String,
+    },
     /// The request body is larger than the configured limit (413).
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge {
@@ -188,6 +196,9 @@ impl Error {
             Self::Forbidden { code, message } => (StatusCode::FORBIDDEN, code, message.clone()),
             Self::NotFound { code, message } => (StatusCode::NOT_FOUND, code, message.clone()),
             Self::Conflict { code, message } => (StatusCode::CONFLICT, code, message.clone()),
+            Self::PaymentRequired { code, message } => {
+                (StatusCode::PAYMENT_REQUIRED, code, message.clone())
+            }
             Self::PayloadTooLarge { limit } => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
@@ -223,13 +234,11 @@ impl Error {
     }
 }
 
-impl IntoResponse for Error {
-    fn into_response(self) -> Response {
+impl Error {
+    /// The status and body this error is answered with (stored for idempotent replays).
+    pub fn to_body(&self) -> (StatusCode, ErrorBody) {
         let (status, code, message) = self.parts();
-        if status.is_server_error() {
-            tracing::error!(message = "Request failed.", error = %self, debug = ?self);
-        }
-        let fields = match &self {
+        let fields = match self {
             Self::Validation(fields) => fields.clone(),
             _ => Vec::new(),
         };
@@ -241,6 +250,16 @@ impl IntoResponse for Error {
                 fields,
             },
         };
+        (status, body)
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, body) = self.to_body();
+        if status.is_server_error() {
+            tracing::error!(message = "Request failed.", error = %self, debug = ?self);
+        }
         let mut response = (status, Json(body)).into_response();
         if let Self::RateLimited { retry_after_secs } = self {
             response

@@ -5,13 +5,17 @@
 pub mod accounts;
 pub mod api;
 pub mod auth;
+pub mod bus;
 pub mod cache;
 pub mod config;
 pub mod error;
 pub mod packages;
+pub mod payments;
 pub mod playlists;
 pub mod store;
+pub mod subscriptions;
 
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,8 +27,10 @@ use telemetry::{Readiness, Shutdown};
 use tokio::net::TcpListener;
 
 use crate::auth::{LoginThrottle, Passwords, Role, random_token};
+use crate::bus::Bus;
 use crate::cache::Cache;
 use crate::config::Config;
+use crate::payments::provider::Sandbox;
 use crate::store::{Clock, Database, DatabaseKind, InventoryStore, NewUser, UserStore, new_id};
 
 /// How long a playlist may stay `pending` before the sweeper settles it. Far longer than any
@@ -54,6 +60,12 @@ pub struct AppInner {
     pub throttle: LoginThrottle,
     /// The time source.
     pub clock: Clock,
+    /// The event bus.
+    pub bus: Bus,
+    /// The sandbox payment provider.
+    pub sandbox: Sandbox,
+    /// The key provider webhooks are signed with.
+    pub webhook_secret: Vec<u8>,
 }
 
 impl Deref for App {
@@ -100,7 +112,27 @@ impl App {
         .context("failed to configure the cache")?;
         let passwords = Passwords::new(&config.auth)?;
         let throttle = LoginThrottle::new(cache.clone(), &config.auth);
+        // Payment and subscription events are produced in User DB transactions, so their
+        // outbox is the User DB's.
+        let logs = HashMap::from([
+            (events::payments::TOPIC, users.clone()),
+            (events::subscriptions::TOPIC, users.clone()),
+        ]);
+        let bus = Bus::new(
+            config.bus_url.as_ref().map(|url| url.expose()),
+            &config.bus_namespace,
+            logs,
+            clock.clone(),
+        )
+        .context("failed to configure the event bus")?;
+        let webhook_secret = match &config.payments.webhook_secret {
+            Some(secret) => secret.expose().as_bytes().to_vec(),
+            None => random_token().into_bytes(),
+        };
         let app = Self(Arc::new(AppInner {
+            bus,
+            sandbox: Sandbox::default(),
+            webhook_secret,
             users: UserStore::new(users),
             inventory: InventoryStore::new(inventory),
             cache,
@@ -115,6 +147,7 @@ impl App {
             user_db = app.users.database().dialect().name(),
             inventory_db = app.inventory.database().dialect().name(),
             cache = app.cache.backend_name(),
+            bus = app.bus.transport_name(),
         );
         Ok(app)
     }
@@ -228,6 +261,37 @@ pub async fn run(
         shutdown.clone(),
         grace,
     ));
+    let mut workers = app
+        .bus
+        .start(shutdown.clone())
+        .await
+        .context("failed to start the event bus")?;
+    workers.push(
+        app.bus
+            .subscribe(
+                subscriptions::ACCOUNT_UPDATE,
+                events::payments::TOPIC,
+                subscriptions::account_update_handler(app.clone()),
+                shutdown.clone(),
+            )
+            .context("failed to start the account-update consumer")?,
+    );
+    workers.push(tokio::spawn({
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        let delay = Duration::from_millis(app.config.payments.sandbox_webhook_delay_ms);
+        async move {
+            // The sandbox's asynchronous confirmations arrive after a delay, as a real
+            // provider's would.
+            loop {
+                tokio::select! {
+                    () = shutdown.wait() => break,
+                    () = tokio::time::sleep(delay) => {}
+                }
+                app.deliver_sandbox_webhooks().await;
+            }
+        }
+    }));
     let sweeper = tokio::spawn({
         let app = app.clone();
         let shutdown = shutdown.clone();
@@ -251,6 +315,9 @@ pub async fn run(
     let served = telemetry::serve(listener, app.router(), shutdown.clone(), grace).await;
     shutdown.trigger();
     let _ = sweeper.await;
+    for worker in workers {
+        let _ = worker.await;
+    }
     let _ = admin_task.await;
     app.users.database().close().await;
     app.inventory.database().close().await;

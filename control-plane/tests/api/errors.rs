@@ -188,6 +188,16 @@ async fn openapi_documents_every_endpoint(t: &TestApp) {
         ("/api/v1/playlists/{id}", "delete"),
         ("/api/v1/playlists/{id}/tracks/{track_id}", "delete"),
         ("/api/v1/playlists/{id}/order", "put"),
+        ("/api/v1/payments", "post"),
+        ("/api/v1/payments/{id}", "get"),
+        ("/api/v1/payments/{id}/confirm", "post"),
+        ("/api/v1/payments/webhooks/{provider}", "post"),
+        ("/api/v1/admin/payments/{id}/refund", "post"),
+        ("/api/v1/admin/users/{id}/payments", "get"),
+        ("/api/v1/admin/users/{id}/subscriptions", "get"),
+        ("/api/v1/subscriptions/me", "get"),
+        ("/api/v1/subscriptions/current", "delete"),
+        ("/api/v1/me/entitlements", "get"),
     ];
     for (path, method) in expected {
         assert!(

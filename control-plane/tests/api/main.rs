@@ -4,6 +4,8 @@
 mod support;
 
 mod accounts;
+mod billing;
 mod errors;
+mod kafka;
 mod packages;
 mod playlists;

@@ -1,0 +1,606 @@
+//! The account-update service and what it maintains: subscriptions and entitlements.
+//!
+//! The account-update consumer group turns each `payment.succeeded` event into subscription
+//! time: a new subscription from the payment's time, or, when the user already holds an
+//! active subscription to the same package, one more period from its current end. Exactly
+//! one effect per payment, however often and in whatever order events arrive: the event id
+//! is recorded in `bus_processed` and the payment in `subscription_payments` (its primary
+//! key) in the same transaction as the change, and a payment refunded before its event is
+//! processed buys nothing.
+//!
+//! Entitlements are evaluated against the clock at each read (no expiry job), and cached no
+//! longer than until the entitlement ends.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use events::Envelope;
+use events::payments::PaymentSucceeded;
+use events::subscriptions::{
+    SubscriptionActivated, SubscriptionCanceled, SubscriptionChange, SubscriptionExtended,
+};
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::App;
+use crate::api::{ApiPath, rfc3339};
+use crate::auth::AuthUser;
+use crate::bus::{self, Handler, HandlerError};
+use crate::error::{Error, ErrorBody, Result};
+use crate::store::{StoreError, new_id, retry_on_conflict};
+
+/// The consumer group of the account-update service.
+pub const ACCOUNT_UPDATE: &str = "account-update";
+
+pub(crate) fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new()
+        .routes(routes!(my_subscriptions))
+        .routes(routes!(cancel_current))
+        .routes(routes!(my_entitlements))
+        .routes(routes!(user_subscriptions))
+}
+
+// ---- Calendar arithmetic (pure) --------------------------------------------------------------
+
+const DAY_MS: i64 = 86_400_000;
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year - era * 400;
+    let month = i64::from(month);
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The civil date of a day count since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (
+        if month <= 2 {
+            yoe + era * 400 + 1
+        } else {
+            yoe + era * 400
+        },
+        month,
+        day,
+    )
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    let next = if month == 12 {
+        days_from_civil(year + 1, 1, 1)
+    } else {
+        days_from_civil(year, month + 1, 1)
+    };
+    (next - days_from_civil(year, month, 1)) as u32
+}
+
+/// The (year, month) of a Unix-ms instant, in UTC.
+pub fn civil_year_month(ms: i64) -> (u32, u32) {
+    let (year, month, _) = civil_from_days(ms.div_euclid(DAY_MS));
+    (year.clamp(0, i64::from(u32::MAX)) as u32, month)
+}
+
+/// `ms` plus one billing period: 7 days for `week`; the same day and time one calendar month
+/// or year later for `month` and `year`, clamped to the end of a shorter month (31 January
+/// plus a month is 28 or 29 February).
+pub fn add_period(ms: i64, period: &str) -> Option<i64> {
+    let months = match period {
+        "week" => return Some(ms + 7 * DAY_MS),
+        "month" => 1,
+        "year" => 12,
+        _ => return None,
+    };
+    let days = ms.div_euclid(DAY_MS);
+    let time_of_day = ms.rem_euclid(DAY_MS);
+    let (year, month, day) = civil_from_days(days);
+    let index = year * 12 + i64::from(month - 1) + months;
+    let (year, month) = (index.div_euclid(12), (index.rem_euclid(12) + 1) as u32);
+    let day = day.min(days_in_month(year, month));
+    Some(days_from_civil(year, month, day) * DAY_MS + time_of_day)
+}
+
+// ---- Types -------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct SubscriptionRow {
+    id: String,
+    user_id: String,
+    package_id: String,
+    payment_id: String,
+    start_at: i64,
+    end_at: i64,
+    status: String,
+    auto_renew: i64,
+    canceled_at: Option<i64>,
+    created_at: i64,
+}
+
+const SUBSCRIPTION_COLUMNS: &str = "id, user_id, package_id, payment_id, start_at, end_at, status, auto_renew, canceled_at, created_at";
+
+/// A subscription.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Subscription {
+    id: String,
+    package_id: String,
+    package_name: Option<String>,
+    /// `active`, `canceled` (runs to `end_at` without renewal), `expired` or `refunded`,
+    /// evaluated against the clock now.
+    status: String,
+    start_at: String,
+    end_at: String,
+    auto_renew: bool,
+    canceled_at: Option<String>,
+    /// The payment that started it.
+    payment_id: String,
+    created_at: String,
+}
+
+/// A user's subscriptions, current first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Subscriptions {
+    /// The paid subscription in force now, if any.
+    current: Option<Subscription>,
+    /// Every subscription, newest first.
+    subscriptions: Vec<Subscription>,
+}
+
+/// What the user may do now.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Entitlements {
+    /// The package in force: the paid one subscribed to, else the free one.
+    package_id: String,
+    package_name: String,
+    /// `subscription` or `free`.
+    source: String,
+    subscription_id: Option<String>,
+    /// Ads per hour of listening under this package (0: no ads).
+    free_ads_per_hour: i64,
+    /// When this entitlement ends (null for the free package).
+    until: Option<String>,
+    #[serde(skip)]
+    until_ms: Option<i64>,
+}
+
+impl Entitlements {
+    /// Ads per hour the user hears.
+    pub fn free_ads_per_hour(&self) -> i64 {
+        self.free_ads_per_hour
+    }
+}
+
+// ---- Handlers ----------------------------------------------------------------------------
+
+/// The caller's subscriptions, current and past.
+#[utoipa::path(get, path = "/api/v1/subscriptions/me", tag = "subscriptions", security(("bearer" = [])),
+    responses((status = 200, body = Subscriptions), (status = 401, body = ErrorBody)))]
+async fn my_subscriptions(app: App, caller: AuthUser) -> Result<Json<Subscriptions>> {
+    Ok(Json(app.subscriptions_of(&caller.user_id).await?))
+}
+
+/// Cancel the current paid subscription: it stays in force until its end date and is not
+/// renewed.
+#[utoipa::path(delete, path = "/api/v1/subscriptions/current", tag = "subscriptions", security(("bearer" = [])),
+    responses((status = 200, body = Subscription), (status = 404, body = ErrorBody, description = "no_active_subscription")))]
+async fn cancel_current(app: App, caller: AuthUser) -> Result<Json<Subscription>> {
+    let now = app.clock.now_ms();
+    let canceled = retry_on_conflict(|| async {
+        let mut tx = app.users.database().pool().begin().await?;
+        let sql = format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE user_id = ? AND status = 'active' AND start_at <= ? AND end_at > ? \
+             ORDER BY end_at DESC LIMIT 1"
+        );
+        let Some(row) = sqlx::query_as::<_, SubscriptionRow>(&sql)
+            .bind(&caller.user_id)
+            .bind(now)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let changed = sqlx::query(
+            "UPDATE subscriptions SET status = 'canceled', auto_renew = 0, canceled_at = ?, updated_at = ? WHERE id = ? AND status = 'active'",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(&row.id)
+        .execute(&mut *tx)
+        .await?;
+        if changed.rows_affected() == 1 {
+            let event = SubscriptionCanceled(change(&row, None));
+            bus::append(&mut tx, &row.user_id, &event, now).await?;
+        }
+        tx.commit().await?;
+        Ok::<_, StoreError>(Some(row.id))
+    })
+    .await?
+    .ok_or_else(|| Error::not_found("no_active_subscription", "There is no active paid subscription to cancel."))?;
+    app.bus.notify();
+    app.forget_entitlements(&caller.user_id).await;
+    let all = app.subscriptions_of(&caller.user_id).await?;
+    all.subscriptions
+        .into_iter()
+        .find(|subscription| subscription.id == canceled)
+        .map(Json)
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("canceled subscription vanished")))
+}
+
+/// The package in force for the caller, its ads per hour, and until when.
+#[utoipa::path(get, path = "/api/v1/me/entitlements", tag = "subscriptions", security(("bearer" = [])),
+    responses((status = 200, body = Entitlements), (status = 401, body = ErrorBody)))]
+async fn my_entitlements(app: App, caller: AuthUser) -> Result<Json<Entitlements>> {
+    Ok(Json(app.entitlements(&caller.user_id).await?))
+}
+
+/// A user's subscriptions (administrators only).
+#[utoipa::path(get, path = "/api/v1/admin/users/{id}/subscriptions", tag = "subscriptions", security(("bearer" = [])),
+    params(("id" = String, Path)), responses((status = 200, body = Subscriptions), (status = 403, body = ErrorBody)))]
+async fn user_subscriptions(
+    app: App,
+    caller: AuthUser,
+    ApiPath(user_id): ApiPath<String>,
+) -> Result<Json<Subscriptions>> {
+    caller.require_admin()?;
+    Ok(Json(app.subscriptions_of(&user_id).await?))
+}
+
+fn change(row: &SubscriptionRow, payment_id: Option<&str>) -> SubscriptionChange {
+    SubscriptionChange {
+        subscription_id: row.id.clone(),
+        user_id: row.user_id.clone(),
+        package_id: row.package_id.clone(),
+        payment_id: payment_id.map(str::to_owned),
+        start_at_ms: row.start_at,
+        end_at_ms: row.end_at,
+    }
+}
+
+fn entitlements_key(user_id: &str) -> String {
+    format!("entitlements:{user_id}")
+}
+
+/// The account-update consumer's handler.
+pub fn account_update_handler(app: App) -> Handler {
+    Arc::new(move |envelope: Envelope| {
+        let app = app.clone();
+        Box::pin(async move { app.apply_payment_event(envelope).await })
+    })
+}
+
+impl App {
+    /// Applies one event of the `payments` topic for the account-update group.
+    pub async fn apply_payment_event(&self, envelope: Envelope) -> Result<(), HandlerError> {
+        if !envelope.is::<PaymentSucceeded>() {
+            return Ok(());
+        }
+        let event = envelope
+            .decode::<PaymentSucceeded>()
+            .map_err(|error| HandlerError(error.to_string()))?;
+        let event_id = envelope.id.to_string();
+        let applied = retry_on_conflict(|| self.apply_payment(&event_id, &event)).await?;
+        if applied {
+            self.bus.notify();
+            self.forget_entitlements(&event.user_id).await;
+        }
+        Ok(())
+    }
+
+    /// One transaction: dedupe, then create or extend. `Ok(true)` if it changed anything.
+    async fn apply_payment(
+        &self,
+        event_id: &str,
+        event: &PaymentSucceeded,
+    ) -> Result<bool, StoreError> {
+        let now = self.clock.now_ms();
+        let mut tx = self.users.database().pool().begin().await?;
+        if !bus::mark_processed(&mut tx, ACCOUNT_UPDATE, event_id, now).await? {
+            return Ok(false);
+        }
+        let status: Option<String> = sqlx::query("SELECT status FROM payments WHERE id = ?")
+            .bind(&event.payment_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|row| row.try_get("status"))
+            .transpose()?;
+        let already =
+            sqlx::query("SELECT subscription_id FROM subscription_payments WHERE payment_id = ?")
+                .bind(&event.payment_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+        if status.as_deref() != Some("succeeded") || already {
+            // Refunded before we got here, unknown, or already applied: nothing to buy.
+            tx.commit().await?;
+            return Ok(false);
+        }
+        let Some(_) = add_period(0, &event.period) else {
+            return Err(StoreError::Corrupt(format!(
+                "payment {} has unknown period {:?}",
+                event.payment_id, event.period
+            )));
+        };
+        let sql = format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE user_id = ? AND package_id = ? AND status IN ('active', 'canceled') \
+             AND end_at > ? ORDER BY end_at DESC LIMIT 1"
+        );
+        let current = sqlx::query_as::<_, SubscriptionRow>(&sql)
+            .bind(&event.user_id)
+            .bind(&event.package_id)
+            .bind(now.max(event.succeeded_at_ms))
+            .fetch_optional(&mut *tx)
+            .await?;
+        match current {
+            Some(mut row) => {
+                let start = row.end_at;
+                let end = add_period(start, &event.period).unwrap_or(start);
+                sqlx::query(
+                    "UPDATE subscriptions SET end_at = ?, status = 'active', auto_renew = 1, canceled_at = NULL, updated_at = ? WHERE id = ?",
+                )
+                .bind(end)
+                .bind(now)
+                .bind(&row.id)
+                .execute(&mut *tx)
+                .await?;
+                record_period(&mut tx, &event.payment_id, &row.id, start, end, now).await?;
+                row.end_at = end;
+                let extended = SubscriptionExtended(change(&row, Some(&event.payment_id)));
+                bus::append(&mut tx, &event.user_id, &extended, now).await?;
+            }
+            None => {
+                let start = event.succeeded_at_ms;
+                let end = add_period(start, &event.period).unwrap_or(start);
+                let row = SubscriptionRow {
+                    id: new_id(),
+                    user_id: event.user_id.clone(),
+                    package_id: event.package_id.clone(),
+                    payment_id: event.payment_id.clone(),
+                    start_at: start,
+                    end_at: end,
+                    status: "active".to_owned(),
+                    auto_renew: 1,
+                    canceled_at: None,
+                    created_at: now,
+                };
+                sqlx::query(
+                    "INSERT INTO subscriptions (id, user_id, package_id, payment_id, start_at, end_at, status, auto_renew, created_at, updated_at) \
+                     VALUES (?, ?, ?, ?, ?, ?, 'active', 1, ?, ?)",
+                )
+                .bind(&row.id)
+                .bind(&row.user_id)
+                .bind(&row.package_id)
+                .bind(&row.payment_id)
+                .bind(start)
+                .bind(end)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                record_period(&mut tx, &event.payment_id, &row.id, start, end, now).await?;
+                let activated = SubscriptionActivated(change(&row, Some(&event.payment_id)));
+                bus::append(&mut tx, &event.user_id, &activated, now).await?;
+            }
+        }
+        tx.commit().await?;
+        metrics::counter!("cadenza_subscription_periods_applied_total").increment(1);
+        Ok(true)
+    }
+
+    /// Drops the cached entitlements of a user.
+    pub(crate) async fn forget_entitlements(&self, user_id: &str) {
+        self.cache.delete(&[entitlements_key(user_id)]).await;
+    }
+
+    /// The entitlements in force now: the paid subscription with the fewest ads (then the
+    /// latest end), else the free package.
+    pub async fn entitlements(&self, user_id: &str) -> Result<Entitlements> {
+        let now = self.clock.now_ms();
+        let key = entitlements_key(user_id);
+        if let Some(cached) = self
+            .cache
+            .get_json::<(Entitlements, Option<i64>)>(&key)
+            .await
+            && cached.1.is_none_or(|until| until > now)
+        {
+            return Ok(Entitlements {
+                until_ms: cached.1,
+                ..cached.0
+            });
+        }
+        let sql = format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE user_id = ? AND status IN ('active', 'canceled') \
+             AND start_at <= ? AND end_at > ?"
+        );
+        let rows: Vec<SubscriptionRow> = sqlx::query_as(&sql)
+            .bind(user_id)
+            .bind(now)
+            .bind(now)
+            .fetch_all(self.users.database().pool())
+            .await
+            .map_err(StoreError::from)?;
+        let mut best: Option<Entitlements> = None;
+        for row in rows {
+            let Some(package) = self.inventory.package(&row.package_id).await? else {
+                continue;
+            };
+            let candidate = Entitlements {
+                package_id: package.id,
+                package_name: package.name,
+                source: "subscription".to_owned(),
+                subscription_id: Some(row.id),
+                free_ads_per_hour: package.free_ads_per_hour,
+                until: Some(rfc3339(row.end_at)),
+                until_ms: Some(row.end_at),
+            };
+            let better = best.as_ref().is_none_or(|best| {
+                (
+                    candidate.free_ads_per_hour,
+                    -candidate.until_ms.unwrap_or(0),
+                ) < (best.free_ads_per_hour, -best.until_ms.unwrap_or(0))
+            });
+            if better {
+                best = Some(candidate);
+            }
+        }
+        let entitlements = match best {
+            Some(best) => best,
+            None => {
+                let free = self
+                    .inventory
+                    .packages(false)
+                    .await?
+                    .into_iter()
+                    .find(|package| package.cost == 0)
+                    .ok_or_else(|| {
+                        Error::Internal(anyhow::anyhow!("no free package is on sale"))
+                    })?;
+                Entitlements {
+                    package_id: free.id,
+                    package_name: free.name,
+                    source: "free".to_owned(),
+                    subscription_id: None,
+                    free_ads_per_hour: free.free_ads_per_hour,
+                    until: None,
+                    until_ms: None,
+                }
+            }
+        };
+        let ttl = match entitlements.until_ms {
+            Some(until) => Duration::from_millis((until - now).clamp(1, 300_000) as u64),
+            None => Duration::from_secs(300),
+        };
+        self.cache
+            .set_json(&key, &(entitlements.clone(), entitlements.until_ms), ttl)
+            .await;
+        Ok(entitlements)
+    }
+
+    async fn subscriptions_of(&self, user_id: &str) -> Result<Subscriptions> {
+        let now = self.clock.now_ms();
+        let sql = format!(
+            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE user_id = ? ORDER BY end_at DESC, id DESC"
+        );
+        let rows: Vec<SubscriptionRow> = sqlx::query_as(&sql)
+            .bind(user_id)
+            .fetch_all(self.users.database().pool())
+            .await
+            .map_err(StoreError::from)?;
+        let mut subscriptions = Vec::with_capacity(rows.len());
+        let mut current = None;
+        for row in rows {
+            let package = self.inventory.package(&row.package_id).await?;
+            let in_force = matches!(row.status.as_str(), "active" | "canceled")
+                && row.start_at <= now
+                && now < row.end_at;
+            let status =
+                if matches!(row.status.as_str(), "active" | "canceled") && now >= row.end_at {
+                    "expired".to_owned()
+                } else {
+                    row.status.clone()
+                };
+            let view = Subscription {
+                id: row.id,
+                package_id: row.package_id,
+                package_name: package.map(|package| package.name),
+                status,
+                start_at: rfc3339(row.start_at),
+                end_at: rfc3339(row.end_at),
+                auto_renew: row.auto_renew != 0,
+                canceled_at: row.canceled_at.map(rfc3339),
+                payment_id: row.payment_id,
+                created_at: rfc3339(row.created_at),
+            };
+            if in_force && current.is_none() {
+                current = Some(view.id.clone());
+            }
+            subscriptions.push(view);
+        }
+        let current = current.and_then(|id| subscriptions.iter().find(|s| s.id == id).cloned());
+        Ok(Subscriptions {
+            current,
+            subscriptions,
+        })
+    }
+}
+
+async fn record_period(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    payment_id: &str,
+    subscription_id: &str,
+    start: i64,
+    end: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO subscription_payments (payment_id, subscription_id, start_at, end_at, applied_at) VALUES (?, ?, ?, ?, ?)")
+        .bind(payment_id)
+        .bind(subscription_id)
+        .bind(start)
+        .bind(end)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(year: i64, month: u32, day: u32, hour: i64) -> i64 {
+        days_from_civil(year, month, day) * DAY_MS + hour * 3_600_000
+    }
+
+    #[test]
+    fn civil_round_trip() {
+        for days in [-800_000, -1, 0, 1, 59, 60, 365, 11_016, 20_000, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+        assert_eq!(civil_year_month(ms(2026, 11, 28, 7)), (2026, 11));
+    }
+
+    #[test]
+    fn periods_follow_the_calendar() {
+        assert_eq!(
+            add_period(ms(2026, 1, 15, 10), "month"),
+            Some(ms(2026, 2, 15, 10))
+        );
+        assert_eq!(
+            add_period(ms(2026, 1, 31, 10), "month"),
+            Some(ms(2026, 2, 28, 10))
+        );
+        assert_eq!(
+            add_period(ms(2024, 1, 31, 0), "month"),
+            Some(ms(2024, 2, 29, 0))
+        );
+        assert_eq!(
+            add_period(ms(2026, 12, 31, 23), "month"),
+            Some(ms(2027, 1, 31, 23))
+        );
+        assert_eq!(
+            add_period(ms(2024, 2, 29, 5), "year"),
+            Some(ms(2025, 2, 28, 5))
+        );
+        assert_eq!(
+            add_period(ms(2026, 3, 1, 0), "week"),
+            Some(ms(2026, 3, 8, 0))
+        );
+        assert_eq!(add_period(0, "fortnight"), None);
+    }
+}
