@@ -7,7 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -161,7 +161,7 @@ where
 }
 
 /// The client's address: the TCP peer, or, when the peer is a configured trusted proxy, the
-/// nearest untrusted address in `X-Forwarded-For`.
+/// nearest untrusted address of `Forwarded`/`X-Forwarded-For` (see `telemetry::client_addr`).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);
 
@@ -175,31 +175,12 @@ impl FromRequestParts<App> for ClientAddr {
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| {
                 addr.ip()
             });
-        Ok(Self(client_addr(
+        Ok(Self(telemetry::client_addr(
             peer,
             &parts.headers,
             &app.config.trusted_proxies,
         )))
     }
-}
-
-/// Walks `X-Forwarded-For` from the right while the hop is trusted (pure, for tests).
-pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> IpAddr {
-    let is_trusted = |addr: &IpAddr| trusted.iter().any(|net| net.contains(addr));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    let hops: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .filter_map(|hop| hop.trim().parse().ok())
-        .collect();
-    hops.into_iter()
-        .rev()
-        .find(|hop| !is_trusted(hop))
-        .unwrap_or(peer)
 }
 
 /// Unix milliseconds as an RFC 3339 timestamp (UTC, millisecond precision).
@@ -351,21 +332,6 @@ mod tests {
             (unknown.field.as_str(), unknown.code),
             ("admin", "unknown_field")
         );
-    }
-
-    #[test]
-    fn forwarded_for_only_from_trusted_peers() {
-        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
-        let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", "203.0.113.9, 10.1.1.1".parse().unwrap());
-        let lb: IpAddr = "10.0.0.5".parse().unwrap();
-        let stranger: IpAddr = "198.51.100.7".parse().unwrap();
-        assert_eq!(
-            client_addr(lb, &headers, &trusted),
-            "203.0.113.9".parse::<IpAddr>().unwrap()
-        );
-        assert_eq!(client_addr(stranger, &headers, &trusted), stranger);
-        assert_eq!(client_addr(lb, &HeaderMap::new(), &trusted), lb);
     }
 
     #[test]

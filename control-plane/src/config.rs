@@ -2,39 +2,14 @@
 //! layered under a TOML file, `CADENZA_*` environment variables and command-line flags, then
 //! checked by [`Config::validate`].
 
-use std::collections::BTreeSet;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use telemetry::LogFormat;
-
-/// A value that must never reach a log line: passwords, keys, URLs with credentials.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The secret itself, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret([redacted])")
-    }
-}
+pub use telemetry::Secret;
 
 /// Everything the control plane needs to start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -219,18 +194,7 @@ impl Config {
     /// e.g. `CADENZA_AUTH__SESSION_IDLE_TTL_SECS`) and `overrides` (command-line flags), then
     /// validates.
     pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(path) = file {
-            figment = figment.merge(Toml::file_exact(path));
-        }
-        let known = top_level_keys();
-        figment = figment
-            .merge(Env::prefixed("CADENZA_").split("__").filter(move |key| {
-                let key = key.as_str().to_ascii_lowercase();
-                known.contains(key.split('.').next().unwrap_or(""))
-            }))
-            .merge(overrides);
-        let config: Config = figment.extract().map_err(Box::new)?;
+        let config: Config = telemetry::load_layered(&Config::default(), file, overrides)?;
         config.validate()?;
         Ok(config)
     }
@@ -377,20 +341,12 @@ fn sqlite_url(dir: &Path, file: &str) -> String {
     format!("sqlite://{}?mode=rwc", dir.join(file).display())
 }
 
-/// The names of [`Config`]'s top-level fields, so that unrelated `CADENZA_*` variables (the
-/// log filter, test settings, other daemons' keys) are not mistaken for unknown fields.
-fn top_level_keys() -> BTreeSet<String> {
-    match serde_json::to_value(Config::default()) {
-        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
-        _ => BTreeSet::new(),
-    }
-}
-
 #[cfg(test)]
 // figment's `Jail` fixes its closure's error type, which clippy finds large.
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+    use figment::providers::Serialized;
 
     #[test]
     fn defaults_are_valid() {

@@ -141,6 +141,25 @@ async fn readyz(State(readiness): State<Readiness>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Returns a `'static` copy of `value`, made once per distinct value. Only for small finite
+/// sets (route templates, methods, status codes): metric labels without an allocation per
+/// request.
+fn intern(value: &str) -> &'static str {
+    type Interned = std::sync::RwLock<std::collections::HashSet<&'static str>>;
+    static INTERNED: OnceLock<Interned> = OnceLock::new();
+    let set = INTERNED.get_or_init(Default::default);
+    if let Some(found) = set.read().expect("intern lock").get(value) {
+        return found;
+    }
+    let mut set = set.write().expect("intern lock");
+    if let Some(found) = set.get(value) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(value.to_owned().into_boxed_str());
+    set.insert(leaked);
+    leaked
+}
+
 /// Middleware that counts every request by service, method, route and status, and records
 /// its latency. Use with `axum::middleware::from_fn_with_state(SERVICE_NAME, track_http)`.
 pub async fn track_http(
@@ -149,16 +168,20 @@ pub async fn track_http(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    // Unknown methods fold into one label, so the interned set stays bounded.
+    let method = match request.method().as_str() {
+        known @ ("GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS") => intern(known),
+        _ => "other",
+    };
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+        .map_or("unmatched", |path| intern(path.as_str()));
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
+    let status = intern(response.status().as_str());
     metrics::counter!(
         "cadenza_http_requests_total",
-        "service" => service, "method" => method.clone(), "route" => route.clone(), "status" => status
+        "service" => service, "method" => method, "route" => route, "status" => status
     )
     .increment(1);
     metrics::histogram!(

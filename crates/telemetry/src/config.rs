@@ -1,0 +1,65 @@
+//! Configuration helpers every daemon uses: secrets that never reach a log line, and the
+//! layering of defaults, a TOML file, `CADENZA_*` environment variables and flags.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// A value that must never reach a log line: passwords, keys, URLs with credentials.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// Layers `defaults`, the TOML `file` (if any), `CADENZA_*` variables (nested keys with `__`,
+/// e.g. `CADENZA_AUTH__SESSION_IDLE_TTL_SECS`) and `overrides` (flags), and extracts `T`.
+///
+/// Only variables naming one of `T`'s top-level keys are taken, so that unrelated `CADENZA_*`
+/// variables (the log filter, test settings, other daemons' keys) never fail a start.
+pub fn load_layered<T>(
+    defaults: &T,
+    file: Option<&Path>,
+    overrides: Figment,
+) -> Result<T, Box<figment::Error>>
+where
+    T: Serialize + DeserializeOwned,
+{
+    let known: BTreeSet<String> = match serde_json::to_value(defaults) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => BTreeSet::new(),
+    };
+    let mut figment = Figment::from(Serialized::defaults(defaults));
+    if let Some(path) = file {
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment
+        .merge(Env::prefixed("CADENZA_").split("__").filter(move |key| {
+            let key = key.as_str().to_ascii_lowercase();
+            known.contains(key.split('.').next().unwrap_or(""))
+        }))
+        .merge(overrides)
+        .extract()
+        .map_err(Box::new)
+}
