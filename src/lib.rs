@@ -68,6 +68,8 @@ pub struct DemoAccounts {
 pub struct StackInfo {
     /// The control plane (accounts, packages, playlists, the API).
     pub control_plane: Endpoint,
+    /// The host locator (`/v1/locate`, node registration).
+    pub host_locator: Endpoint,
     /// Edge nodes (none yet).
     pub edges: Vec<Endpoint>,
     /// ISP boxes (none yet).
@@ -83,6 +85,10 @@ pub struct Stack {
     pub info: StackInfo,
     /// The control plane's state, for tests that reach past the API.
     pub control_plane: App,
+    /// The host locator's state.
+    pub host_locator: host_locator::Locator,
+    /// The token nodes register with at the host locator.
+    pub node_token: String,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -137,18 +143,47 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
     let app = App::build(cp_config, Clock::system()).await?;
     let demo = demo_accounts(&app, &options.data_dir).await?;
 
+    let locator_listener = bind(port(2)).await?;
+    let locator_admin = bind(port(1002)).await?;
+    let node_token = node_token(&options.data_dir)?;
+    let locator_config = host_locator::config::Config::load(
+        None,
+        Figment::new()
+            .merge(Serialized::default(
+                "listen",
+                locator_listener.local_addr()?,
+            ))
+            .merge(Serialized::default(
+                "admin_listen",
+                locator_admin.local_addr()?,
+            ))
+            .merge(Serialized::default("node_token", &node_token))
+            .merge(Serialized::default("log_format", options.log_format)),
+    )
+    .context("the host locator's configuration is invalid")?;
+    let locator = host_locator::Locator::new(locator_config, Clock::system())?;
+
     let info = StackInfo {
         control_plane: endpoint(&cp_listener, &cp_admin)?,
+        host_locator: endpoint(&locator_listener, &locator_admin)?,
         edges: Vec::new(),
         isp_boxes: Vec::new(),
         demo,
     };
-    let tasks = vec![tokio::spawn(control_plane::run(
-        app.clone(),
-        cp_listener,
-        cp_admin,
-        shutdown,
-    ))];
+    let tasks = vec![
+        tokio::spawn(control_plane::run(
+            app.clone(),
+            cp_listener,
+            cp_admin,
+            shutdown.clone(),
+        )),
+        tokio::spawn(host_locator::run(
+            locator.clone(),
+            locator_listener,
+            locator_admin,
+            shutdown,
+        )),
+    ];
     write_atomically(
         &options.data_dir.join("stack.json"),
         &serde_json::to_vec_pretty(&info)?,
@@ -156,6 +191,8 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
     Ok(Stack {
         info,
         control_plane: app,
+        host_locator: locator,
+        node_token,
         tasks,
     })
 }
@@ -225,6 +262,18 @@ async fn demo_accounts(app: &App, data_dir: &Path) -> anyhow::Result<DemoAccount
     Ok(accounts)
 }
 
+/// The token nodes present to the host locator: made at first start, kept in
+/// `DATA_DIR/node-token` (mode 0600).
+fn node_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("node-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_owned());
+    }
+    let token = random_token();
+    write_private(&path, token.as_bytes())?;
+    Ok(token)
+}
+
 /// Writes through a temporary file and a rename, so a reader never sees half a file.
 fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
@@ -250,7 +299,8 @@ pub fn banner(info: &StackInfo, data_dir: &Path) -> String {
     format!(
         "\n  Cadenza is running.\n\n\
          \x20 Control plane   {url}   (API: {url}/api/v1/, OpenAPI: {url}/api/v1/openapi.json)\n\
-         \x20 Admin port      {admin}/metrics   {admin}/readyz\n\n\
+         \x20 Admin port      {admin}/metrics   {admin}/readyz\n\
+         \x20 Host locator    {locator}/v1/locate?track=ID   (admin: {locator_admin}/metrics)\n\n\
          \x20 Demo accounts (log in with POST {url}/api/v1/sessions):\n\
          \x20   listener  {le}  /  {lp}\n\
          \x20   artist    {ae}  /  {ap}\n\
@@ -259,6 +309,8 @@ pub fn banner(info: &StackInfo, data_dir: &Path) -> String {
          \x20 Everything above is also in {stack}. Ctrl-C stops the stack; the next start reuses {dir}.\n",
         url = cp.url,
         admin = cp.admin,
+        locator = info.host_locator.url,
+        locator_admin = info.host_locator.admin,
         le = demo.listener.email,
         lp = demo.listener.password,
         ae = demo.artist.email,

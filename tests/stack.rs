@@ -21,6 +21,7 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let shutdown = Shutdown::new();
     let stack = start(&options(dir.path()), shutdown.clone()).await.unwrap();
+    let stack_token = stack.node_token.clone();
 
     // stack.json describes the running stack.
     let written: StackInfo =
@@ -102,6 +103,40 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
     assert!(metrics.contains("cadenza_http_requests_total"), "{metrics}");
     assert!(metrics.contains(r#"route="/api/v1/sessions""#), "{metrics}");
 
+    // The host locator runs beside it; with no edge registered yet it says so.
+    let locator = &written.host_locator;
+    let nothing = http
+        .get(format!("{}/v1/locate?track=t", locator.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(nothing.status(), 503);
+    let registered = http
+        .post(format!("{}/v1/nodes", locator.url))
+        .bearer_auth(&stack.node_token)
+        .json(&json!({"id": "edge-test", "kind": "edge", "site": "local", "urls": {"h1": "http://127.0.0.1:1"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 201);
+    let found: Value = http
+        .get(format!("{}/v1/locate?track=t", locator.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["candidates"][0]["node"], "edge-test");
+    assert_eq!(
+        http.get(format!("{}/readyz", locator.admin))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
     // Drain and stop.
     shutdown.trigger();
     tokio::time::timeout(Duration::from_secs(15), stack.wait())
@@ -120,6 +155,7 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
     let shutdown = Shutdown::new();
     let again = start(&options(dir.path()), shutdown.clone()).await.unwrap();
     assert_eq!(again.info.demo.listener.password, listener.password);
+    assert_eq!(again.node_token, stack_token, "the node token is kept too");
     let api = again.info.control_plane.url.clone();
     let relogin = http
         .post(format!("{api}/api/v1/sessions"))
