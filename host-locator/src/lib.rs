@@ -13,6 +13,7 @@ pub mod mmdb;
 pub mod registry;
 pub mod select;
 
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +25,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use subtle::ConstantTimeEq;
 use telemetry::{Clock, Readiness, Shutdown};
 use tokio::net::TcpListener;
@@ -348,18 +349,43 @@ struct CandidateView<'a> {
     load: f64,
 }
 
-/// `/v1/locate` parameters.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LocateQuery {
-    track: Option<String>,
-    format: Option<String>,
-    protocol: Option<String>,
-    device: Option<String>,
-    lat: Option<String>,
-    lon: Option<String>,
-    redirect: Option<String>,
-    path: Option<String>,
+/// `/v1/locate` parameters, borrowed from the query string (decoded only where escaped).
+#[derive(Debug, Default)]
+struct LocateQuery<'a> {
+    track: Option<Cow<'a, str>>,
+    format: Option<Cow<'a, str>>,
+    protocol: Option<Cow<'a, str>>,
+    device: Option<Cow<'a, str>>,
+    lat: Option<Cow<'a, str>>,
+    lon: Option<Cow<'a, str>>,
+    redirect: Option<Cow<'a, str>>,
+    path: Option<Cow<'a, str>>,
+}
+
+impl<'a> LocateQuery<'a> {
+    fn parse(query: &'a str) -> Result<Self, Error> {
+        let mut parsed = Self::default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let slot = match key.as_ref() {
+                "track" => &mut parsed.track,
+                "format" => &mut parsed.format,
+                "protocol" => &mut parsed.protocol,
+                "device" => &mut parsed.device,
+                "lat" => &mut parsed.lat,
+                "lon" => &mut parsed.lon,
+                "redirect" => &mut parsed.redirect,
+                "path" => &mut parsed.path,
+                other => {
+                    return Err(Error::field(
+                        "query",
+                        format!("unknown parameter `{other}`"),
+                    ));
+                }
+            };
+            *slot = Some(value);
+        }
+        Ok(parsed)
+    }
 }
 
 /// The client's address (connection, or trusted proxies' headers).
@@ -389,11 +415,10 @@ impl FromRequestParts<Locator> for Peer {
 async fn locate(
     State(locator): State<Locator>,
     Peer(ip): Peer,
-    query: Result<axum::extract::Query<LocateQuery>, axum::extract::rejection::QueryRejection>,
+    uri: axum::http::Uri,
 ) -> Result<Response, Error> {
     let started = Instant::now();
-    let axum::extract::Query(query) =
-        query.map_err(|rejection| Error::field("query", rejection.body_text()))?;
+    let query = LocateQuery::parse(uri.query().unwrap_or(""))?;
     let track = query.track.as_deref().unwrap_or("");
     if track.is_empty() || track.len() > 200 {
         return Err(Error::field("track", "required, at most 200 characters"));
