@@ -203,6 +203,7 @@ pub fn rfc3339(ms: i64) -> String {
         (name = "playlists", description = "Playlists"),
         (name = "payments", description = "Checkout, card payments, provider webhooks, refunds"),
         (name = "subscriptions", description = "Subscriptions and entitlements"),
+        (name = "uploads", description = "Track uploads: tus 1.0 resumable uploads and one-request uploads"),
     )
 )]
 struct ApiDoc;
@@ -227,6 +228,7 @@ pub fn router(app: App) -> Router {
         .merge(crate::playlists::routes())
         .merge(crate::payments::routes())
         .merge(crate::subscriptions::routes())
+        .merge(crate::uploads::routes())
         .split_for_parts();
     let document = openapi.clone();
     let limit = app.config.limits.max_body_bytes;

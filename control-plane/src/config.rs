@@ -50,6 +50,14 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Payments and their provider.
     pub payments: PaymentsConfig,
+    /// Where raw uploads (and packaged media) are kept: `file:///dir` or
+    /// `s3://bucket[/prefix]`.
+    /// Unset: `DATA_DIR/objects`.
+    pub object_store_url: Option<String>,
+    /// S3 settings, for an `s3://` object store.
+    pub s3: S3Config,
+    /// Upload limits.
+    pub uploads: UploadsConfig,
     /// The first administrator, created at first start when no admin exists. Unset: an admin
     /// with a random password is created and its credentials are logged once.
     pub bootstrap_admin: Option<BootstrapAdmin>,
@@ -115,6 +123,53 @@ impl Default for PaymentsConfig {
     }
 }
 
+/// S3 settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    /// Endpoint of an S3-compatible service (SeaweedFS, MinIO…); unset: AWS.
+    pub endpoint: Option<String>,
+    /// Region.
+    pub region: String,
+    /// Access key id; unset: anonymous (or the environment's credentials).
+    pub access_key_id: Option<Secret>,
+    /// Secret access key.
+    pub secret_access_key: Option<Secret>,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            region: "us-east-1".to_owned(),
+            access_key_id: None,
+            secret_access_key: None,
+        }
+    }
+}
+
+/// Upload limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadsConfig {
+    /// Largest upload, in bytes.
+    pub max_size_bytes: u64,
+    /// What one artist may have stored and in flight, in bytes.
+    pub quota_bytes_per_user: u64,
+    /// Largest one-request upload (`POST /api/v1/tracks`), in bytes.
+    pub one_request_max_bytes: u64,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        Self {
+            max_size_bytes: 500 * 1024 * 1024,
+            quota_bytes_per_user: 5 * 1024 * 1024 * 1024,
+            one_request_max_bytes: 50 * 1024 * 1024,
+        }
+    }
+}
+
 /// Credentials of the first administrator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +198,9 @@ impl Default for Config {
             auth: AuthConfig::default(),
             limits: LimitsConfig::default(),
             payments: PaymentsConfig::default(),
+            object_store_url: None,
+            s3: S3Config::default(),
+            uploads: UploadsConfig::default(),
             bootstrap_admin: None,
         }
     }
@@ -267,6 +325,24 @@ impl Config {
                 "must be at least 16 characters",
             ));
         }
+        if let Some(url) = &self.object_store_url
+            && !(url.starts_with("file://") || url.starts_with("s3://"))
+        {
+            return Err(invalid(
+                "object_store_url",
+                "expected file:///dir or s3://bucket",
+            ));
+        }
+        let uploads = &self.uploads;
+        if uploads.max_size_bytes == 0
+            || uploads.one_request_max_bytes > uploads.max_size_bytes
+            || uploads.quota_bytes_per_user < uploads.max_size_bytes
+        {
+            return Err(invalid(
+                "uploads.max_size_bytes",
+                "need 0 < one_request_max_bytes <= max_size_bytes <= quota_bytes_per_user",
+            ));
+        }
         let auth = &self.auth;
         if auth.argon2_memory_kib < 19_456
             || auth.argon2_iterations < 2
@@ -320,6 +396,16 @@ impl Config {
         Ok(())
     }
 
+    /// The object store URL in force.
+    pub fn object_store_url(&self) -> String {
+        self.object_store_url.clone().unwrap_or_else(|| {
+            format!(
+                "file://{}",
+                absolute(&self.data_dir.join("objects")).display()
+            )
+        })
+    }
+
     /// The User DB URL in force.
     pub fn user_db_url(&self) -> String {
         self.user_db_url.as_ref().map_or_else(
@@ -335,6 +421,10 @@ impl Config {
             |url| url.expose().to_owned(),
         )
     }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 fn sqlite_url(dir: &Path, file: &str) -> String {

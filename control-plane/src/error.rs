@@ -106,6 +106,17 @@ pub enum Error {
         /// For the card holder.
         message: String,
     },
+    /// A protocol precondition failed, e.g. an unsupported tus version (412).
+    #[error("{message}")]
+    PreconditionFailed {
+        /// Stable code.
+        code: &'static str,
+        /// Explanation.
+        message: String,
+    },
+    /// A tus chunk's checksum did not match; the chunk was dropped (460, tus's status).
+    #[error("checksum mismatch")]
+    ChecksumMismatch,
     /// The request body is larger than the configured limit (413).
     #[error("request body is larger than {limit} bytes")]
     PayloadTooLarge {
@@ -196,6 +207,15 @@ impl Error {
             Self::Forbidden { code, message } => (StatusCode::FORBIDDEN, code, message.clone()),
             Self::NotFound { code, message } => (StatusCode::NOT_FOUND, code, message.clone()),
             Self::Conflict { code, message } => (StatusCode::CONFLICT, code, message.clone()),
+            Self::PreconditionFailed { code, message } => {
+                (StatusCode::PRECONDITION_FAILED, code, message.clone())
+            }
+            Self::ChecksumMismatch => (
+                StatusCode::from_u16(460).expect("460 is a valid status"),
+                "checksum_mismatch",
+                "The chunk's checksum does not match its bytes; it was dropped. Send it again."
+                    .to_owned(),
+            ),
             Self::PaymentRequired { code, message } => {
                 (StatusCode::PAYMENT_REQUIRED, code, message.clone())
             }

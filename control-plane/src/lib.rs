@@ -9,11 +9,13 @@ pub mod bus;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod objects;
 pub mod packages;
 pub mod payments;
 pub mod playlists;
 pub mod store;
 pub mod subscriptions;
+pub mod uploads;
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -66,6 +68,10 @@ pub struct AppInner {
     pub sandbox: Sandbox,
     /// The key provider webhooks are signed with.
     pub webhook_secret: Vec<u8>,
+    /// The object store (raw uploads, packaged media).
+    pub objects: objects::Objects,
+    /// One chunk at a time per upload.
+    pub upload_locks: uploads::UploadLocks,
 }
 
 impl Deref for App {
@@ -117,6 +123,8 @@ impl App {
         let logs = HashMap::from([
             (events::payments::TOPIC, users.clone()),
             (events::subscriptions::TOPIC, users.clone()),
+            // Track events are produced in Inventory DB transactions.
+            (events::tracks::TOPIC, inventory.clone()),
         ]);
         let bus = Bus::new(
             config.bus_url.as_ref().map(|url| url.expose()),
@@ -129,7 +137,11 @@ impl App {
             Some(secret) => secret.expose().as_bytes().to_vec(),
             None => random_token().into_bytes(),
         };
+        let objects = objects::Objects::from_url(&config.object_store_url(), &config.s3)
+            .context("failed to open the object store")?;
         let app = Self(Arc::new(AppInner {
+            objects,
+            upload_locks: uploads::UploadLocks::default(),
             bus,
             sandbox: Sandbox::default(),
             webhook_secret,
@@ -148,6 +160,7 @@ impl App {
             inventory_db = app.inventory.database().dialect().name(),
             cache = app.cache.backend_name(),
             bus = app.bus.transport_name(),
+            objects = app.objects.kind(),
         );
         Ok(app)
     }

@@ -574,6 +574,7 @@ impl App {
         let idle_ms = self.config.auth.session_idle_ttl_secs as i64 * 1000;
         self.users.delete_expired_sessions(now, idle_ms).await?;
         self.sweep_payments().await?;
+        self.sweep_uploads().await?;
         Ok(deleted)
     }
 }

@@ -9,3 +9,4 @@ mod errors;
 mod kafka;
 mod packages;
 mod playlists;
+mod uploads;

@@ -50,20 +50,41 @@ pub struct TestApp {
 
 pub const PASSWORD: &str = "correct horse battery";
 
-fn server_urls() -> Option<(String, String)> {
-    let mysql = std::env::var("CADENZA_TEST_MYSQL_URL")
-        .ok()
-        .filter(|v| !v.is_empty());
-    let redis = std::env::var("CADENZA_TEST_REDIS_URL")
-        .ok()
-        .filter(|v| !v.is_empty());
-    match (mysql, redis) {
-        (Some(mysql), Some(redis)) => Some((mysql, redis)),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+fn server_urls() -> Option<(String, String, Option<String>)> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    let s3 = var("CADENZA_TEST_S3_ENDPOINT");
+    if ci && s3.is_none() {
+        panic!("CI=true but CADENZA_TEST_S3_ENDPOINT is not set");
+    }
+    match (var("CADENZA_TEST_MYSQL_URL"), var("CADENZA_TEST_REDIS_URL")) {
+        (Some(mysql), Some(redis)) => Some((mysql, redis, s3)),
+        _ if ci => {
             panic!("CI=true but CADENZA_TEST_MYSQL_URL and CADENZA_TEST_REDIS_URL are not both set")
         }
         _ => None,
     }
+}
+
+/// Creates a bucket (if missing) on an S3-compatible server that accepts anonymous requests (the test
+/// SeaweedFS), with a bare HTTP request.
+async fn create_bucket(endpoint: &str, bucket: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("CADENZA_TEST_S3_ENDPOINT must be reachable");
+    let request = format!(
+        "PUT /{bucket} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    // 200, or 409 when it exists already.
+    assert!(
+        response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.1 409"),
+        "bucket creation failed: {response}"
+    );
 }
 
 impl TestApp {
@@ -75,6 +96,8 @@ impl TestApp {
 
     /// Like [`TestApp::start`], with configuration changes.
     pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Option<Self> {
+        // Silent unless CADENZA_LOG asks, e.g. CADENZA_LOG=error to see a 500's cause.
+        telemetry::init_logging(telemetry::LogFormat::Human, "off");
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut config = Config {
             data_dir: dir.path().to_path_buf(),
@@ -83,7 +106,7 @@ impl TestApp {
         let mut mysql = None;
         let mut redis = None;
         if backend == Backend::Servers {
-            let Some((mysql_url, redis_url)) = server_urls() else {
+            let Some((mysql_url, redis_url, s3)) = server_urls() else {
                 eprintln!(
                     "skipped: the MariaDB + Redis run of this case needs CADENZA_TEST_MYSQL_URL and CADENZA_TEST_REDIS_URL"
                 );
@@ -112,6 +135,12 @@ impl TestApp {
             config.cache_url = Some(Secret::new(redis_url.clone()));
             config.cache_prefix = format!("cz-test:{tag}:");
             redis = Some((redis_url, config.cache_prefix.clone()));
+            if let Some(endpoint) = s3 {
+                // One bucket for every test, a key prefix each.
+                create_bucket(&endpoint, "cadenza-test").await;
+                config.object_store_url = Some(format!("s3://cadenza-test/cz-test-{tag}"));
+                config.s3.endpoint = Some(endpoint);
+            }
             mysql = Some((mysql_url, names));
         }
         tweak(&mut config);

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 pub mod payments;
 pub mod subscriptions;
+pub mod tracks;
 
 /// A typed event: its payload type names its topic, type string and version.
 pub trait Event: Serialize + DeserializeOwned {

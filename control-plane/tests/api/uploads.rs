@@ -1,0 +1,546 @@
+//! Track uploads: tus 1.0 (creation, offsets, checksums, interruption and resumption,
+//! termination), the one-request upload, limits, and what lands in the object store and the
+//! Inventory DB.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use base64::Engine as _;
+use serde_json::json;
+use sha1::Digest as _;
+use sqlx::Row;
+
+use crate::on_both_backends;
+use crate::support::{Reply, TestApp, error_code};
+
+on_both_backends!(
+    a_tus_upload_becomes_a_track,
+    an_interrupted_upload_resumes,
+    bad_chunks_are_refused_and_change_nothing,
+    uploads_are_for_their_artist_and_within_limits,
+    termination_removes_the_upload,
+    one_request_upload,
+);
+
+fn audio(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn sha1_header(bytes: &[u8]) -> String {
+    format!(
+        "sha1 {}",
+        base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(bytes))
+    )
+}
+
+impl TestApp {
+    async fn artist(&self, email: &str) -> String {
+        let mut body = crate::support::sign_up_body(email);
+        body["role"] = json!("artist");
+        let reply = self
+            .call(Method::POST, "/api/v1/users", None, Some(body))
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.raw);
+        self.log_in(email, crate::support::PASSWORD).await
+    }
+
+    async fn tus(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        headers: &[(&str, String)],
+        body: Body,
+    ) -> Reply {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"));
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        self.send("127.0.0.1:1".parse().unwrap(), request.body(body).unwrap())
+            .await
+    }
+
+    async fn create(&self, token: &str, length: usize) -> Reply {
+        let metadata = format!(
+            "title {},singer {},filename {}",
+            b64("Blue in Green"),
+            b64("Zoë"),
+            b64("take1.flac")
+        );
+        self.tus(
+            Method::POST,
+            "/api/v1/uploads",
+            token,
+            &[
+                ("tus-resumable", "1.0.0".into()),
+                ("upload-length", length.to_string()),
+                ("upload-metadata", metadata),
+            ],
+            Body::empty(),
+        )
+        .await
+    }
+
+    async fn patch(
+        &self,
+        token: &str,
+        location: &str,
+        offset: usize,
+        bytes: &[u8],
+        checksum: Option<String>,
+    ) -> Reply {
+        let mut headers = vec![
+            ("tus-resumable", "1.0.0".to_owned()),
+            ("content-type", "application/offset+octet-stream".to_owned()),
+            ("upload-offset", offset.to_string()),
+        ];
+        if let Some(checksum) = checksum {
+            headers.push(("upload-checksum", checksum));
+        }
+        self.tus(
+            Method::PATCH,
+            location,
+            token,
+            &headers,
+            Body::from(bytes.to_vec()),
+        )
+        .await
+    }
+
+    async fn offset_of(&self, token: &str, location: &str) -> Reply {
+        self.tus(
+            Method::HEAD,
+            location,
+            token,
+            &[("tus-resumable", "1.0.0".into())],
+            Body::empty(),
+        )
+        .await
+    }
+
+    async fn raw_keys(&self) -> (Vec<String>, Vec<String>) {
+        let mut listed = self.app.objects.list("raw").await.unwrap();
+        listed.sort();
+        let mut recorded: Vec<String> =
+            sqlx::query("SELECT raw_key FROM tracks WHERE raw_key IS NOT NULL")
+                .fetch_all(self.app.inventory.database().pool())
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<String, _>("raw_key"))
+                .collect();
+        recorded.sort();
+        (listed, recorded)
+    }
+}
+
+async fn a_tus_upload_becomes_a_track(t: &TestApp) {
+    let token = t.artist("artist@example.com").await;
+    let options = t
+        .tus(
+            Method::OPTIONS,
+            "/api/v1/uploads",
+            &token,
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(options.status, StatusCode::NO_CONTENT);
+    assert_eq!(options.headers["tus-version"], "1.0.0");
+    assert!(
+        options.headers["tus-extension"]
+            .to_str()
+            .unwrap()
+            .contains("checksum")
+    );
+
+    let bytes = audio(300_000);
+    let created = t.create(&token, bytes.len()).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
+    assert_eq!(created.headers["tus-resumable"], "1.0.0");
+    let location = created.headers["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        t.offset_of(&token, &location).await.headers["upload-offset"],
+        "0"
+    );
+
+    let first = t
+        .patch(
+            &token,
+            &location,
+            0,
+            &bytes[..100_000],
+            Some(sha1_header(&bytes[..100_000])),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::NO_CONTENT, "{}", first.raw);
+    assert_eq!(first.headers["upload-offset"], "100000");
+    let status = t.call(Method::GET, &location, Some(&token), None).await;
+    assert_eq!(
+        (
+            status.body["offset"].as_i64(),
+            status.body["status"].as_str()
+        ),
+        (Some(100_000), Some("open"))
+    );
+    assert_eq!(status.body["track_id"], serde_json::Value::Null);
+
+    let last = t
+        .patch(&token, &location, 100_000, &bytes[100_000..], None)
+        .await;
+    assert_eq!(last.status, StatusCode::NO_CONTENT, "{}", last.raw);
+    let done = t.call(Method::GET, &location, Some(&token), None).await;
+    assert_eq!(done.body["status"], "complete");
+    let track_id = done.body["track_id"].as_str().unwrap().to_owned();
+
+    // The track row, its event and its object, with exactly the uploaded bytes.
+    let track = t.app.inventory.track(&track_id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            track.status.as_str(),
+            track.name.as_str(),
+            track.singer.as_str()
+        ),
+        ("uploaded", "Blue in Green", "Zoë")
+    );
+    assert_eq!(
+        t.app
+            .objects
+            .get(&format!("raw/{track_id}"))
+            .await
+            .unwrap()
+            .to_vec(),
+        bytes
+    );
+    let events: Vec<String> = sqlx::query("SELECT event_key FROM outbox WHERE topic = 'tracks'")
+        .fetch_all(t.app.inventory.database().pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get("event_key"))
+        .collect();
+    assert_eq!(events, std::slice::from_ref(&track_id));
+    let (listed, recorded) = t.raw_keys().await;
+    assert_eq!(listed, recorded, "the object store matches the database");
+    // Nothing is left in staging.
+    assert!(
+        std::fs::read_dir(t.app.config.data_dir.join("uploads"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+    // A complete upload takes no more bytes.
+    assert_eq!(
+        t.patch(&token, &location, 300_000, b"x", None).await.status,
+        StatusCode::CONFLICT
+    );
+}
+
+async fn an_interrupted_upload_resumes(t: &TestApp) {
+    let token = t.artist("resume@example.com").await;
+    let bytes = audio(200_000);
+    let location = t.create(&token, bytes.len()).await.headers["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // The connection drops after 70 000 bytes of a chunk.
+    let head = bytes[..70_000].to_vec();
+    let stream = futures::stream::iter(vec![
+        Ok::<_, std::io::Error>(head),
+        Err(std::io::Error::other("connection reset")),
+    ]);
+    let broken = t
+        .tus(
+            Method::PATCH,
+            &location,
+            &token,
+            &[
+                ("tus-resumable", "1.0.0".into()),
+                ("content-type", "application/offset+octet-stream".into()),
+                ("upload-offset", "0".into()),
+            ],
+            Body::from_stream(stream),
+        )
+        .await;
+    assert_eq!(
+        broken.status,
+        StatusCode::NO_CONTENT,
+        "what arrived is kept: {}",
+        broken.raw
+    );
+    let offset: usize = t.offset_of(&token, &location).await.headers["upload-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(offset, 70_000);
+    let rest = t
+        .patch(
+            &token,
+            &location,
+            offset,
+            &bytes[offset..],
+            Some(sha1_header(&bytes[offset..])),
+        )
+        .await;
+    assert_eq!(rest.status, StatusCode::NO_CONTENT, "{}", rest.raw);
+    let track_id = t
+        .call(Method::GET, &location, Some(&token), None)
+        .await
+        .body["track_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        t.app
+            .objects
+            .get(&format!("raw/{track_id}"))
+            .await
+            .unwrap()
+            .to_vec(),
+        bytes
+    );
+}
+
+async fn bad_chunks_are_refused_and_change_nothing(t: &TestApp) {
+    let token = t.artist("careful@example.com").await;
+    let bytes = audio(50_000);
+    let location = t.create(&token, bytes.len()).await.headers["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+
+    let wrong = t
+        .patch(
+            &token,
+            &location,
+            0,
+            &bytes[..20_000],
+            Some(sha1_header(b"something else")),
+        )
+        .await;
+    assert_eq!(wrong.status.as_u16(), 460);
+    assert_eq!(error_code(&wrong), "checksum_mismatch");
+    assert_eq!(
+        t.offset_of(&token, &location).await.headers["upload-offset"],
+        "0",
+        "the chunk was dropped"
+    );
+
+    let offset = t.patch(&token, &location, 5, &bytes[..10], None).await;
+    assert_eq!(
+        (offset.status, error_code(&offset).as_str()),
+        (StatusCode::CONFLICT, "offset_mismatch")
+    );
+    let too_much = t.patch(&token, &location, 0, &audio(60_000), None).await;
+    assert_eq!(too_much.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        t.offset_of(&token, &location).await.headers["upload-offset"],
+        "0"
+    );
+    let plain = t
+        .tus(
+            Method::PATCH,
+            &location,
+            &token,
+            &[
+                ("tus-resumable", "1.0.0".into()),
+                ("upload-offset", "0".into()),
+            ],
+            Body::from(bytes.clone()),
+        )
+        .await;
+    assert_eq!(plain.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let unknown_algorithm = t
+        .patch(&token, &location, 0, &bytes, Some("md5 AAAA".into()))
+        .await;
+    assert_eq!(unknown_algorithm.status, StatusCode::BAD_REQUEST);
+    let no_version = t
+        .tus(
+            Method::POST,
+            "/api/v1/uploads",
+            &token,
+            &[("upload-length", "10".into())],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(no_version.status, StatusCode::PRECONDITION_FAILED);
+
+    // After all that, the right chunk still completes the upload.
+    let good = t
+        .patch(&token, &location, 0, &bytes, Some(sha1_header(&bytes)))
+        .await;
+    assert_eq!(good.status, StatusCode::NO_CONTENT, "{}", good.raw);
+    let (listed, recorded) = t.raw_keys().await;
+    assert_eq!((listed.len(), listed), (1, recorded));
+}
+
+async fn uploads_are_for_their_artist_and_within_limits(t: &TestApp) {
+    let listener = t.user("listener@example.com").await;
+    let refused = t.create(&listener, 100).await;
+    assert_eq!(
+        (refused.status, error_code(&refused).as_str()),
+        (StatusCode::FORBIDDEN, "artist_required")
+    );
+
+    let token = t.artist("limits@example.com").await;
+    let other = t.artist("other-artist@example.com").await;
+    let location = t.create(&token, 1000).await.headers["location"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        t.offset_of(&other, &location).await.status,
+        StatusCode::NOT_FOUND,
+        "someone else's upload"
+    );
+    assert_eq!(
+        t.patch(&other, &location, 0, &audio(10), None).await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let huge = t.create(&token, 600 * 1024 * 1024).await;
+    assert_eq!(
+        huge.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "over the 500 MB maximum"
+    );
+    let empty = t.create(&token, 0).await;
+    assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let untitled = t
+        .tus(
+            Method::POST,
+            "/api/v1/uploads",
+            &token,
+            &[
+                ("tus-resumable", "1.0.0".into()),
+                ("upload-length", "10".into()),
+                ("upload-metadata", format!("singer {}", b64("x"))),
+            ],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(untitled.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        untitled.body["error"]["fields"][0]["field"],
+        "metadata.title"
+    );
+    let garbled = t
+        .tus(
+            Method::POST,
+            "/api/v1/uploads",
+            &token,
+            &[
+                ("tus-resumable", "1.0.0".into()),
+                ("upload-length", "10".into()),
+                ("upload-metadata", "title !!notbase64!!".into()),
+            ],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(garbled.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Quota: open uploads count. With the first 1 000 bytes, ten 499 MiB uploads fit in
+    // 5 GiB (4 990 MiB); the eleventh does not.
+    for _ in 0..10 {
+        assert_eq!(
+            t.create(&token, 499 * 1024 * 1024).await.status,
+            StatusCode::CREATED
+        );
+    }
+    let over = t.create(&token, 499 * 1024 * 1024).await;
+    assert_eq!(
+        (over.status, error_code(&over).as_str()),
+        (StatusCode::CONFLICT, "quota_exceeded")
+    );
+}
+
+async fn termination_removes_the_upload(t: &TestApp) {
+    let token = t.artist("quitter@example.com").await;
+    let created = t.create(&token, 10_000).await;
+    let location = created.headers["location"].to_str().unwrap().to_owned();
+    t.patch(&token, &location, 0, &audio(4_000), None).await;
+    let id = location.rsplit('/').next().unwrap();
+    assert!(
+        t.app
+            .config
+            .data_dir
+            .join("uploads")
+            .join(format!("{id}.part"))
+            .exists()
+    );
+    let deleted = t
+        .tus(
+            Method::DELETE,
+            &location,
+            &token,
+            &[("tus-resumable", "1.0.0".into())],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        t.offset_of(&token, &location).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        !t.app
+            .config
+            .data_dir
+            .join("uploads")
+            .join(format!("{id}.part"))
+            .exists()
+    );
+    assert_eq!(
+        t.raw_keys().await.0.len(),
+        0,
+        "nothing reached the object store"
+    );
+}
+
+async fn one_request_upload(t: &TestApp) {
+    let token = t.artist("quick@example.com").await;
+    let bytes = audio(123_456);
+    let reply = t
+        .tus(
+            Method::POST,
+            "/api/v1/tracks?title=Quick%20One&singer=Solo&album=Demos",
+            &token,
+            &[("content-length", bytes.len().to_string())],
+            Body::from(bytes.clone()),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.raw);
+    assert_eq!(reply.body["status"], "complete");
+    let track_id = reply.body["track_id"].as_str().unwrap();
+    let track = t.app.inventory.track(track_id).await.unwrap().unwrap();
+    assert_eq!(
+        (track.name.as_str(), track.album.as_deref()),
+        ("Quick One", Some("Demos"))
+    );
+    assert_eq!(
+        t.app
+            .objects
+            .get(&format!("raw/{track_id}"))
+            .await
+            .unwrap()
+            .to_vec(),
+        bytes
+    );
+    let missing = t
+        .tus(
+            Method::POST,
+            "/api/v1/tracks?singer=Solo",
+            &token,
+            &[("content-length", "3".into())],
+            Body::from("abc"),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
