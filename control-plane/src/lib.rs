@@ -9,6 +9,7 @@ pub mod bus;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod media;
 pub mod objects;
 pub mod packages;
 pub mod payments;
