@@ -120,14 +120,32 @@ fn db(linear: f64) -> f64 {
     }
 }
 
-/// Decodes and measures `source`; `extension` (of the uploaded file's name) helps probing.
-pub fn analyze<R>(
+/// What decoding found out about the stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Sample rate, Hz.
+    pub sample_rate: u32,
+    /// Channels.
+    pub channels: usize,
+    /// Frames decoded.
+    pub frames: u64,
+    /// Packets that failed to decode (and were skipped).
+    pub bad_packets: u64,
+}
+
+/// Decodes `source` packet by packet, handing each block of interleaved `f32` samples (with its
+/// channel count and sample rate) to `sink`, and checks the stream: a recognised format with an
+/// audio track, a declared length within `max_duration_ms`, few damaged packets, and no
+/// truncation. Memory stays at one packet's worth of PCM.
+pub fn decode<R, F>(
     source: R,
     extension: Option<&str>,
-    limits: &Limits,
-) -> Result<Analysis, Rejection>
+    max_duration_ms: u64,
+    mut sink: F,
+) -> Result<StreamInfo, Rejection>
 where
     R: Read + Seek + Send + Sync + 'static,
+    F: FnMut(&[f32], usize, u32) -> Result<(), Rejection>,
 {
     let stream = MediaSourceStream::new(Box::new(ReadOnlySource(source)), Default::default());
     let mut hint = Hint::new();
@@ -154,26 +172,21 @@ where
         .sample_rate
         .filter(|rate| (8_000..=384_000).contains(rate))
         .ok_or_else(|| Rejection::Corrupt("no valid sample rate".to_owned()))?;
-    let max_frames = limits
-        .max_duration_ms
-        .saturating_mul(u64::from(sample_rate))
-        / 1000;
-    if let Some(declared) = params.n_frames
-        && declared > max_frames
+    let max_frames = max_duration_ms.saturating_mul(u64::from(sample_rate)) / 1000;
+    let too_long = || Rejection::TooLong {
+        max_ms: max_duration_ms,
+    };
+    if params
+        .n_frames
+        .is_some_and(|declared| declared > max_frames)
     {
-        return Err(Rejection::TooLong {
-            max_ms: limits.max_duration_ms,
-        });
+        return Err(too_long());
     }
     let mut decoder = symphonia::default::get_codecs()
         .make(&params, &DecoderOptions::default())
         .map_err(|error| Rejection::NotAudio(format!("unsupported codec ({error})")))?;
-
-    let mut meter: Option<EbuR128> = None;
     let mut buffer: Option<SampleBuffer<f32>> = None;
-    let (mut frames, mut packets, mut bad_packets) = (0u64, 0u64, 0u64);
-    let mut sample_peak = 0f32;
-    let mut channels = 0usize;
+    let (mut frames, mut packets, mut bad_packets, mut channels) = (0u64, 0u64, 0u64, 0usize);
     loop {
         let packet = match format.next_packet() {
             Ok(packet) => packet,
@@ -218,31 +231,11 @@ where
         }
         buffer.copy_interleaved_ref(decoded);
         let samples = buffer.samples();
-        let meter = match &mut meter {
-            Some(meter) => meter,
-            None => meter.insert(
-                EbuR128::new(
-                    channels as u32,
-                    sample_rate,
-                    Mode::I | Mode::TRUE_PEAK | Mode::SAMPLE_PEAK,
-                )
-                .map_err(|error| {
-                    Rejection::Corrupt(format!("cannot measure loudness ({error})"))
-                })?,
-            ),
-        };
-        meter
-            .add_frames_f32(samples)
-            .map_err(|error| Rejection::Corrupt(format!("cannot measure loudness ({error})")))?;
-        sample_peak = samples
-            .iter()
-            .fold(sample_peak, |peak, sample| peak.max(sample.abs()));
         frames += (samples.len() / channels) as u64;
         if frames > max_frames {
-            return Err(Rejection::TooLong {
-                max_ms: limits.max_duration_ms,
-            });
+            return Err(too_long());
         }
+        sink(samples, channels, sample_rate)?;
     }
     if packets == 0 || frames == 0 {
         return Err(Rejection::Corrupt("no audio could be decoded".to_owned()));
@@ -261,42 +254,119 @@ where
             declared * 1000 / u64::from(sample_rate)
         )));
     }
-    let duration_ms = frames * 1000 / u64::from(sample_rate);
-    if duration_ms < limits.min_duration_ms {
-        return Err(Rejection::TooShort {
-            duration_ms,
-            min_ms: limits.min_duration_ms,
-        });
-    }
-    let sample_peak_dbfs = db(f64::from(sample_peak));
-    if sample_peak_dbfs < limits.silence_dbfs {
-        return Err(Rejection::Silent {
-            peak_dbfs: sample_peak_dbfs,
-        });
-    }
-    let meter = meter.expect("frames were measured");
-    let integrated_lufs = meter
-        .loudness_global()
-        .map_err(|error| Rejection::Corrupt(format!("loudness ({error})")))?;
-    if !integrated_lufs.is_finite() {
-        return Err(Rejection::Silent {
-            peak_dbfs: sample_peak_dbfs,
-        });
-    }
-    let true_peak = (0..channels as u32)
-        .filter_map(|channel| meter.true_peak(channel).ok())
-        .fold(0.0f64, f64::max);
-    Ok(Analysis {
+    Ok(StreamInfo {
         sample_rate,
         channels,
         frames,
-        duration_ms,
-        integrated_lufs,
-        true_peak_dbtp: db(true_peak),
-        sample_peak_dbfs,
-        gain_db: TARGET_LUFS - integrated_lufs,
         bad_packets,
     })
+}
+
+/// Loudness and peaks, fed block by block.
+#[derive(Default)]
+pub struct Meter {
+    meter: Option<EbuR128>,
+    sample_peak: f32,
+}
+
+impl std::fmt::Debug for Meter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meter")
+            .field("sample_peak", &self.sample_peak)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Meter {
+    /// Adds a block of interleaved samples.
+    pub fn add(
+        &mut self,
+        samples: &[f32],
+        channels: usize,
+        sample_rate: u32,
+    ) -> Result<(), Rejection> {
+        let meter = match &mut self.meter {
+            Some(meter) => meter,
+            None => self.meter.insert(
+                EbuR128::new(
+                    channels as u32,
+                    sample_rate,
+                    Mode::I | Mode::TRUE_PEAK | Mode::SAMPLE_PEAK,
+                )
+                .map_err(|error| {
+                    Rejection::Corrupt(format!("cannot measure loudness ({error})"))
+                })?,
+            ),
+        };
+        meter
+            .add_frames_f32(samples)
+            .map_err(|error| Rejection::Corrupt(format!("cannot measure loudness ({error})")))?;
+        self.sample_peak = samples
+            .iter()
+            .fold(self.sample_peak, |peak, sample| peak.max(sample.abs()));
+        Ok(())
+    }
+
+    /// Checks the length and level limits and returns the analysis.
+    pub fn finish(self, info: &StreamInfo, limits: &Limits) -> Result<Analysis, Rejection> {
+        let duration_ms = info.frames * 1000 / u64::from(info.sample_rate);
+        if duration_ms < limits.min_duration_ms {
+            return Err(Rejection::TooShort {
+                duration_ms,
+                min_ms: limits.min_duration_ms,
+            });
+        }
+        let sample_peak_dbfs = db(f64::from(self.sample_peak));
+        if sample_peak_dbfs < limits.silence_dbfs {
+            return Err(Rejection::Silent {
+                peak_dbfs: sample_peak_dbfs,
+            });
+        }
+        let meter = self
+            .meter
+            .ok_or_else(|| Rejection::Corrupt("nothing was measured".to_owned()))?;
+        let integrated_lufs = meter
+            .loudness_global()
+            .map_err(|error| Rejection::Corrupt(format!("loudness ({error})")))?;
+        if !integrated_lufs.is_finite() {
+            return Err(Rejection::Silent {
+                peak_dbfs: sample_peak_dbfs,
+            });
+        }
+        let true_peak = (0..info.channels as u32)
+            .filter_map(|channel| meter.true_peak(channel).ok())
+            .fold(0.0f64, f64::max);
+        Ok(Analysis {
+            sample_rate: info.sample_rate,
+            channels: info.channels,
+            frames: info.frames,
+            duration_ms,
+            integrated_lufs,
+            true_peak_dbtp: db(true_peak),
+            sample_peak_dbfs,
+            gain_db: TARGET_LUFS - integrated_lufs,
+            bad_packets: info.bad_packets,
+        })
+    }
+}
+
+/// Decodes and measures `source`; `extension` (of the uploaded file's name) helps probing.
+pub fn analyze<R>(
+    source: R,
+    extension: Option<&str>,
+    limits: &Limits,
+) -> Result<Analysis, Rejection>
+where
+    R: Read + Seek + Send + Sync + 'static,
+{
+    let mut meter = Meter::default();
+    let info = decode(
+        source,
+        extension,
+        limits.max_duration_ms,
+        |samples, channels, rate| meter.add(samples, channels, rate),
+    )?;
+    meter.finish(&info, limits)
 }
 
 /// Adapts any `Read + Seek` to symphonia's source (length unknown: probing must not trust

@@ -1,4 +1,7 @@
-//! The content-processing pipeline's stages. So far: [`analyze`] (probe, decode, loudness,
-//! rejection). Tagging, fingerprinting, transcoding and packaging follow.
+//! The content-processing pipeline's stages: [`analyze`] (probe, decode, loudness, rejection),
+//! [`transcode`] (the AAC ladder, segmented as it is encoded) and [`package`] (CMAF boxes, HLS
+//! and DASH manifests). Tagging and fingerprinting follow.
 
 pub mod analyze;
+pub mod package;
+pub mod transcode;

@@ -1,0 +1,24 @@
+//! Packages an audio file into a directory of CMAF renditions with HLS and DASH manifests:
+//! `cargo run -p control-plane --example package_wav -- input.wav out/` (a development aid
+//! for inspecting the pipeline's output with other tools).
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (input, out) = (
+        args.next().expect("input file"),
+        args.next().expect("output directory"),
+    );
+    let extension = std::path::Path::new(&input)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_owned);
+    let file = std::fs::File::open(&input).expect("readable input");
+    let packaged = control_plane::media::transcode::package(
+        file,
+        extension.as_deref(),
+        &control_plane::media::analyze::Limits::default(),
+        &control_plane::media::transcode::LADDER,
+        std::path::Path::new(&out),
+    )
+    .expect("packaged");
+    println!("{:?}", packaged.analysis);
+}

@@ -1,0 +1,165 @@
+//! The pipeline's output checked by an independent decoder: a generated track is packaged, and
+//! ffmpeg decodes every rendition, the HLS master playlist and the DASH manifest without a
+//! complaint, to the source's length plus the encoder priming that the edit list marks (ffmpeg
+//! 5.1 does not apply edit lists to fragmented MP4). Needs `ffmpeg`/`ffprobe` (required under
+//! CI=true; otherwise skipped with a message).
+
+use std::path::Path;
+use std::process::Command;
+
+use control_plane::media::analyze::Limits;
+use control_plane::media::transcode::{LADDER, package};
+
+/// fdk-aac's AAC-LC encoder delay, in samples.
+const PRIMING: f64 = 2048.0;
+
+fn ffmpeg_available() -> bool {
+    let found = Command::new("ffprobe")
+        .arg("-version")
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !found && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("CI=true but ffprobe/ffmpeg are not installed");
+    }
+    if !found {
+        eprintln!("skipped: the output checks need ffmpeg and ffprobe");
+    }
+    found
+}
+
+/// A 16-bit stereo WAV: a chord that changes every second, so segments differ.
+fn wav(seconds: f64, rate: u32) -> Vec<u8> {
+    let frames = (seconds * f64::from(rate)) as u32;
+    let mut out = Vec::with_capacity(44 + frames as usize * 4);
+    let data = frames * 4;
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 4).to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data.to_le_bytes());
+    for n in 0..frames {
+        let t = f64::from(n) / f64::from(rate);
+        let root = [220.0, 246.94, 261.63, 293.66][(t as usize) % 4];
+        let value = 0.2
+            * ((2.0 * std::f64::consts::PI * root * t).sin()
+                + 0.5 * (2.0 * std::f64::consts::PI * root * 1.5 * t).sin());
+        let sample = (value * 32767.0) as i16;
+        out.extend_from_slice(&sample.to_le_bytes());
+        out.extend_from_slice(&(sample / 2).to_le_bytes());
+    }
+    out
+}
+
+fn decoded_seconds(input: &Path, extra: &[&str]) -> f64 {
+    let output = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin"])
+        .args(extra)
+        .arg("-i")
+        .arg(input)
+        .args(["-map", "0:a:0", "-f", "s16le", "-ac", "2", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(
+        output.status.success(),
+        "ffmpeg failed on {}: {}",
+        input.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.stderr.is_empty(),
+        "ffmpeg complained about {}: {}",
+        input.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout.len() as f64 / 4.0
+}
+
+#[test]
+fn every_rendition_decodes_cleanly_through_hls_and_dash() {
+    if !ffmpeg_available() {
+        return;
+    }
+    for rate in [44_100u32, 48_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let source = 20.0;
+        let packaged = package(
+            std::io::Cursor::new(wav(source, rate)),
+            Some("wav"),
+            &Limits::default(),
+            &LADDER,
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(packaged.renditions.len(), 3);
+        assert!((packaged.analysis.duration_ms as f64 - source * 1000.0).abs() < 1.0);
+        for rendition in &packaged.renditions {
+            // ~6 s segments, the last shorter; the presented durations add up to the source.
+            let secs: Vec<f64> = rendition
+                .segments
+                .iter()
+                .map(|s| s.presented_secs)
+                .collect();
+            assert_eq!(secs.len(), 4, "{secs:?}");
+            assert!(
+                secs[1..3].iter().all(|s| (s - 5.99).abs() < 0.1),
+                "{secs:?}"
+            );
+            assert!(
+                (secs.iter().sum::<f64>() - source).abs() < 0.001,
+                "{secs:?}"
+            );
+            // Each rendition alone, through its media playlist. ffmpeg 5.1 applies no edit list
+            // to fragmented MP4, so it also plays the encoder's priming (2 048 samples) that
+            // the init segment's edit list tells players to skip, and up to one frame of the
+            // last access unit: it must decode to exactly that, no more, no less.
+            let media = dir.path().join(&rendition.id).join("index.m3u8");
+            let samples = decoded_seconds(&media, &["-allowed_extensions", "ALL"]);
+            let excess = samples - source * f64::from(rate) - PRIMING;
+            assert!(
+                (0.0..1024.0).contains(&excess),
+                "{} at {rate} Hz: {samples} samples, {excess} beyond source + priming",
+                rendition.id
+            );
+            // The encoded bit rate is near the rung's.
+            let bits = rendition.segments.iter().map(|s| s.bytes).sum::<u64>() as f64 * 8.0;
+            let kbps = bits / source / 1000.0;
+            let target = rendition.id.trim_end_matches('k').parse::<f64>().unwrap();
+            assert!(
+                (kbps - target).abs() / target < 0.15,
+                "{}: {kbps} kbit/s",
+                rendition.id
+            );
+        }
+        // The master playlist (the player's entry point) and the DASH manifest.
+        let master = std::fs::read_to_string(dir.path().join("master.m3u8")).unwrap();
+        assert_eq!(master.matches("#EXT-X-STREAM-INF:").count(), 3, "{master}");
+        assert!(master.contains("CODECS=\"mp4a.40.2\""));
+        for entry in ["master.m3u8", "manifest.mpd"] {
+            let samples = decoded_seconds(&dir.path().join(entry), &["-allowed_extensions", "ALL"]);
+            let excess = samples - source * f64::from(rate) - PRIMING;
+            assert!(
+                (0.0..1024.0).contains(&excess),
+                "{entry} at {rate} Hz: {samples} samples, {excess} beyond source + priming"
+            );
+        }
+        // What a player that applies the edit list presents is exactly the source.
+        let init = std::fs::read(dir.path().join("64k/init.mp4")).unwrap();
+        let elst = init.windows(4).position(|w| w == b"elst").unwrap();
+        let presented = u64::from_be_bytes(init[elst + 12..elst + 20].try_into().unwrap());
+        let media_time = i64::from_be_bytes(init[elst + 20..elst + 28].try_into().unwrap());
+        assert_eq!(
+            (presented, media_time),
+            ((source * f64::from(rate)) as u64, PRIMING as i64)
+        );
+        for file in &packaged.files {
+            assert!(dir.path().join(file).is_file(), "{file} listed but missing");
+        }
+    }
+}
