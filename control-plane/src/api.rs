@@ -229,6 +229,7 @@ pub fn router(app: App) -> Router {
         .merge(crate::payments::routes())
         .merge(crate::subscriptions::routes())
         .merge(crate::uploads::routes())
+        .merge(crate::processing::routes())
         .split_for_parts();
     let document = openapi.clone();
     let limit = app.config.limits.max_body_bytes;

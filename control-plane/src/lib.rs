@@ -14,6 +14,7 @@ pub mod objects;
 pub mod packages;
 pub mod payments;
 pub mod playlists;
+pub mod processing;
 pub mod store;
 pub mod subscriptions;
 pub mod uploads;
@@ -289,6 +290,16 @@ pub async fn run(
                 shutdown.clone(),
             )
             .context("failed to start the account-update consumer")?,
+    );
+    workers.push(
+        app.bus
+            .subscribe(
+                processing::PROCESSING,
+                events::tracks::TOPIC,
+                processing::processing_handler(app.clone()),
+                shutdown.clone(),
+            )
+            .context("failed to start the processing consumer")?,
     );
     workers.push(tokio::spawn({
         let app = app.clone();

@@ -145,6 +145,15 @@ impl Objects {
         Ok(self.store.get(&Key::from(key)).await?.bytes().await?)
     }
 
+    /// Streams an object's bytes.
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, object_store::Error>>, ObjectError>
+    {
+        Ok(self.store.get(&Key::from(key)).await?.into_stream())
+    }
+
     /// Deletes an object; a missing one is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
         match self.store.delete(&Key::from(key)).await {

@@ -19,7 +19,36 @@ on_both_backends!(
     uploads_are_for_their_artist_and_within_limits,
     termination_removes_the_upload,
     one_request_upload,
+    uploads_are_processed_into_ready_tracks,
+    unusable_uploads_are_rejected_without_leftovers,
 );
+
+/// A 16-bit stereo 44.1 kHz WAV of a tone.
+fn tone_wav(seconds: f64) -> Vec<u8> {
+    let rate = 44_100u32;
+    let frames = (seconds * f64::from(rate)) as u32;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + frames * 4).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 4).to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(frames * 4).to_le_bytes());
+    for n in 0..frames {
+        let value = (0.25
+            * (2.0 * std::f64::consts::PI * 440.0 * f64::from(n) / f64::from(rate)).sin()
+            * 32767.0) as i16;
+        out.extend_from_slice(&value.to_le_bytes());
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    out
+}
 
 fn audio(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 % 251) as u8).collect()
@@ -543,4 +572,178 @@ async fn one_request_upload(t: &TestApp) {
         )
         .await;
     assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+async fn upload_bytes(t: &TestApp, token: &str, bytes: Vec<u8>, filename: &str) -> String {
+    let reply = t
+        .tus(
+            Method::POST,
+            &format!("/api/v1/tracks?title=Take&singer=Me&filename={filename}"),
+            token,
+            &[("content-length", bytes.len().to_string())],
+            Body::from(bytes),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.raw);
+    reply.body["track_id"].as_str().unwrap().to_owned()
+}
+
+async fn process(t: &TestApp) -> usize {
+    t.app
+        .bus
+        .poll(
+            control_plane::processing::PROCESSING,
+            events::tracks::TOPIC,
+            &control_plane::processing::processing_handler(t.app.clone()),
+        )
+        .await
+        .unwrap()
+}
+
+async fn uploads_are_processed_into_ready_tracks(t: &TestApp) {
+    let token = t.artist("producer@example.com").await;
+    let track_id = upload_bytes(t, &token, tone_wav(8.0), "take.wav").await;
+    let before = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/tracks/{track_id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(before.body["status"], "uploaded");
+    assert_eq!(
+        t.call(
+            Method::GET,
+            &format!("/api/v1/tracks/{track_id}"),
+            None,
+            None
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND,
+        "not public before it is ready"
+    );
+
+    assert!(process(t).await >= 1);
+    let track = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/tracks/{track_id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(track.status, StatusCode::OK, "{}", track.raw);
+    assert_eq!(track.body["status"], "ready");
+    assert_eq!(track.body["duration_ms"], 8000);
+    let loudness = track.body["loudness_lufs"].as_f64().unwrap();
+    // A stereo sine at −12 dBFS reads −12 LUFS at 1 kHz (EBU Tech 3341); K-weighting takes
+    // about 0.7 dB off at 440 Hz.
+    assert!((loudness + 12.7).abs() < 0.3, "{loudness}");
+    assert!((track.body["gain_db"].as_f64().unwrap() - (-14.0 - loudness)).abs() < 1e-9);
+    let hls = track.body["hls"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('/')
+        .to_owned();
+    let prefix = hls.trim_end_matches("master.m3u8").to_owned();
+    let master = String::from_utf8(t.app.objects.get(&hls).await.unwrap().to_vec()).unwrap();
+    assert_eq!(master.matches("#EXT-X-STREAM-INF").count(), 3, "{master}");
+    let mut published = t
+        .app
+        .objects
+        .list(prefix.trim_end_matches('/'))
+        .await
+        .unwrap();
+    published.sort();
+    for rung in ["64k", "128k", "256k"] {
+        for file in ["init.mp4", "index.m3u8", "seg-00001.m4s", "seg-00002.m4s"] {
+            assert!(
+                published.contains(&format!("{prefix}{rung}/{file}")),
+                "{rung}/{file} missing from {published:?}"
+            );
+        }
+    }
+    assert!(published.contains(&format!("{prefix}manifest.mpd")));
+    // A redelivered event changes nothing.
+    let events: Vec<String> =
+        sqlx::query("SELECT envelope FROM outbox WHERE topic = 'tracks' ORDER BY seq")
+            .fetch_all(t.app.inventory.database().pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| control_plane::store::long_text(row, "envelope").unwrap())
+            .collect();
+    let uploaded = events
+        .iter()
+        .find(|e| e.contains("track.uploaded"))
+        .unwrap();
+    t.app
+        .process_upload(events::Envelope::from_json(uploaded.as_bytes()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        t.call(
+            Method::GET,
+            &format!("/api/v1/tracks/{track_id}"),
+            None,
+            None
+        )
+        .await
+        .body["status"],
+        "ready"
+    );
+    assert!(events.iter().any(|e| e.contains("track.published")));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("track.processing.started"))
+    );
+}
+
+async fn unusable_uploads_are_rejected_without_leftovers(t: &TestApp) {
+    let token = t.artist("prankster@example.com").await;
+    let png = [b"\x89PNG\r\n\x1a\n".as_slice(), &[7u8; 4000]].concat();
+    let track_id = upload_bytes(t, &token, png, "cover.flac").await;
+    let mut short = tone_wav(0.3);
+    let short_id = upload_bytes(t, &token, std::mem::take(&mut short), "short.wav").await;
+    process(t).await;
+    let png_track = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/tracks/{track_id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(png_track.body["status"], "rejected");
+    assert!(
+        png_track.body["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("not audio"),
+        "{}",
+        png_track.raw
+    );
+    let short_track = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/tracks/{short_id}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(short_track.body["status"], "rejected");
+    assert!(
+        short_track.body["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("too short"),
+        "{}",
+        short_track.raw
+    );
+    // Nothing is left behind: no raw object, no media.
+    assert!(t.app.objects.list("raw").await.unwrap().is_empty());
+    assert!(t.app.objects.list("media").await.unwrap().is_empty());
 }

@@ -35,3 +35,71 @@ impl Event for TrackUploaded {
     const TYPE: &'static str = "track.uploaded";
     const VERSION: u32 = 1;
 }
+
+/// A worker started processing a track.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackProcessingStarted {
+    /// The track.
+    pub track_id: String,
+}
+
+impl Event for TrackProcessingStarted {
+    const TOPIC: &'static str = TOPIC;
+    const TYPE: &'static str = "track.processing.started";
+    const VERSION: u32 = 1;
+}
+
+/// The upload is not a usable track; its objects are gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackRejected {
+    /// The track.
+    pub track_id: String,
+    /// Stable code: `not_audio`, `corrupt`, `too_short`, `too_long`, `silent`.
+    pub code: String,
+    /// For the artist.
+    pub reason: String,
+}
+
+impl Event for TrackRejected {
+    const TOPIC: &'static str = TOPIC;
+    const TYPE: &'static str = "track.rejected";
+    const VERSION: u32 = 1;
+}
+
+/// Processing failed on our side; the track's objects are gone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackFailed {
+    /// The track.
+    pub track_id: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+impl Event for TrackFailed {
+    const TOPIC: &'static str = TOPIC;
+    const TYPE: &'static str = "track.failed";
+    const VERSION: u32 = 1;
+}
+
+/// The track's renditions and manifests are published; it is ready to play.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackPublished {
+    /// The track.
+    pub track_id: String,
+    /// Object-store prefix of this version (`media/{track}/{version}/`).
+    pub prefix: String,
+    /// Presented duration, ms.
+    pub duration_ms: u64,
+    /// EBU R128 integrated loudness, LUFS.
+    pub loudness_lufs: f64,
+    /// Gain to −14 LUFS, dB.
+    pub gain_db: f64,
+    /// Rendition ids, e.g. `64k`.
+    pub renditions: Vec<String>,
+}
+
+impl Event for TrackPublished {
+    const TOPIC: &'static str = TOPIC;
+    const TYPE: &'static str = "track.published";
+    const VERSION: u32 = 1;
+}

@@ -15,6 +15,9 @@ CREATE INDEX uploads_status ON uploads (status, updated_at);
 
 ALTER TABLE tracks ADD COLUMN raw_key TEXT;
 ALTER TABLE tracks ADD COLUMN raw_size INTEGER;
+ALTER TABLE tracks ADD COLUMN loudness_lufs REAL;
+ALTER TABLE tracks ADD COLUMN gain_db REAL;
+ALTER TABLE tracks ADD COLUMN true_peak_dbtp REAL;
 
 -- The event bus. `seq` comes from `bus_sequence`, bumped inside the producing transaction, so
 -- sequence order is commit order and a consumer never skips an event that commits late.

@@ -1,0 +1,364 @@
+//! The content-processing service: the `processing` consumer group of the `tracks` topic.
+//!
+//! For each `track.uploaded`: claim the track (`processing`, with `track.processing.started`),
+//! stream the raw object to a scratch file, analyse, transcode and package it (on the blocking
+//! pool), publish every file under `media/{track}/{version}/`, and only then mark the track
+//! `ready` with its loudness (`track.published`). An upload that is not a usable track becomes
+//! `rejected` with its reason (`track.rejected`); a failure on our side becomes `failed`
+//! (`track.failed`); either way the track's objects are deleted. The version is derived from
+//! the event's id, so a redelivery (a worker that died mid-track) overwrites the same keys
+//! instead of orphaning a second copy. Also: the track status endpoint.
+
+use std::sync::Arc;
+
+use axum::Json;
+use events::Envelope;
+use events::tracks::{
+    TrackFailed, TrackProcessingStarted, TrackPublished, TrackRejected, TrackUploaded,
+};
+use futures::StreamExt as _;
+use serde::Serialize;
+use sqlx::Row;
+use tokio::io::AsyncWriteExt as _;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::App;
+use crate::api::{ApiPath, rfc3339};
+use crate::auth::{MaybeAuthUser, Role};
+use crate::bus::{self, Handler, HandlerError};
+use crate::error::{Error, ErrorBody, Result};
+use crate::media::analyze::Limits;
+use crate::media::transcode::{LADDER, PackageError, package};
+use crate::store::StoreError;
+
+/// The consumer group of the content-processing service.
+pub const PROCESSING: &str = "processing";
+
+pub(crate) fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new().routes(routes!(get_track))
+}
+
+/// A track, with its processing state.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Track {
+    id: String,
+    name: String,
+    singer: String,
+    album: Option<String>,
+    /// `uploaded`, `processing`, `ready`, `rejected` or `failed`.
+    status: String,
+    /// Why it was rejected or failed.
+    reason: Option<String>,
+    duration_ms: Option<i64>,
+    /// The HLS master playlist's path, once ready (append it to a CDN node's base URL).
+    hls: Option<String>,
+    /// The DASH manifest's path, once ready.
+    dash: Option<String>,
+    /// EBU R128 integrated loudness, LUFS.
+    loudness_lufs: Option<f64>,
+    /// The gain that brings it to −14 LUFS, dB.
+    gain_db: Option<f64>,
+    uploaded_by: String,
+    created_at: String,
+    updated_at: String,
+}
+
+/// A track: anyone may see a ready one; its uploader and administrators see it in any state.
+#[utoipa::path(get, path = "/api/v1/tracks/{id}", tag = "uploads", params(("id" = String, Path)),
+    responses((status = 200, body = Track), (status = 404, body = ErrorBody)))]
+async fn get_track(
+    app: App,
+    MaybeAuthUser(caller): MaybeAuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<Track>> {
+    let not_found = || Error::not_found("track_not_found", "No such track.");
+    let row = sqlx::query(
+        "SELECT id, name, singer, album, status, reason, duration_ms, url, loudness_lufs, gain_db, uploaded_by_user_id, created_at, updated_at \
+         FROM tracks WHERE id = ?",
+    )
+    .bind(&id)
+    .fetch_optional(app.inventory.database().pool())
+    .await
+    .map_err(StoreError::from)?
+    .ok_or_else(not_found)?;
+    let get = |column: &str| -> Result<Option<String>> {
+        Ok(row.try_get(column).map_err(StoreError::from)?)
+    };
+    let status: String = row.try_get("status").map_err(StoreError::from)?;
+    let owner: String = row
+        .try_get("uploaded_by_user_id")
+        .map_err(StoreError::from)?;
+    let visible = status == "ready"
+        || caller
+            .as_ref()
+            .is_some_and(|caller| caller.user_id == owner || caller.role == Role::Admin);
+    if !visible {
+        return Err(not_found());
+    }
+    let prefix = get("url")?;
+    Ok(Json(Track {
+        id: row.try_get("id").map_err(StoreError::from)?,
+        name: row.try_get("name").map_err(StoreError::from)?,
+        singer: row.try_get("singer").map_err(StoreError::from)?,
+        album: get("album")?,
+        reason: get("reason")?,
+        duration_ms: row.try_get("duration_ms").map_err(StoreError::from)?,
+        hls: prefix
+            .as_ref()
+            .map(|prefix| format!("/{prefix}master.m3u8")),
+        dash: prefix
+            .as_ref()
+            .map(|prefix| format!("/{prefix}manifest.mpd")),
+        loudness_lufs: row.try_get("loudness_lufs").map_err(StoreError::from)?,
+        gain_db: row.try_get("gain_db").map_err(StoreError::from)?,
+        uploaded_by: owner,
+        created_at: rfc3339(row.try_get("created_at").map_err(StoreError::from)?),
+        updated_at: rfc3339(row.try_get("updated_at").map_err(StoreError::from)?),
+        status,
+    }))
+}
+
+/// The processing consumer's handler.
+pub fn processing_handler(app: App) -> Handler {
+    Arc::new(move |envelope: Envelope| {
+        let app = app.clone();
+        Box::pin(async move { app.process_upload(envelope).await })
+    })
+}
+
+impl App {
+    /// Processes one `track.uploaded` event (other track events are ignored).
+    pub async fn process_upload(&self, envelope: Envelope) -> Result<(), HandlerError> {
+        if !envelope.is::<TrackUploaded>() {
+            return Ok(());
+        }
+        let event: TrackUploaded = envelope
+            .decode()
+            .map_err(|error| HandlerError(error.to_string()))?;
+        let track = event.track_id.clone();
+        // Claim it; a ready, rejected or failed track was already settled (a redelivery).
+        let now = self.clock.now_ms();
+        let mut tx = self.inventory.database().pool().begin().await?;
+        let claimed = sqlx::query("UPDATE tracks SET status = 'processing', updated_at = ? WHERE id = ? AND status IN ('uploaded', 'processing')")
+            .bind(now)
+            .bind(&track)
+            .execute(&mut *tx)
+            .await?;
+        if claimed.rows_affected() == 0 {
+            return Ok(());
+        }
+        bus::append(
+            &mut tx,
+            &track,
+            &TrackProcessingStarted {
+                track_id: track.clone(),
+            },
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        self.bus.notify();
+        metrics::counter!("cadenza_processing_started_total").increment(1);
+
+        let version: String = envelope
+            .id
+            .simple()
+            .to_string()
+            .chars()
+            .rev()
+            .take(12)
+            .collect();
+        let prefix = format!("media/{track}/{version}/");
+        let scratch = tempfile::tempdir().map_err(|error| HandlerError(error.to_string()))?;
+        let outcome = self
+            .transcode_and_publish(&event, &prefix, scratch.path())
+            .await;
+        let now = self.clock.now_ms();
+        match outcome {
+            Ok(published) => {
+                let mut tx = self.inventory.database().pool().begin().await?;
+                sqlx::query(
+                    "UPDATE tracks SET status = 'ready', reason = NULL, url = ?, duration_ms = ?, loudness_lufs = ?, gain_db = ?, \
+                     true_peak_dbtp = ?, updated_at = ? WHERE id = ?",
+                )
+                .bind(&prefix)
+                .bind(published.0.duration_ms as i64)
+                .bind(published.0.loudness_lufs)
+                .bind(published.0.gain_db)
+                .bind(published.1)
+                .bind(now)
+                .bind(&track)
+                .execute(&mut *tx)
+                .await?;
+                bus::append(&mut tx, &track, &published.0, now).await?;
+                tx.commit().await?;
+                metrics::counter!("cadenza_processing_finished_total", "outcome" => "ready")
+                    .increment(1);
+                tracing::info!(message = "Track ready.", track, prefix);
+            }
+            Err(Settled::Rejected(code, reason)) => {
+                self.settle(
+                    &track,
+                    "rejected",
+                    &reason,
+                    &TrackRejected {
+                        track_id: track.clone(),
+                        code: code.to_owned(),
+                        reason: reason.clone(),
+                    },
+                    &event.raw_key,
+                    &prefix,
+                )
+                .await?;
+                metrics::counter!("cadenza_processing_finished_total", "outcome" => "rejected")
+                    .increment(1);
+                tracing::info!(message = "Track rejected.", track, code, reason);
+            }
+            Err(Settled::Failed(reason)) => {
+                self.settle(
+                    &track,
+                    "failed",
+                    &reason,
+                    &TrackFailed {
+                        track_id: track.clone(),
+                        reason: reason.clone(),
+                    },
+                    &event.raw_key,
+                    &prefix,
+                )
+                .await?;
+                metrics::counter!("cadenza_processing_finished_total", "outcome" => "failed")
+                    .increment(1);
+                tracing::error!(message = "Track processing failed.", track, reason);
+            }
+        }
+        self.bus.notify();
+        Ok(())
+    }
+
+    /// Marks a track rejected or failed with its event, then deletes its objects.
+    async fn settle<E: events::Event>(
+        &self,
+        track: &str,
+        status: &str,
+        reason: &str,
+        event: &E,
+        raw_key: &str,
+        prefix: &str,
+    ) -> Result<(), HandlerError> {
+        let now = self.clock.now_ms();
+        let mut tx = self.inventory.database().pool().begin().await?;
+        sqlx::query("UPDATE tracks SET status = ?, reason = ?, updated_at = ? WHERE id = ?")
+            .bind(status)
+            .bind(reason)
+            .bind(now)
+            .bind(track)
+            .execute(&mut *tx)
+            .await?;
+        bus::append(&mut tx, track, event, now).await?;
+        tx.commit().await?;
+        self.delete_objects(raw_key, prefix).await;
+        Ok(())
+    }
+
+    async fn delete_objects(&self, raw_key: &str, prefix: &str) {
+        let mut keys = self
+            .objects
+            .list(prefix.trim_end_matches('/'))
+            .await
+            .unwrap_or_default();
+        keys.push(raw_key.to_owned());
+        for key in keys {
+            if let Err(error) = self.objects.delete(&key).await {
+                tracing::warn!(message = "Could not delete an object of a settled track.", key, %error);
+            }
+        }
+    }
+
+    async fn transcode_and_publish(
+        &self,
+        event: &TrackUploaded,
+        prefix: &str,
+        scratch: &std::path::Path,
+    ) -> Result<(TrackPublished, f64), Settled> {
+        let failed = |error: &dyn std::fmt::Display| Settled::Failed(error.to_string());
+        // The raw object, streamed to a scratch file.
+        let raw_path = scratch.join("raw");
+        let mut file = tokio::fs::File::create(&raw_path)
+            .await
+            .map_err(|e| failed(&e))?;
+        let mut stream = self
+            .objects
+            .get_stream(&event.raw_key)
+            .await
+            .map_err(|e| failed(&e))?;
+        while let Some(chunk) = stream.next().await {
+            file.write_all(&chunk.map_err(|e| failed(&e))?)
+                .await
+                .map_err(|e| failed(&e))?;
+        }
+        file.flush().await.map_err(|e| failed(&e))?;
+        let extension = event
+            .filename
+            .as_deref()
+            .and_then(|name| std::path::Path::new(name).extension())
+            .and_then(|extension| extension.to_str())
+            .map(str::to_ascii_lowercase);
+        let out = scratch.join("out");
+        let packaged = {
+            let out = out.clone();
+            tokio::task::spawn_blocking(move || {
+                let source = std::fs::File::open(&raw_path).map_err(|source| PackageError::Io {
+                    path: raw_path.clone(),
+                    source,
+                })?;
+                package(
+                    source,
+                    extension.as_deref(),
+                    &Limits::default(),
+                    &LADDER,
+                    &out,
+                )
+            })
+            .await
+            .map_err(|e| failed(&e))?
+        };
+        let packaged = match packaged {
+            Ok(packaged) => packaged,
+            Err(PackageError::Rejected(rejection)) => {
+                return Err(Settled::Rejected(rejection.code(), rejection.to_string()));
+            }
+            Err(error) => return Err(failed(&error)),
+        };
+        for file in &packaged.files {
+            self.objects
+                .put_file(&format!("{prefix}{file}"), &out.join(file))
+                .await
+                .map_err(|e| failed(&e))?;
+        }
+        let analysis = &packaged.analysis;
+        Ok((
+            TrackPublished {
+                track_id: event.track_id.clone(),
+                prefix: prefix.to_owned(),
+                duration_ms: analysis.duration_ms,
+                loudness_lufs: analysis.integrated_lufs,
+                gain_db: analysis.gain_db,
+                renditions: packaged
+                    .renditions
+                    .iter()
+                    .map(|rendition| rendition.id.clone())
+                    .collect(),
+            },
+            analysis.true_peak_dbtp,
+        ))
+    }
+}
+
+/// How processing ended, when not with a published track.
+enum Settled {
+    Rejected(&'static str, String),
+    Failed(String),
+}
