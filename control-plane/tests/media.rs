@@ -22,7 +22,7 @@ fn ffmpeg_available() -> bool {
         panic!("CI=true but ffprobe/ffmpeg are not installed");
     }
     if !found {
-        eprintln!("skipped: the output checks need ffmpeg and ffprobe");
+        skip_notice("the output checks need ffmpeg and ffprobe");
     }
     found
 }
@@ -162,4 +162,11 @@ fn every_rendition_decodes_cleanly_through_hls_and_dash() {
             assert!(dir.path().join(file).is_file(), "{file} listed but missing");
         }
     }
+}
+
+/// Says that a test was skipped, on the terminal itself: libtest captures `eprintln!` of
+/// passing tests, which would hide the notice.
+fn skip_notice(what: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "skipped: {what}");
 }

@@ -24,7 +24,7 @@ fn required(name: &str) -> Option<String> {
             panic!("CI=true but {name} is not set")
         }
         None => {
-            eprintln!("skipped: this Kafka test needs {name}");
+            crate::support::skip_notice(&format!("this Kafka test needs {name}"));
             None
         }
     }

@@ -107,8 +107,8 @@ impl TestApp {
         let mut redis = None;
         if backend == Backend::Servers {
             let Some((mysql_url, redis_url, s3)) = server_urls() else {
-                eprintln!(
-                    "skipped: the MariaDB + Redis run of this case needs CADENZA_TEST_MYSQL_URL and CADENZA_TEST_REDIS_URL"
+                skip_notice(
+                    "the MariaDB + Redis run of this case needs CADENZA_TEST_MYSQL_URL and CADENZA_TEST_REDIS_URL",
                 );
                 return None;
             };
@@ -362,4 +362,11 @@ macro_rules! on_both_backends {
             )*
         }
     };
+}
+
+/// Says that a test was skipped, on the terminal itself: libtest captures `eprintln!` of
+/// passing tests, which would hide the notice.
+pub fn skip_notice(what: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "skipped: {what}");
 }
