@@ -31,31 +31,17 @@ struct Cli {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::init_logging(cli.log_format, "info");
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("cadenza: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
     let options = StackOptions {
         data_dir: cli.data_dir,
         host: cli.host,
         base_port: cli.base_port,
         log_format: cli.log_format,
     };
-    let result = runtime.block_on(async {
+    telemetry::run_main("cadenza", async move {
         let shutdown = Shutdown::new();
         shutdown.trigger_on_signals();
         let stack = start(&options, shutdown).await?;
         println!("{}", banner(&stack.info, &options.data_dir));
         stack.wait().await
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("cadenza: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }

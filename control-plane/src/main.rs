@@ -77,24 +77,7 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init_logging(config.log_format, "info");
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("control-plane: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            tracing::error!(
-                message = "Control plane failed.",
-                error = format!("{error:#}")
-            );
-            eprintln!("control-plane: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    telemetry::run_main("control-plane", serve(config))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -82,20 +82,7 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init_logging(config.log_format, "info");
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("host-locator: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("host-locator: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    telemetry::run_main("host-locator", serve(config))
 }
 
 fn build_geoip(csv: &PathBuf, out: &PathBuf) -> anyhow::Result<()> {

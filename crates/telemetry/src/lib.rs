@@ -18,4 +18,4 @@ pub use clock::Clock;
 pub use config::{Secret, load_layered};
 pub use logging::{LogFormat, init_logging};
 pub use net::client_addr;
-pub use shutdown::{Shutdown, serve};
+pub use shutdown::{Shutdown, run_main, serve};

@@ -92,6 +92,33 @@ impl Signals {
     }
 }
 
+/// Runs a daemon's async `main` on a multi-threaded runtime and turns its outcome into the
+/// process's exit status; failures are logged and printed as one line prefixed with `name`.
+pub fn run_main<F>(name: &str, future: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("{name}: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(future) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(
+                message = "Daemon failed.",
+                daemon = name,
+                error = format!("{error:#}")
+            );
+            eprintln!("{name}: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Serves `router` on `listener` until `shutdown` triggers, then stops accepting and lets
 /// in-flight requests finish for at most `grace`. Handlers can extract
 /// `ConnectInfo<SocketAddr>` for the peer's address.
