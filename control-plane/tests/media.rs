@@ -86,7 +86,13 @@ fn every_rendition_decodes_cleanly_through_hls_and_dash() {
     if !ffmpeg_available() {
         return;
     }
-    for rate in [44_100u32, 48_000] {
+    for rate in [44_100u32, 48_000, 96_000, 22_050] {
+        // 44.1 and 48 kHz are kept; anything else is resampled to 48 kHz.
+        let out_rate = if rate == 44_100 || rate == 48_000 {
+            rate
+        } else {
+            48_000
+        };
         let dir = tempfile::tempdir().unwrap();
         let source = 20.0;
         let packaged = package(
@@ -121,7 +127,7 @@ fn every_rendition_decodes_cleanly_through_hls_and_dash() {
             // last access unit: it must decode to exactly that, no more, no less.
             let media = dir.path().join(&rendition.id).join("index.m3u8");
             let samples = decoded_seconds(&media, &["-allowed_extensions", "ALL"]);
-            let excess = samples - source * f64::from(rate) - PRIMING;
+            let excess = samples - source * f64::from(out_rate) - PRIMING;
             assert!(
                 (0.0..1024.0).contains(&excess),
                 "{} at {rate} Hz: {samples} samples, {excess} beyond source + priming",
@@ -143,7 +149,7 @@ fn every_rendition_decodes_cleanly_through_hls_and_dash() {
         assert!(master.contains("CODECS=\"mp4a.40.2\""));
         for entry in ["master.m3u8", "manifest.mpd"] {
             let samples = decoded_seconds(&dir.path().join(entry), &["-allowed_extensions", "ALL"]);
-            let excess = samples - source * f64::from(rate) - PRIMING;
+            let excess = samples - source * f64::from(out_rate) - PRIMING;
             assert!(
                 (0.0..1024.0).contains(&excess),
                 "{entry} at {rate} Hz: {samples} samples, {excess} beyond source + priming"
@@ -156,7 +162,12 @@ fn every_rendition_decodes_cleanly_through_hls_and_dash() {
         let media_time = i64::from_be_bytes(init[elst + 20..elst + 28].try_into().unwrap());
         assert_eq!(
             (presented, media_time),
-            ((source * f64::from(rate)) as u64, PRIMING as i64)
+            ((source * f64::from(out_rate)) as u64, PRIMING as i64)
+        );
+        let mpd = std::fs::read_to_string(dir.path().join("manifest.mpd")).unwrap();
+        assert!(
+            mpd.contains(&format!("audioSamplingRate=\"{out_rate}\"")),
+            "{mpd}"
         );
         for file in &packaged.files {
             assert!(dir.path().join(file).is_file(), "{file} listed but missing");

@@ -2,8 +2,9 @@
 //! whose access units are cut into ~6 s CMAF segments as they come, then HLS and DASH
 //! manifests are written beside them. Memory stays at one segment per rendition.
 //!
-//! All renditions share the source's sample rate (44.1 or 48 kHz) and a stereo layout (mono
-//! is duplicated, more channels keep the first two). The encoder's priming is trimmed, and
+//! All renditions share one sample rate — the source's when it is 44.1 or 48 kHz, else 48 kHz
+//! through an FFT resampler (rubato) — and a stereo layout (mono is duplicated, more channels
+//! keep the first two). The encoder's priming is trimmed, and
 //! the silence padded at the end (the encoder cannot be flushed through its wrapper) cut off,
 //! by each rendition's edit list, so playback is sample-exact.
 
@@ -205,6 +206,146 @@ impl RenditionWriter {
     }
 }
 
+/// Moves decoded audio to the encoders: stereo, at the output rate, as 16-bit samples.
+struct Feed {
+    out_rate: u32,
+    in_rate: u32,
+    resampler: Option<rubato::FftFixedIn<f32>>,
+    /// Resampler input waiting for a whole chunk, per channel.
+    pending: [Vec<f32>; 2],
+    /// Resampler output still to drop (its delay).
+    skip: usize,
+    /// Stereo frames handed to the encoders.
+    fed: u64,
+    interleaved: Vec<i16>,
+}
+
+impl Feed {
+    fn new(in_rate: u32) -> Result<Self, PackageError> {
+        let (out_rate, resampler) = if in_rate == 44_100 || in_rate == 48_000 {
+            (in_rate, None)
+        } else {
+            let resampler = rubato::FftFixedIn::<f32>::new(in_rate as usize, 48_000, 1024, 2, 2)
+                .map_err(|error| PackageError::Encoder(format!("resampler: {error}")))?;
+            (48_000, Some(resampler))
+        };
+        let skip = resampler
+            .as_ref()
+            .map_or(0, rubato::Resampler::output_delay);
+        Ok(Self {
+            out_rate,
+            in_rate,
+            resampler,
+            pending: [Vec::new(), Vec::new()],
+            skip,
+            fed: 0,
+            interleaved: Vec::new(),
+        })
+    }
+
+    fn push(
+        &mut self,
+        samples: &[f32],
+        channels: usize,
+        writers: &mut [RenditionWriter],
+    ) -> Result<(), PackageError> {
+        let stereo = samples
+            .chunks_exact(channels)
+            .map(|frame| (frame[0], if channels > 1 { frame[1] } else { frame[0] }));
+        let Some(mut resampler) = self.resampler.take() else {
+            self.interleaved.clear();
+            for (left, right) in stereo {
+                self.interleaved.push(to_i16(left));
+                self.interleaved.push(to_i16(right));
+            }
+            return self.emit(writers, None);
+        };
+        for (left, right) in stereo {
+            self.pending[0].push(left);
+            self.pending[1].push(right);
+        }
+        use rubato::Resampler as _;
+        while self.pending[0].len() >= resampler.input_frames_next() {
+            let take = resampler.input_frames_next();
+            let chunk = [
+                self.pending[0][..take].to_vec(),
+                self.pending[1][..take].to_vec(),
+            ];
+            self.pending[0].drain(..take);
+            self.pending[1].drain(..take);
+            let output = resampler
+                .process(&chunk, None)
+                .map_err(|error| PackageError::Encoder(format!("resampler: {error}")))?;
+            self.interleave(&output);
+            self.emit(writers, None)?;
+        }
+        self.resampler = Some(resampler);
+        Ok(())
+    }
+
+    /// Drains the resampler so that exactly the expected number of frames reaches the encoders.
+    fn finish(
+        &mut self,
+        source_frames: u64,
+        writers: &mut [RenditionWriter],
+    ) -> Result<(), PackageError> {
+        let Some(mut resampler) = self.resampler.take() else {
+            return Ok(());
+        };
+        use rubato::Resampler as _;
+        let expected = (u128::from(source_frames) * u128::from(self.out_rate)
+            / u128::from(self.in_rate)) as u64;
+        let pending = std::mem::take(&mut self.pending);
+        // rubato reads an empty channel as an inactive one: a tail of nothing is flushed below.
+        if !pending[0].is_empty() {
+            let output = resampler
+                .process_partial(Some(&pending), None)
+                .map_err(|error| PackageError::Encoder(format!("resampler: {error}")))?;
+            self.interleave(&output);
+            self.emit(writers, Some(expected))?;
+        }
+        while self.fed < expected {
+            let output = resampler
+                .process_partial(None::<&[Vec<f32>]>, None)
+                .map_err(|error| PackageError::Encoder(format!("resampler: {error}")))?;
+            if output[0].is_empty() {
+                break;
+            }
+            self.interleave(&output);
+            self.emit(writers, Some(expected))?;
+        }
+        Ok(())
+    }
+
+    fn interleave(&mut self, output: &[Vec<f32>]) {
+        self.interleaved.clear();
+        let skip = self.skip.min(output[0].len());
+        self.skip -= skip;
+        for (left, right) in output[0][skip..].iter().zip(&output[1][skip..]) {
+            self.interleaved.push(to_i16(*left));
+            self.interleaved.push(to_i16(*right));
+        }
+    }
+
+    /// Hands the interleaved buffer to every encoder, cut at `limit` frames in total.
+    fn emit(
+        &mut self,
+        writers: &mut [RenditionWriter],
+        limit: Option<u64>,
+    ) -> Result<(), PackageError> {
+        let mut frames = (self.interleaved.len() / 2) as u64;
+        if let Some(limit) = limit {
+            frames = frames.min(limit.saturating_sub(self.fed));
+        }
+        let block = &self.interleaved[..frames as usize * 2];
+        for writer in writers.iter_mut() {
+            writer.push(block, u64::MAX / 4, self.out_rate)?;
+        }
+        self.fed += frames;
+        Ok(())
+    }
+}
+
 fn to_i16(sample: f32) -> i16 {
     (sample.clamp(-1.0, 1.0) * 32767.0).round() as i16
 }
@@ -223,44 +364,36 @@ where
 {
     let mut meter = Meter::default();
     let mut writers: Vec<RenditionWriter> = Vec::new();
-    let mut stereo: Vec<i16> = Vec::new();
+    let mut feed: Option<Feed> = None;
     let mut failure: Option<PackageError> = None;
-    // The presented length is only known at the end; segment accounting uses an upper bound
-    // until then and is recomputed below.
     let info = decode(
         source,
         extension,
         limits.max_duration_ms,
         |samples, channels, rate| {
             meter.add(samples, channels, rate)?;
-            if writers.is_empty() {
-                if rate != 44_100 && rate != 48_000 {
-                    return Err(Rejection::Corrupt(format!(
-                        "{rate} Hz sources are not accepted yet (44.1 or 48 kHz only; resampling is still to come)"
-                    )));
-                }
-                for rung in ladder {
-                    match RenditionWriter::new(*rung, rate, out) {
-                        Ok(writer) => writers.push(writer),
-                        Err(error) => {
-                            failure = Some(error);
-                            return Err(Rejection::Corrupt("encoder setup failed".to_owned()));
+            let feed = match &mut feed {
+                Some(feed) => feed,
+                None => {
+                    let created = Feed::new(rate).map_err(|error| {
+                        failure = Some(error);
+                        Rejection::Corrupt("resampler setup failed".to_owned())
+                    })?;
+                    for rung in ladder {
+                        match RenditionWriter::new(*rung, created.out_rate, out) {
+                            Ok(writer) => writers.push(writer),
+                            Err(error) => {
+                                failure = Some(error);
+                                return Err(Rejection::Corrupt("encoder setup failed".to_owned()));
+                            }
                         }
                     }
+                    feed.insert(created)
                 }
-            }
-            stereo.clear();
-            for frame in samples.chunks_exact(channels) {
-                let left = frame[0];
-                let right = if channels > 1 { frame[1] } else { frame[0] };
-                stereo.push(to_i16(left));
-                stereo.push(to_i16(right));
-            }
-            for writer in &mut writers {
-                if let Err(error) = writer.push(&stereo, u64::MAX / 4, rate) {
-                    failure = Some(error);
-                    return Err(Rejection::Corrupt("encoding failed".to_owned()));
-                }
+            };
+            if let Err(error) = feed.push(samples, channels, &mut writers) {
+                failure = Some(error);
+                return Err(Rejection::Corrupt("encoding failed".to_owned()));
             }
             Ok(())
         },
@@ -270,8 +403,11 @@ where
     }
     let info = info?;
     let analysis = meter.finish(&info, limits)?;
-    let rate = info.sample_rate;
-    let presented = info.frames;
+    let mut feed =
+        feed.ok_or_else(|| PackageError::Rejected(Rejection::Corrupt("no audio".to_owned())))?;
+    feed.finish(info.frames, &mut writers)?;
+    let rate = feed.out_rate;
+    let presented = feed.fed;
     let mut renditions = Vec::with_capacity(writers.len());
     let mut files = Vec::new();
     for writer in &mut writers {
