@@ -192,6 +192,14 @@ impl App {
                 .bind(&track)
                 .execute(&mut *tx)
                 .await?;
+                sqlx::query("INSERT INTO track_fingerprints (track_id, uploaded_by, duration_ms, fingerprint, created_at) VALUES (?, ?, ?, ?, ?)")
+                    .bind(&track)
+                    .bind(&event.uploaded_by)
+                    .bind(published.0.duration_ms as i64)
+                    .bind(&published.2)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
                 bus::append(&mut tx, &track, &published.0, now).await?;
                 tx.commit().await?;
                 metrics::counter!("cadenza_processing_finished_total", "outcome" => "ready")
@@ -282,7 +290,7 @@ impl App {
         event: &TrackUploaded,
         prefix: &str,
         scratch: &std::path::Path,
-    ) -> Result<(TrackPublished, f64), Settled> {
+    ) -> Result<(TrackPublished, f64, String), Settled> {
         let failed = |error: &dyn std::fmt::Display| Settled::Failed(error.to_string());
         // The raw object, streamed to a scratch file.
         let raw_path = scratch.join("raw");
@@ -332,6 +340,26 @@ impl App {
             }
             Err(error) => return Err(failed(&error)),
         };
+        // Content filtering: the same recording as a ready track is a duplicate (same artist)
+        // or a suspected copy (another artist's).
+        if let Some((original, same_artist)) = self
+            .find_same_recording(
+                &packaged.fingerprint,
+                packaged.analysis.duration_ms,
+                &event.uploaded_by,
+            )
+            .await
+            .map_err(|e| failed(&e))?
+        {
+            return Err(if same_artist {
+                Settled::Rejected("duplicate", format!("duplicate of your track {original}"))
+            } else {
+                Settled::Rejected(
+                    "suspected_copy",
+                    format!("suspected copy of track {original}, uploaded by another artist"),
+                )
+            });
+        }
         for file in &packaged.files {
             self.objects
                 .put_file(&format!("{prefix}{file}"), &out.join(file))
@@ -353,7 +381,35 @@ impl App {
                     .collect(),
             },
             analysis.true_peak_dbtp,
+            crate::media::fingerprint::encode(&packaged.fingerprint),
         ))
+    }
+
+    /// A ready track of similar length with the same recording, and whether it is the same
+    /// artist's.
+    async fn find_same_recording(
+        &self,
+        fingerprint: &[u32],
+        duration_ms: u64,
+        artist: &str,
+    ) -> Result<Option<(String, bool)>, StoreError> {
+        let (low, high) = (duration_ms as i64 * 4 / 5, duration_ms as i64 * 5 / 4);
+        let rows = sqlx::query("SELECT track_id, uploaded_by, fingerprint FROM track_fingerprints WHERE duration_ms BETWEEN ? AND ?")
+            .bind(low)
+            .bind(high)
+            .fetch_all(self.inventory.database().pool())
+            .await?;
+        for row in rows {
+            let stored = crate::store::long_text(&row, "fingerprint")?;
+            let Some(stored) = crate::media::fingerprint::decode(&stored) else {
+                continue;
+            };
+            if crate::media::fingerprint::same_recording(fingerprint, &stored) {
+                let uploaded_by: String = row.try_get("uploaded_by")?;
+                return Ok(Some((row.try_get("track_id")?, uploaded_by == artist)));
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -3,5 +3,6 @@
 //! and DASH manifests). Tagging and fingerprinting follow.
 
 pub mod analyze;
+pub mod fingerprint;
 pub mod package;
 pub mod transcode;

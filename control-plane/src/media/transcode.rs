@@ -80,7 +80,12 @@ pub struct Packaged {
     pub renditions: Vec<RenditionInfo>,
     /// Relative paths of every file written, for publishing.
     pub files: Vec<String>,
+    /// Acoustic fingerprint (Chromaprint) of the first two minutes, for copy detection.
+    pub fingerprint: Vec<u32>,
 }
+
+/// Seconds of audio the fingerprint covers.
+const FINGERPRINT_SECS: u64 = 120;
 
 struct RenditionWriter {
     rung: Rung,
@@ -366,12 +371,30 @@ where
     let mut writers: Vec<RenditionWriter> = Vec::new();
     let mut feed: Option<Feed> = None;
     let mut failure: Option<PackageError> = None;
+    let fingerprint_config = super::fingerprint::config();
+    let mut printer = rusty_chromaprint::Fingerprinter::new(&fingerprint_config);
+    let mut printed: u64 = 0;
+    let mut stereo_source: Vec<i16> = Vec::new();
     let info = decode(
         source,
         extension,
         limits.max_duration_ms,
         |samples, channels, rate| {
             meter.add(samples, channels, rate)?;
+            if printed == 0 {
+                printer
+                    .start(rate, 2)
+                    .map_err(|error| Rejection::Corrupt(format!("fingerprinting: {error:?}")))?;
+            }
+            if printed < FINGERPRINT_SECS * u64::from(rate) {
+                stereo_source.clear();
+                for frame in samples.chunks_exact(channels) {
+                    stereo_source.push(to_i16(frame[0]));
+                    stereo_source.push(to_i16(if channels > 1 { frame[1] } else { frame[0] }));
+                }
+                printer.consume(&stereo_source);
+                printed += (samples.len() / channels) as u64;
+            }
             let feed = match &mut feed {
                 Some(feed) => feed,
                 None => {
@@ -484,9 +507,11 @@ where
     .map_err(io(&mpd))?;
     files.push("master.m3u8".to_owned());
     files.push("manifest.mpd".to_owned());
+    printer.finish();
     Ok(Packaged {
         analysis,
         renditions,
         files,
+        fingerprint: printer.fingerprint().to_vec(),
     })
 }

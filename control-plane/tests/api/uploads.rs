@@ -21,7 +21,37 @@ on_both_backends!(
     one_request_upload,
     uploads_are_processed_into_ready_tracks,
     unusable_uploads_are_rejected_without_leftovers,
+    copies_and_duplicates_are_refused,
 );
+
+/// A 16-bit stereo WAV of a melody: a note of `notes` every quarter second, with a harmonic.
+fn melody_wav(notes: &[f64], seconds: f64, rate: u32, gain: f64) -> Vec<u8> {
+    let frames = (seconds * f64::from(rate)) as u32;
+    let mut out = Vec::new();
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + frames * 4).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&rate.to_le_bytes());
+    out.extend_from_slice(&(rate * 4).to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&(frames * 4).to_le_bytes());
+    for n in 0..frames {
+        let t = f64::from(n) / f64::from(rate);
+        let f = notes[(t * 4.0) as usize % notes.len()];
+        let value = gain
+            * (0.5 * (2.0 * std::f64::consts::PI * f * t).sin()
+                + 0.2 * (4.0 * std::f64::consts::PI * f * t).sin());
+        let sample = (value * 32767.0) as i16;
+        out.extend_from_slice(&sample.to_le_bytes());
+        out.extend_from_slice(&sample.to_le_bytes());
+    }
+    out
+}
 
 /// A 16-bit stereo 44.1 kHz WAV of a tone.
 fn tone_wav(seconds: f64) -> Vec<u8> {
@@ -746,4 +776,74 @@ async fn unusable_uploads_are_rejected_without_leftovers(t: &TestApp) {
     // Nothing is left behind: no raw object, no media.
     assert!(t.app.objects.list("raw").await.unwrap().is_empty());
     assert!(t.app.objects.list("media").await.unwrap().is_empty());
+}
+
+async fn copies_and_duplicates_are_refused(t: &TestApp) {
+    let tune = [261.6, 329.6, 392.0, 523.3, 392.0, 329.6, 293.7, 349.2];
+    let other = [
+        220.0, 246.9, 277.2, 293.7, 329.6, 370.0, 415.3, 440.0, 196.0,
+    ];
+    let alice = t.artist("alice@example.com").await;
+    let bob = t.artist("bob@example.com").await;
+    let original = upload_bytes(t, &alice, melody_wav(&tune, 20.0, 44_100, 0.8), "tune.wav").await;
+    process(t).await;
+    assert_eq!(
+        t.call(
+            Method::GET,
+            &format!("/api/v1/tracks/{original}"),
+            None,
+            None
+        )
+        .await
+        .body["status"],
+        "ready"
+    );
+
+    // Another artist's re-encoding of it (another sample rate and level) is a suspected copy.
+    let copy = upload_bytes(t, &bob, melody_wav(&tune, 20.0, 48_000, 0.5), "mine.wav").await;
+    // The same artist's second upload is a duplicate.
+    let again = upload_bytes(
+        t,
+        &alice,
+        melody_wav(&tune, 20.0, 44_100, 0.6),
+        "tune-again.wav",
+    )
+    .await;
+    // A different recording passes.
+    let fresh = upload_bytes(t, &bob, melody_wav(&other, 20.0, 44_100, 0.8), "fresh.wav").await;
+    process(t).await;
+    let copy = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/tracks/{copy}"),
+            Some(&bob),
+            None,
+        )
+        .await;
+    assert_eq!(copy.body["status"], "rejected", "{}", copy.raw);
+    assert_eq!(
+        copy.body["reason"],
+        format!("suspected copy of track {original}, uploaded by another artist")
+    );
+    let again = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/tracks/{again}"),
+            Some(&alice),
+            None,
+        )
+        .await;
+    assert_eq!(again.body["status"], "rejected", "{}", again.raw);
+    assert_eq!(
+        again.body["reason"],
+        format!("duplicate of your track {original}")
+    );
+    assert_eq!(
+        t.call(Method::GET, &format!("/api/v1/tracks/{fresh}"), None, None)
+            .await
+            .body["status"],
+        "ready"
+    );
+    // The rejected ones left no objects: two raw uploads remain, for the two ready tracks.
+    assert_eq!(t.app.objects.list("raw").await.unwrap().len(), 2);
 }

@@ -21,6 +21,16 @@ ALTER TABLE tracks ADD COLUMN loudness_lufs DOUBLE NULL;
 ALTER TABLE tracks ADD COLUMN gain_db DOUBLE NULL;
 ALTER TABLE tracks ADD COLUMN true_peak_dbtp DOUBLE NULL;
 
+-- Acoustic fingerprints of ready tracks, for copy and duplicate detection.
+CREATE TABLE track_fingerprints (
+    track_id    VARCHAR(36) NOT NULL PRIMARY KEY,
+    uploaded_by VARCHAR(36) NOT NULL,
+    duration_ms BIGINT NOT NULL,
+    fingerprint MEDIUMTEXT NOT NULL,
+    created_at  BIGINT NOT NULL
+) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin;
+CREATE INDEX track_fingerprints_duration ON track_fingerprints (duration_ms);
+
 CREATE TABLE outbox (
     seq        BIGINT NOT NULL PRIMARY KEY,
     id         VARCHAR(36) NOT NULL,

@@ -19,6 +19,16 @@ ALTER TABLE tracks ADD COLUMN loudness_lufs REAL;
 ALTER TABLE tracks ADD COLUMN gain_db REAL;
 ALTER TABLE tracks ADD COLUMN true_peak_dbtp REAL;
 
+-- Acoustic fingerprints of ready tracks, for copy and duplicate detection.
+CREATE TABLE track_fingerprints (
+    track_id    TEXT PRIMARY KEY NOT NULL,
+    uploaded_by TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    fingerprint TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX track_fingerprints_duration ON track_fingerprints (duration_ms);
+
 -- The event bus. `seq` comes from `bus_sequence`, bumped inside the producing transaction, so
 -- sequence order is commit order and a consumer never skips an event that commits late.
 CREATE TABLE outbox (
