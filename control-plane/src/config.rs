@@ -58,6 +58,8 @@ pub struct Config {
     pub s3: S3Config,
     /// Upload limits.
     pub uploads: UploadsConfig,
+    /// Content processing.
+    pub processing: ProcessingConfig,
     /// The first administrator, created at first start when no admin exists. Unset: an admin
     /// with a random password is created and its credentials are logged once.
     pub bootstrap_admin: Option<BootstrapAdmin>,
@@ -170,6 +172,35 @@ impl Default for UploadsConfig {
     }
 }
 
+/// Content processing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessingConfig {
+    /// Words that mark a track explicit when its title, tags or lyrics contain one (whole
+    /// words, any case). Explicit tracks are flagged, not rejected.
+    pub explicit_words: Vec<String>,
+}
+
+impl Default for ProcessingConfig {
+    fn default() -> Self {
+        Self {
+            explicit_words: [
+                "fuck",
+                "fucking",
+                "motherfucker",
+                "shit",
+                "bitch",
+                "cunt",
+                "nigga",
+                "pussy",
+                "dick",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        }
+    }
+}
+
 /// Credentials of the first administrator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -201,6 +232,7 @@ impl Default for Config {
             object_store_url: None,
             s3: S3Config::default(),
             uploads: UploadsConfig::default(),
+            processing: ProcessingConfig::default(),
             bootstrap_admin: None,
         }
     }

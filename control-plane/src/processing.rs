@@ -14,7 +14,7 @@ use std::sync::Arc;
 use axum::Json;
 use events::Envelope;
 use events::tracks::{
-    TrackFailed, TrackProcessingStarted, TrackPublished, TrackRejected, TrackUploaded,
+    TrackFailed, TrackProcessingStarted, TrackPublished, TrackRejected, TrackTagged, TrackUploaded,
 };
 use futures::StreamExt as _;
 use serde::Serialize;
@@ -60,6 +60,12 @@ pub struct Track {
     loudness_lufs: Option<f64>,
     /// The gain that brings it to −14 LUFS, dB.
     gain_db: Option<f64>,
+    /// Whether its title, tags or lyrics contain explicit language.
+    explicit: bool,
+    /// Genre, from its tags.
+    genre: Option<String>,
+    /// Year, from its tags.
+    year: Option<i64>,
     uploaded_by: String,
     created_at: String,
     updated_at: String,
@@ -75,7 +81,7 @@ async fn get_track(
 ) -> Result<Json<Track>> {
     let not_found = || Error::not_found("track_not_found", "No such track.");
     let row = sqlx::query(
-        "SELECT id, name, singer, album, status, reason, duration_ms, url, loudness_lufs, gain_db, uploaded_by_user_id, created_at, updated_at \
+        "SELECT id, name, singer, album, status, reason, duration_ms, url, loudness_lufs, gain_db, explicit, genre, release_year, uploaded_by_user_id, created_at, updated_at \
          FROM tracks WHERE id = ?",
     )
     .bind(&id)
@@ -113,6 +119,12 @@ async fn get_track(
             .map(|prefix| format!("/{prefix}manifest.mpd")),
         loudness_lufs: row.try_get("loudness_lufs").map_err(StoreError::from)?,
         gain_db: row.try_get("gain_db").map_err(StoreError::from)?,
+        explicit: row
+            .try_get::<i64, _>("explicit")
+            .map_err(StoreError::from)?
+            != 0,
+        genre: get("genre")?,
+        year: row.try_get("release_year").map_err(StoreError::from)?,
         uploaded_by: owner,
         created_at: rfc3339(row.try_get("created_at").map_err(StoreError::from)?),
         updated_at: rfc3339(row.try_get("updated_at").map_err(StoreError::from)?),
@@ -181,13 +193,16 @@ impl App {
                 let mut tx = self.inventory.database().pool().begin().await?;
                 sqlx::query(
                     "UPDATE tracks SET status = 'ready', reason = NULL, url = ?, duration_ms = ?, loudness_lufs = ?, gain_db = ?, \
-                     true_peak_dbtp = ?, updated_at = ? WHERE id = ?",
+                     true_peak_dbtp = ?, explicit = ?, genre = ?, release_year = ?, updated_at = ? WHERE id = ?",
                 )
                 .bind(&prefix)
-                .bind(published.0.duration_ms as i64)
-                .bind(published.0.loudness_lufs)
-                .bind(published.0.gain_db)
-                .bind(published.1)
+                .bind(published.published.duration_ms as i64)
+                .bind(published.published.loudness_lufs)
+                .bind(published.published.gain_db)
+                .bind(published.true_peak_dbtp)
+                .bind(i64::from(published.tagged.explicit))
+                .bind(published.tagged.genre.clone())
+                .bind(published.tagged.year.map(i64::from))
                 .bind(now)
                 .bind(&track)
                 .execute(&mut *tx)
@@ -195,12 +210,13 @@ impl App {
                 sqlx::query("INSERT INTO track_fingerprints (track_id, uploaded_by, duration_ms, fingerprint, created_at) VALUES (?, ?, ?, ?, ?)")
                     .bind(&track)
                     .bind(&event.uploaded_by)
-                    .bind(published.0.duration_ms as i64)
-                    .bind(&published.2)
+                    .bind(published.published.duration_ms as i64)
+                    .bind(&published.fingerprint)
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
-                bus::append(&mut tx, &track, &published.0, now).await?;
+                bus::append(&mut tx, &track, &published.tagged, now).await?;
+                bus::append(&mut tx, &track, &published.published, now).await?;
                 tx.commit().await?;
                 metrics::counter!("cadenza_processing_finished_total", "outcome" => "ready")
                     .increment(1);
@@ -290,10 +306,11 @@ impl App {
         event: &TrackUploaded,
         prefix: &str,
         scratch: &std::path::Path,
-    ) -> Result<(TrackPublished, f64, String), Settled> {
+    ) -> Result<Prepared, Settled> {
         let failed = |error: &dyn std::fmt::Display| Settled::Failed(error.to_string());
         // The raw object, streamed to a scratch file.
         let raw_path = scratch.join("raw");
+        let tag_path = raw_path.clone();
         let mut file = tokio::fs::File::create(&raw_path)
             .await
             .map_err(|e| failed(&e))?;
@@ -340,6 +357,17 @@ impl App {
             }
             Err(error) => return Err(failed(&error)),
         };
+        // Tags, and the explicit-language check over everything the listener will read.
+        let tags = crate::media::tags::read(&tag_path);
+        let mut texts: Vec<&str> = vec![&event.title];
+        texts.extend(event.album.as_deref());
+        texts.extend(tags.title.as_deref());
+        texts.extend(tags.album.as_deref());
+        texts.extend(tags.genre.as_deref());
+        texts.extend(tags.lyrics.as_deref());
+        texts.extend(tags.artists.iter().map(String::as_str));
+        let explicit =
+            crate::media::tags::is_explicit(&self.config.processing.explicit_words, &texts);
         // Content filtering: the same recording as a ready track is a duplicate (same artist)
         // or a suspected copy (another artist's).
         if let Some((original, same_artist)) = self
@@ -367,8 +395,8 @@ impl App {
                 .map_err(|e| failed(&e))?;
         }
         let analysis = &packaged.analysis;
-        Ok((
-            TrackPublished {
+        Ok(Prepared {
+            published: TrackPublished {
                 track_id: event.track_id.clone(),
                 prefix: prefix.to_owned(),
                 duration_ms: analysis.duration_ms,
@@ -380,9 +408,16 @@ impl App {
                     .map(|rendition| rendition.id.clone())
                     .collect(),
             },
-            analysis.true_peak_dbtp,
-            crate::media::fingerprint::encode(&packaged.fingerprint),
-        ))
+            true_peak_dbtp: analysis.true_peak_dbtp,
+            fingerprint: crate::media::fingerprint::encode(&packaged.fingerprint),
+            tagged: TrackTagged {
+                track_id: event.track_id.clone(),
+                artists: tags.artists,
+                genre: tags.genre,
+                year: tags.year,
+                explicit,
+            },
+        })
     }
 
     /// A ready track of similar length with the same recording, and whether it is the same
@@ -411,6 +446,14 @@ impl App {
         }
         Ok(None)
     }
+}
+
+/// A track transcoded, checked and published, ready to be marked so.
+struct Prepared {
+    published: TrackPublished,
+    true_peak_dbtp: f64,
+    fingerprint: String,
+    tagged: TrackTagged,
 }
 
 /// How processing ended, when not with a published track.

@@ -5,4 +5,5 @@
 pub mod analyze;
 pub mod fingerprint;
 pub mod package;
+pub mod tags;
 pub mod transcode;

@@ -22,6 +22,7 @@ on_both_backends!(
     uploads_are_processed_into_ready_tracks,
     unusable_uploads_are_rejected_without_leftovers,
     copies_and_duplicates_are_refused,
+    tags_are_read_and_explicit_language_is_flagged,
 );
 
 /// A 16-bit stereo WAV of a melody: a note of `notes` every quarter second, with a harmonic.
@@ -846,4 +847,87 @@ async fn copies_and_duplicates_are_refused(t: &TestApp) {
     );
     // The rejected ones left no objects: two raw uploads remain, for the two ready tracks.
     assert_eq!(t.app.objects.list("raw").await.unwrap().len(), 2);
+}
+
+/// `wav` with an ID3v2 tag written by lofty.
+fn tagged(
+    wav: Vec<u8>,
+    title: &str,
+    artist: &str,
+    genre: &str,
+    year: u32,
+    lyrics: &str,
+) -> Vec<u8> {
+    use lofty::config::WriteOptions;
+    use lofty::tag::{Accessor as _, ItemKey, Tag, TagExt as _, TagType};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tagged.wav");
+    std::fs::write(&path, wav).unwrap();
+    let mut tag = Tag::new(TagType::Id3v2);
+    tag.set_title(title.to_owned());
+    tag.set_artist(artist.to_owned());
+    tag.set_genre(genre.to_owned());
+    tag.set_year(year);
+    tag.insert_text(ItemKey::Lyrics, lyrics.to_owned());
+    tag.save_to_path(&path, WriteOptions::default()).unwrap();
+    std::fs::read(&path).unwrap()
+}
+
+async fn tags_are_read_and_explicit_language_is_flagged(t: &TestApp) {
+    let token = t.artist("tagger@example.com").await;
+    let rough = tagged(
+        melody_wav(&[196.0, 233.1, 261.6, 311.1, 349.2], 6.0, 44_100, 0.7),
+        "Blue Monday",
+        "Zoë & The Band",
+        "Jazz",
+        1959,
+        "oh this shit is cold tonight",
+    );
+    let clean = tagged(
+        melody_wav(&[440.0, 493.9, 554.4, 587.3], 6.0, 44_100, 0.7),
+        "Sunny",
+        "Zoë",
+        "Pop",
+        2001,
+        "la la la",
+    );
+    let rough = upload_bytes(t, &token, rough, "rough.wav").await;
+    let clean = upload_bytes(t, &token, clean, "clean.wav").await;
+    process(t).await;
+    let rough = t
+        .call(Method::GET, &format!("/api/v1/tracks/{rough}"), None, None)
+        .await;
+    assert_eq!(rough.body["status"], "ready", "{}", rough.raw);
+    assert_eq!(
+        (
+            rough.body["explicit"].as_bool(),
+            rough.body["genre"].as_str(),
+            rough.body["year"].as_i64()
+        ),
+        (Some(true), Some("Jazz"), Some(1959))
+    );
+    let clean = t
+        .call(Method::GET, &format!("/api/v1/tracks/{clean}"), None, None)
+        .await;
+    assert_eq!(
+        (
+            clean.body["explicit"].as_bool(),
+            clean.body["genre"].as_str()
+        ),
+        (Some(false), Some("Pop"))
+    );
+    let tagged_events: Vec<String> =
+        sqlx::query("SELECT envelope FROM outbox WHERE topic = 'tracks' ORDER BY seq")
+            .fetch_all(t.app.inventory.database().pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| control_plane::store::long_text(row, "envelope").unwrap())
+            .filter(|envelope| envelope.contains("track.tagged"))
+            .collect();
+    assert_eq!(tagged_events.len(), 2);
+    assert!(
+        tagged_events.iter().any(|e| e.contains("Zoë & The Band")),
+        "{tagged_events:?}"
+    );
 }

@@ -103,3 +103,24 @@ impl Event for TrackPublished {
     const TYPE: &'static str = "track.published";
     const VERSION: u32 = 1;
 }
+
+/// The track's tags were read and checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackTagged {
+    /// The track.
+    pub track_id: String,
+    /// Artists from the file's tags.
+    pub artists: Vec<String>,
+    /// Genre from the tags.
+    pub genre: Option<String>,
+    /// Year from the tags.
+    pub year: Option<u32>,
+    /// Whether its title, tags or lyrics contain a listed explicit word.
+    pub explicit: bool,
+}
+
+impl Event for TrackTagged {
+    const TOPIC: &'static str = TOPIC;
+    const TYPE: &'static str = "track.tagged";
+    const VERSION: u32 = 1;
+}

@@ -20,6 +20,9 @@ ALTER TABLE tracks ADD COLUMN raw_size BIGINT NULL;
 ALTER TABLE tracks ADD COLUMN loudness_lufs DOUBLE NULL;
 ALTER TABLE tracks ADD COLUMN gain_db DOUBLE NULL;
 ALTER TABLE tracks ADD COLUMN true_peak_dbtp DOUBLE NULL;
+ALTER TABLE tracks ADD COLUMN explicit BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE tracks ADD COLUMN genre VARCHAR(200) NULL;
+ALTER TABLE tracks ADD COLUMN release_year BIGINT NULL;
 
 -- Acoustic fingerprints of ready tracks, for copy and duplicate detection.
 CREATE TABLE track_fingerprints (

@@ -18,6 +18,9 @@ ALTER TABLE tracks ADD COLUMN raw_size INTEGER;
 ALTER TABLE tracks ADD COLUMN loudness_lufs REAL;
 ALTER TABLE tracks ADD COLUMN gain_db REAL;
 ALTER TABLE tracks ADD COLUMN true_peak_dbtp REAL;
+ALTER TABLE tracks ADD COLUMN explicit INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tracks ADD COLUMN genre TEXT NULL;
+ALTER TABLE tracks ADD COLUMN release_year INTEGER NULL;
 
 -- Acoustic fingerprints of ready tracks, for copy and duplicate detection.
 CREATE TABLE track_fingerprints (
