@@ -94,7 +94,6 @@ struct RenditionWriter {
     pending: Vec<i16>,
     segment_frames: Vec<Vec<u8>>,
     frames_per_segment: usize,
-    decode_time: u64,
     segment_start: u64,
     segments: Vec<SegmentInfo>,
     priming: u32,
@@ -136,7 +135,6 @@ impl RenditionWriter {
             segment_frames: Vec::new(),
             frames_per_segment: (SEGMENT_SECS * f64::from(sample_rate) / FRAME as f64).round()
                 as usize,
-            decode_time: 0,
             segment_start: 0,
             segments: Vec::new(),
             priming: info.nDelay,
@@ -205,7 +203,6 @@ impl RenditionWriter {
             presented_secs: shown as f64 / f64::from(rate),
         });
         self.segment_start += samples;
-        self.decode_time = self.segment_start;
         self.segment_frames.clear();
         Ok(())
     }
