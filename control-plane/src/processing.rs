@@ -9,9 +9,12 @@
 //! the event's id, so a redelivery (a worker that died mid-track) overwrites the same keys
 //! instead of orphaning a second copy. Also: the track status endpoint.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use events::Envelope;
 use events::tracks::{
     TrackFailed, TrackProcessingStarted, TrackPublished, TrackRejected, TrackTagged, TrackUploaded,
@@ -37,11 +40,18 @@ use crate::store::StoreError;
 pub const PROCESSING: &str = "processing";
 
 pub(crate) fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new().routes(routes!(get_track))
+    OpenApiRouter::new()
+        .routes(routes!(get_track))
+        .routes(routes!(track_events))
 }
 
+/// How often the progress stream looks at the track's row.
+const PROGRESS_POLL: Duration = Duration::from_millis(250);
+/// How long one progress stream may stay open; the client reconnects after that.
+const PROGRESS_LIMIT: Duration = Duration::from_secs(30 * 60);
+
 /// A track, with its processing state.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct Track {
     id: String,
     name: String,
@@ -79,12 +89,77 @@ async fn get_track(
     MaybeAuthUser(caller): MaybeAuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Track>> {
+    Ok(Json(load_track(&app, caller.as_ref(), &id).await?))
+}
+
+/// The track's progress as server-sent events: a `track` event with the track (as `GET
+/// /api/v1/tracks/{id}` returns it) now and after every change, ending once it is `ready`,
+/// `rejected` or `failed`. Who may see the track is decided when the stream opens.
+#[utoipa::path(get, path = "/api/v1/tracks/{id}/events", tag = "uploads", params(("id" = String, Path)),
+    responses((status = 200, description = "`track` events, each a Track", content_type = "text/event-stream"),
+        (status = 404, body = ErrorBody)))]
+async fn track_events(
+    app: App,
+    MaybeAuthUser(caller): MaybeAuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Sse<impl futures::Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
+    let first = load_track(&app, caller.as_ref(), &id).await?;
+    let deadline = tokio::time::Instant::now() + PROGRESS_LIMIT;
+    // State: the next track to send (if any), the last one sent, and whether the stream is done.
+    let stream = futures::stream::unfold(
+        (Some(first), None::<Track>, false),
+        move |(next, last, done)| {
+            let (app, caller, id) = (app.clone(), caller.clone(), id.clone());
+            async move {
+                if done {
+                    return None;
+                }
+                let mut next = next;
+                loop {
+                    if let Some(track) = next.take()
+                        && last.as_ref() != Some(&track)
+                    {
+                        let finished = is_settled(&track.status);
+                        let event = SseEvent::default()
+                            .event("track")
+                            .json_data(&track)
+                            .unwrap_or_else(|_| SseEvent::default().event("error"));
+                        return Some((Ok(event), (None, Some(track), finished)));
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        return None;
+                    }
+                    tokio::time::sleep(PROGRESS_POLL).await;
+                    match load_track(&app, caller.as_ref(), &id).await {
+                        Ok(track) => next = Some(track),
+                        // A track deleted meanwhile ends the stream; a database hiccup is
+                        // retried at the next poll.
+                        Err(Error::NotFound { .. }) => {
+                            return None;
+                        }
+                        Err(_) => {}
+                    }
+                }
+            }
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+/// Whether a track's status is final.
+fn is_settled(status: &str) -> bool {
+    matches!(status, "ready" | "rejected" | "failed")
+}
+
+/// Loads a track as `caller` may see it: anyone a ready one, its uploader and administrators
+/// any.
+async fn load_track(app: &App, caller: Option<&crate::auth::AuthUser>, id: &str) -> Result<Track> {
     let not_found = || Error::not_found("track_not_found", "No such track.");
     let row = sqlx::query(
         "SELECT id, name, singer, album, status, reason, duration_ms, url, loudness_lufs, gain_db, explicit, genre, release_year, uploaded_by_user_id, created_at, updated_at \
          FROM tracks WHERE id = ?",
     )
-    .bind(&id)
+    .bind(id)
     .fetch_optional(app.inventory.database().pool())
     .await
     .map_err(StoreError::from)?
@@ -97,14 +172,12 @@ async fn get_track(
         .try_get("uploaded_by_user_id")
         .map_err(StoreError::from)?;
     let visible = status == "ready"
-        || caller
-            .as_ref()
-            .is_some_and(|caller| caller.user_id == owner || caller.role == Role::Admin);
+        || caller.is_some_and(|caller| caller.user_id == owner || caller.role == Role::Admin);
     if !visible {
         return Err(not_found());
     }
     let prefix = get("url")?;
-    Ok(Json(Track {
+    Ok(Track {
         id: row.try_get("id").map_err(StoreError::from)?,
         name: row.try_get("name").map_err(StoreError::from)?,
         singer: row.try_get("singer").map_err(StoreError::from)?,
@@ -129,7 +202,7 @@ async fn get_track(
         created_at: rfc3339(row.try_get("created_at").map_err(StoreError::from)?),
         updated_at: rfc3339(row.try_get("updated_at").map_err(StoreError::from)?),
         status,
-    }))
+    })
 }
 
 /// The processing consumer's handler.

@@ -23,6 +23,7 @@ on_both_backends!(
     unusable_uploads_are_rejected_without_leftovers,
     copies_and_duplicates_are_refused,
     tags_are_read_and_explicit_language_is_flagged,
+    progress_is_streamed_as_server_sent_events,
 );
 
 /// A 16-bit stereo WAV of a melody: a note of `notes` every quarter second, with a harmonic.
@@ -930,4 +931,66 @@ async fn tags_are_read_and_explicit_language_is_flagged(t: &TestApp) {
         tagged_events.iter().any(|e| e.contains("Zoë & The Band")),
         "{tagged_events:?}"
     );
+}
+
+/// The `track` events of a server-sent event stream, in order.
+fn sse_tracks(raw: &str) -> Vec<serde_json::Value> {
+    raw.split("\n\n")
+        .filter(|block| block.lines().any(|line| line == "event: track"))
+        .map(|block| {
+            let data: String = block
+                .lines()
+                .filter_map(|line| line.strip_prefix("data: "))
+                .collect();
+            serde_json::from_str(&data).unwrap()
+        })
+        .collect()
+}
+
+async fn progress_is_streamed_as_server_sent_events(t: &TestApp) {
+    let token = t.artist("streamer@example.com").await;
+    let track_id = upload_bytes(t, &token, tone_wav(4.0), "take.wav").await;
+    let path = format!("/api/v1/tracks/{track_id}/events");
+    // Not the uploader's: the stream does not open, and says why like every other endpoint.
+    let stranger = t.call(Method::GET, &path, None, None).await;
+    assert_eq!(stranger.status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&stranger), "track_not_found");
+    let missing = t
+        .call(
+            Method::GET,
+            "/api/v1/tracks/nope/events",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    // The uploader watches while the track is processed; the stream ends once it is ready.
+    let (stream, processed) = tokio::join!(t.call(Method::GET, &path, Some(&token), None), async {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        process(t).await
+    });
+    assert!(processed >= 1);
+    assert_eq!(stream.status, StatusCode::OK);
+    assert_eq!(
+        stream.headers["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let tracks = sse_tracks(&stream.raw);
+    assert!(tracks.len() >= 2, "{}", stream.raw);
+    assert_eq!(tracks[0]["status"], "uploaded");
+    assert_eq!(tracks[0]["id"], track_id.as_str());
+    let last = tracks.last().unwrap();
+    assert_eq!(last["status"], "ready", "{}", stream.raw);
+    assert_eq!(last["duration_ms"], 4000);
+    assert!(last["hls"].as_str().unwrap().ends_with("master.m3u8"));
+    // Each event is a change: no two in a row are the same.
+    assert!(tracks.windows(2).all(|pair| pair[0] != pair[1]));
+
+    // A settled track: one event, and the stream ends; now anyone may watch it.
+    let settled = t.call(Method::GET, &path, None, None).await;
+    assert_eq!(settled.status, StatusCode::OK);
+    let tracks = sse_tracks(&settled.raw);
+    assert_eq!(tracks.len(), 1, "{}", settled.raw);
+    assert_eq!(tracks[0]["status"], "ready");
 }
