@@ -10,6 +10,10 @@ use std::process::Command;
 use control_plane::media::analyze::Limits;
 use control_plane::media::transcode::{LADDER, package};
 
+#[path = "common/wav.rs"]
+mod common_wav;
+use common_wav::pcm_wav;
+
 /// fdk-aac's AAC-LC encoder delay, in samples.
 const PRIMING: f64 = 2048.0;
 
@@ -29,32 +33,13 @@ fn ffmpeg_available() -> bool {
 
 /// A 16-bit stereo WAV: a chord that changes every second, so segments differ.
 fn wav(seconds: f64, rate: u32) -> Vec<u8> {
-    let frames = (seconds * f64::from(rate)) as u32;
-    let mut out = Vec::with_capacity(44 + frames as usize * 4);
-    let data = frames * 4;
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 4).to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data.to_le_bytes());
-    for n in 0..frames {
-        let t = f64::from(n) / f64::from(rate);
+    pcm_wav(seconds, rate, None, |t| {
         let root = [220.0, 246.94, 261.63, 293.66][(t as usize) % 4];
         let value = 0.2
             * ((2.0 * std::f64::consts::PI * root * t).sin()
                 + 0.5 * (2.0 * std::f64::consts::PI * root * 1.5 * t).sin());
-        let sample = (value * 32767.0) as i16;
-        out.extend_from_slice(&sample.to_le_bytes());
-        out.extend_from_slice(&(sample / 2).to_le_bytes());
-    }
-    out
+        (value, value / 2.0)
+    })
 }
 
 fn decoded_seconds(input: &Path, extra: &[&str]) -> f64 {

@@ -395,6 +395,11 @@ impl<R: Read + Seek + Send + Sync> MediaSource for ReadOnlySource<R> {
     }
 }
 
+/// The WAV builder the integration tests use too.
+#[cfg(test)]
+#[path = "../../tests/common/wav.rs"]
+mod test_wav;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,32 +414,10 @@ mod tests {
         rate: u32,
         declared_frames: Option<u64>,
     ) -> Vec<u8> {
-        let frames = (seconds * f64::from(rate)) as u64;
-        let data_len = declared_frames
-            .unwrap_or(frames)
-            .saturating_mul(4)
-            .min(u64::from(u32::MAX - 36)) as u32;
-        let mut out = Vec::with_capacity(44 + frames as usize * 4);
-        out.extend_from_slice(b"RIFF");
-        out.extend_from_slice(&(36 + data_len).to_le_bytes());
-        out.extend_from_slice(b"WAVEfmt ");
-        out.extend_from_slice(&16u32.to_le_bytes());
-        out.extend_from_slice(&1u16.to_le_bytes());
-        out.extend_from_slice(&2u16.to_le_bytes());
-        out.extend_from_slice(&rate.to_le_bytes());
-        out.extend_from_slice(&(rate * 4).to_le_bytes());
-        out.extend_from_slice(&4u16.to_le_bytes());
-        out.extend_from_slice(&16u16.to_le_bytes());
-        out.extend_from_slice(b"data");
-        out.extend_from_slice(&data_len.to_le_bytes());
-        for n in 0..frames {
-            let value = (amplitude
-                * (2.0 * std::f64::consts::PI * hz * n as f64 / f64::from(rate)).sin()
-                * 32767.0) as i16;
-            out.extend_from_slice(&value.to_le_bytes());
-            out.extend_from_slice(&value.to_le_bytes());
-        }
-        out
+        super::test_wav::pcm_wav(seconds, rate, declared_frames, |t| {
+            let value = amplitude * (2.0 * std::f64::consts::PI * hz * t).sin();
+            (value, value)
+        })
     }
 
     fn run(bytes: Vec<u8>, extension: &str) -> Result<Analysis, Rejection> {

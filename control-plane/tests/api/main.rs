@@ -2,6 +2,8 @@
 //! backends. One module per flow.
 
 mod support;
+#[path = "../common/wav.rs"]
+mod wav;
 
 mod accounts;
 mod billing;

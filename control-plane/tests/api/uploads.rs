@@ -11,6 +11,7 @@ use sqlx::Row;
 
 use crate::on_both_backends;
 use crate::support::{Reply, TestApp, error_code};
+use crate::wav::pcm_wav;
 
 on_both_backends!(
     a_tus_upload_becomes_a_track,
@@ -28,58 +29,21 @@ on_both_backends!(
 
 /// A 16-bit stereo WAV of a melody: a note of `notes` every quarter second, with a harmonic.
 fn melody_wav(notes: &[f64], seconds: f64, rate: u32, gain: f64) -> Vec<u8> {
-    let frames = (seconds * f64::from(rate)) as u32;
-    let mut out = Vec::new();
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + frames * 4).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 4).to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&(frames * 4).to_le_bytes());
-    for n in 0..frames {
-        let t = f64::from(n) / f64::from(rate);
+    pcm_wav(seconds, rate, None, |t| {
         let f = notes[(t * 4.0) as usize % notes.len()];
         let value = gain
             * (0.5 * (2.0 * std::f64::consts::PI * f * t).sin()
                 + 0.2 * (4.0 * std::f64::consts::PI * f * t).sin());
-        let sample = (value * 32767.0) as i16;
-        out.extend_from_slice(&sample.to_le_bytes());
-        out.extend_from_slice(&sample.to_le_bytes());
-    }
-    out
+        (value, value)
+    })
 }
 
-/// A 16-bit stereo 44.1 kHz WAV of a tone.
+/// A 16-bit stereo 44.1 kHz WAV of a 440 Hz tone at −12 dBFS.
 fn tone_wav(seconds: f64) -> Vec<u8> {
-    let rate = 44_100u32;
-    let frames = (seconds * f64::from(rate)) as u32;
-    let mut out = Vec::new();
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + frames * 4).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&rate.to_le_bytes());
-    out.extend_from_slice(&(rate * 4).to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&(frames * 4).to_le_bytes());
-    for n in 0..frames {
-        let value = (0.25
-            * (2.0 * std::f64::consts::PI * 440.0 * f64::from(n) / f64::from(rate)).sin()
-            * 32767.0) as i16;
-        out.extend_from_slice(&value.to_le_bytes());
-        out.extend_from_slice(&value.to_le_bytes());
-    }
-    out
+    pcm_wav(seconds, 44_100, None, |t| {
+        let value = 0.25 * (2.0 * std::f64::consts::PI * 440.0 * t).sin();
+        (value, value)
+    })
 }
 
 fn audio(len: usize) -> Vec<u8> {
