@@ -1,11 +1,11 @@
 //! HTTP plumbing shared by every service module: extractors whose rejections use the one error
 //! shape, the client address, timestamps, and the router with its OpenAPI document.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -169,15 +169,8 @@ impl FromRequestParts<App> for ClientAddr {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, Error> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| {
-                addr.ip()
-            });
-        Ok(Self(telemetry::client_addr(
-            peer,
-            &parts.headers,
+        Ok(Self(telemetry::request_client_addr(
+            parts,
             &app.config.trusted_proxies,
         )))
     }

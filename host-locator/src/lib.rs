@@ -14,12 +14,12 @@ pub mod registry;
 pub mod select;
 
 use std::borrow::Cow;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -398,15 +398,8 @@ impl FromRequestParts<Locator> for Peer {
         parts: &mut Parts,
         locator: &Locator,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| {
-                addr.ip()
-            });
-        Ok(Self(telemetry::client_addr(
-            peer,
-            &parts.headers,
+        Ok(Self(telemetry::request_client_addr(
+            parts,
             &locator.config.trusted_proxies,
         )))
     }

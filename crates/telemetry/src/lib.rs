@@ -17,5 +17,5 @@ pub use admin::{Readiness, ReadinessCheck, admin_router, metrics_handle, track_h
 pub use clock::Clock;
 pub use config::{Secret, load_layered};
 pub use logging::{LogFormat, init_logging};
-pub use net::client_addr;
+pub use net::{client_addr, request_client_addr};
 pub use shutdown::{Shutdown, run_main, serve};

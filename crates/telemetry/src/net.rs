@@ -1,10 +1,24 @@
 //! The client's address behind load balancers: believed from `Forwarded` (RFC 7239) or
 //! `X-Forwarded-For` only when the TCP peer is a configured trusted proxy.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use axum::extract::ConnectInfo;
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use ipnet::IpNet;
+
+/// The client's address for a request being served: its TCP peer (from the server's
+/// `ConnectInfo`; unspecified when served without one) through [`client_addr`].
+pub fn request_client_addr(parts: &Parts, trusted: &[IpNet]) -> IpAddr {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |ConnectInfo(addr)| {
+            addr.ip()
+        });
+    client_addr(peer, &parts.headers, trusted)
+}
 
 /// The client's address: `peer`, or, when `peer` is trusted, the nearest untrusted hop of the
 /// forwarding headers (read right to left, `Forwarded` before `X-Forwarded-For`).
