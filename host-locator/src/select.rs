@@ -314,41 +314,38 @@ fn covering_boxes(
     usable: &impl Fn(usize) -> bool,
 ) -> Option<Vec<usize>> {
     match ip {
-        IpAddr::V4(v4) => {
-            let mut len = 32;
-            loop {
-                let query = ipnet::Ipv4Net::new(v4, len).ok()?.trunc();
-                let (prefix, boxes) = snapshot.v4.get_lpm(&query)?;
-                let alive: Vec<usize> = boxes
-                    .iter()
-                    .copied()
-                    .filter(|&index| usable(index))
-                    .collect();
-                if !alive.is_empty() {
-                    return Some(alive);
-                }
-                len = prefix.prefix_len().checked_sub(1)?;
-            }
+        IpAddr::V4(v4) => longest_usable(&snapshot.v4, 32, usable, |len| {
+            ipnet::Ipv4Net::new(v4, len).ok().map(|net| net.trunc())
+        }),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => covering_boxes(snapshot, IpAddr::V4(v4), usable),
+            None => longest_usable(&snapshot.v6, 128, usable, |len| {
+                ipnet::Ipv6Net::new(v6, len).ok().map(|net| net.trunc())
+            }),
+        },
+    }
+}
+
+/// Walks from the longest prefix of `map` covering the address (`query(len)` is its prefix of
+/// length `len`) to shorter ones until one has usable boxes.
+fn longest_usable<P: prefix_trie::Prefix>(
+    map: &prefix_trie::PrefixMap<P, Vec<usize>>,
+    max_len: u8,
+    usable: &impl Fn(usize) -> bool,
+    query: impl Fn(u8) -> Option<P>,
+) -> Option<Vec<usize>> {
+    let mut len = max_len;
+    loop {
+        let (prefix, boxes) = map.get_lpm(&query(len)?)?;
+        let alive: Vec<usize> = boxes
+            .iter()
+            .copied()
+            .filter(|&index| usable(index))
+            .collect();
+        if !alive.is_empty() {
+            return Some(alive);
         }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return covering_boxes(snapshot, IpAddr::V4(v4), usable);
-            }
-            let mut len = 128;
-            loop {
-                let query = ipnet::Ipv6Net::new(v6, len).ok()?.trunc();
-                let (prefix, boxes) = snapshot.v6.get_lpm(&query)?;
-                let alive: Vec<usize> = boxes
-                    .iter()
-                    .copied()
-                    .filter(|&index| usable(index))
-                    .collect();
-                if !alive.is_empty() {
-                    return Some(alive);
-                }
-                len = prefix.prefix_len().checked_sub(1)?;
-            }
-        }
+        len = prefix.prefix_len().checked_sub(1)?;
     }
 }
 
