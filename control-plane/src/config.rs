@@ -125,30 +125,7 @@ impl Default for PaymentsConfig {
     }
 }
 
-/// S3 settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct S3Config {
-    /// Endpoint of an S3-compatible service (SeaweedFS, MinIO…); unset: AWS.
-    pub endpoint: Option<String>,
-    /// Region.
-    pub region: String,
-    /// Access key id; unset: anonymous (or the environment's credentials).
-    pub access_key_id: Option<Secret>,
-    /// Secret access key.
-    pub secret_access_key: Option<Secret>,
-}
-
-impl Default for S3Config {
-    fn default() -> Self {
-        Self {
-            endpoint: None,
-            region: "us-east-1".to_owned(),
-            access_key_id: None,
-            secret_access_key: None,
-        }
-    }
-}
+pub use objects::S3Config;
 
 /// Upload limits.
 #[derive(Debug, Clone, Serialize, Deserialize)]

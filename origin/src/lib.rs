@@ -1,0 +1,460 @@
+//! Cadenza's origin: serves the packaged media tree (`media/{track}/{version}/…`) from the
+//! object store to edge nodes, with the HTTP semantics a shared cache relies on — byte ranges
+//! (single and multipart), conditional requests, strong entity tags, registered media types,
+//! gzip for playlists and manifests, `Cache-Control` that lets segments live a year, and CORS
+//! headers that edges pass on to browser players.
+//!
+//! Only edges fill from it: every GET and HEAD must carry the shared fill key
+//! (`Authorization: Bearer …`).
+
+pub mod config;
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use http_semantics::{
+    Multipart, Precondition, RangeDecision, Validators, compressible, content_type,
+    evaluate_preconditions, if_range_matches, parse_range,
+};
+use object_store::path::Path as Key;
+use object_store::{GetOptions, GetRange, ObjectStore as _, ObjectStoreExt as _};
+use objects::Objects;
+use serde_json::json;
+use subtle::ConstantTimeEq as _;
+use telemetry::{Readiness, Shutdown};
+use tokio::net::TcpListener;
+
+pub use config::Config;
+
+const SERVICE: &str = "origin";
+/// Headers a browser player may read on a cross-origin response.
+const EXPOSED_HEADERS: &str =
+    "Content-Length, Content-Range, Content-Encoding, ETag, Accept-Ranges, Age, Date";
+
+/// The origin's state.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: Config,
+    objects: Objects,
+}
+
+impl Origin {
+    /// Opens the object store of `config`.
+    pub fn new(config: Config) -> anyhow::Result<Self> {
+        let objects = Objects::from_url(&config.object_store_url, &config.s3)?;
+        Ok(Self::with_objects(config, objects))
+    }
+
+    /// An origin over an already opened store.
+    pub fn with_objects(config: Config, objects: Objects) -> Self {
+        Self {
+            inner: Arc::new(Inner { config, objects }),
+        }
+    }
+
+    /// The public router.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .fallback(serve)
+            .layer(axum::middleware::from_fn_with_state(
+                SERVICE,
+                telemetry::track_http,
+            ))
+            .with_state(self.clone())
+    }
+}
+
+/// Serves the public and admin routers until `shutdown`, then drains.
+pub async fn run(
+    origin: Origin,
+    listener: TcpListener,
+    admin: TcpListener,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let grace = Duration::from_secs(origin.inner.config.drain_grace_secs);
+    let admin_task = tokio::spawn(telemetry::serve(
+        admin,
+        telemetry::admin_router(SERVICE, Readiness::new(shutdown.clone())),
+        shutdown.clone(),
+        grace,
+    ));
+    tracing::info!(
+        message = "Origin listening.",
+        address = %listener.local_addr()?,
+        store = origin.inner.objects.kind()
+    );
+    telemetry::serve(listener, origin.router(), shutdown, grace).await?;
+    admin_task.await??;
+    Ok(())
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"status": status.as_u16(), "code": code, "message": message}});
+    let mut response = (status, axum::Json(body)).into_response();
+    cors(response.headers_mut());
+    response
+}
+
+fn cors(headers: &mut HeaderMap) {
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(EXPOSED_HEADERS),
+    );
+}
+
+async fn serve(State(origin): State<Origin>, request: Request) -> Response {
+    let config = &origin.inner.config;
+    let method = request.method().clone();
+    if method == Method::OPTIONS {
+        return preflight(request.headers());
+    }
+    if method != Method::GET && method != Method::HEAD {
+        let mut response = error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "the origin serves GET, HEAD and OPTIONS",
+        );
+        response.headers_mut().insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, OPTIONS"),
+        );
+        return response;
+    }
+    if !authorised(request.headers(), config) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "fill_key_required",
+            "only edge nodes fill from the origin: present the fill key as a bearer token",
+        );
+    }
+    let Ok(path) = url_token::canonical_path(request.uri().path()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+            "the path is not acceptable (dot segments, encoded slashes, control characters or too long)",
+        );
+    };
+    let key = &path[1..];
+    if key.ends_with('/')
+        || !config
+            .served_prefixes
+            .iter()
+            .any(|p| key.starts_with(p.as_str()))
+    {
+        return not_found();
+    }
+    match respond(&origin, key, &method, request.headers()).await {
+        Ok(response) => response,
+        Err(object_store::Error::NotFound { .. }) => not_found(),
+        Err(failure) => {
+            tracing::warn!(message = "Object store read failed.", key, error = %failure);
+            error(
+                StatusCode::BAD_GATEWAY,
+                "store_unavailable",
+                "the object store did not answer",
+            )
+        }
+    }
+}
+
+fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "not_found", "no such object")
+}
+
+fn authorised(headers: &HeaderMap, config: &Config) -> bool {
+    let Some(expected) = &config.fill_key else {
+        return false;
+    };
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes()))
+}
+
+fn preflight(headers: &HeaderMap) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let out = response.headers_mut();
+    cors(out);
+    out.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    if let Some(requested) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+    }
+    out.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    response
+}
+
+/// Whether a key is a playlist or manifest (short-lived) rather than immutable media.
+fn is_manifest(content_type: &str) -> bool {
+    compressible(content_type)
+}
+
+async fn respond(
+    origin: &Origin,
+    key: &str,
+    method: &Method,
+    request: &HeaderMap,
+) -> Result<Response, object_store::Error> {
+    let config = &origin.inner.config;
+    let store = origin.inner.objects.store();
+    let location = Key::from(key);
+    let meta = store.head(&location).await?;
+    let total = meta.size;
+    let etag_core = meta
+        .e_tag
+        .as_deref()
+        .map(|tag| tag.trim_start_matches("W/").trim_matches('"').to_owned())
+        .unwrap_or_else(|| format!("{:x}-{total:x}", meta.last_modified.timestamp()));
+    let last_modified: SystemTime = meta.last_modified.into();
+    let media_type = content_type(key);
+    let gzip = compressible(media_type)
+        && total <= config.max_gzip_bytes
+        && accepts_gzip(request)
+        && !request.contains_key(header::RANGE);
+    let etag = if gzip {
+        format!("\"{etag_core}-gz\"")
+    } else {
+        format!("\"{etag_core}\"")
+    };
+
+    let mut headers = HeaderMap::new();
+    cors(&mut headers);
+    insert(&mut headers, header::ETAG, &etag);
+    insert(
+        &mut headers,
+        header::LAST_MODIFIED,
+        &http_semantics::http_date(last_modified),
+    );
+    insert(
+        &mut headers,
+        header::CACHE_CONTROL,
+        if is_manifest(media_type) {
+            &config.manifest_cache_control
+        } else {
+            &config.immutable_cache_control
+        },
+    );
+    if compressible(media_type) {
+        headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+
+    let validators = Validators {
+        etag: Some(&etag),
+        last_modified: Some(last_modified),
+    };
+    match evaluate_preconditions(request, validators) {
+        Precondition::Proceed => {}
+        Precondition::NotModified => return Ok((StatusCode::NOT_MODIFIED, headers).into_response()),
+        Precondition::Failed => {
+            return Ok(error(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                "the object does not match the request's preconditions",
+            ));
+        }
+    }
+
+    if gzip {
+        let raw = store.get(&location).await?.bytes().await?;
+        let body = gzip_bytes(&raw);
+        insert(&mut headers, header::CONTENT_TYPE, media_type);
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        insert(
+            &mut headers,
+            header::CONTENT_LENGTH,
+            &body.len().to_string(),
+        );
+        let body = if *method == Method::HEAD {
+            Body::empty()
+        } else {
+            Body::from(body)
+        };
+        return Ok((StatusCode::OK, headers, body).into_response());
+    }
+
+    let decision = match request
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok())
+    {
+        Some(range) if if_range_matches(request, validators) => {
+            parse_range(range, total, config.max_ranges)
+        }
+        _ => RangeDecision::Full,
+    };
+    let head = *method == Method::HEAD;
+    match decision {
+        RangeDecision::Full => {
+            insert(&mut headers, header::CONTENT_TYPE, media_type);
+            insert(&mut headers, header::CONTENT_LENGTH, &total.to_string());
+            let body = if head {
+                Body::empty()
+            } else {
+                stream(origin, &location, &etag_core, None).await?
+            };
+            Ok((StatusCode::OK, headers, body).into_response())
+        }
+        RangeDecision::Unsatisfiable => {
+            insert(
+                &mut headers,
+                header::CONTENT_RANGE,
+                &format!("bytes */{total}"),
+            );
+            let mut response = error(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                "no requested range overlaps the object",
+            );
+            response.headers_mut().extend(headers);
+            Ok(response)
+        }
+        RangeDecision::Partial(ranges) if ranges.len() == 1 => {
+            let range = ranges[0];
+            insert(&mut headers, header::CONTENT_TYPE, media_type);
+            insert(
+                &mut headers,
+                header::CONTENT_RANGE,
+                &range.content_range(total),
+            );
+            insert(
+                &mut headers,
+                header::CONTENT_LENGTH,
+                &range.len().to_string(),
+            );
+            let body = if head {
+                Body::empty()
+            } else {
+                stream(origin, &location, &etag_core, Some(range.start..range.end)).await?
+            };
+            Ok((StatusCode::PARTIAL_CONTENT, headers, body).into_response())
+        }
+        RangeDecision::Partial(ranges) => {
+            let parts = Multipart::new(ranges, total, media_type);
+            insert(&mut headers, header::CONTENT_TYPE, &parts.content_type());
+            insert(
+                &mut headers,
+                header::CONTENT_LENGTH,
+                &parts.content_length().to_string(),
+            );
+            if head {
+                return Ok((StatusCode::PARTIAL_CONTENT, headers).into_response());
+            }
+            // Parts are fetched one after another as the body is sent: memory holds one part.
+            let store = store.clone();
+            let location = location.clone();
+            let count = parts.ranges().len();
+            let pieces = futures::stream::iter(0..=count).then(move |index| {
+                let store = store.clone();
+                let location = location.clone();
+                let parts = parts.clone();
+                async move {
+                    if index == count {
+                        return Ok::<_, object_store::Error>(vec![parts.trailer()]);
+                    }
+                    let range = parts.ranges()[index];
+                    let bytes = store.get_range(&location, range.start..range.end).await?;
+                    Ok(vec![parts.part_header(index), bytes])
+                }
+            });
+            let body = pieces.flat_map(|piece| {
+                futures::stream::iter(match piece {
+                    Ok(chunks) => chunks.into_iter().map(Ok).collect::<Vec<_>>(),
+                    Err(failure) => vec![Err(failure)],
+                })
+            });
+            Ok((
+                StatusCode::PARTIAL_CONTENT,
+                headers,
+                Body::from_stream(body),
+            )
+                .into_response())
+        }
+    }
+}
+
+/// Streams the object (or a range of it), insisting on the entity tag the headers announced so
+/// that a concurrent replacement cannot mix two versions in one response.
+async fn stream(
+    origin: &Origin,
+    location: &Key,
+    etag_core: &str,
+    range: Option<std::ops::Range<u64>>,
+) -> Result<Body, object_store::Error> {
+    let store = origin.inner.objects.store();
+    let options = GetOptions {
+        range: range.map(GetRange::Bounded),
+        ..GetOptions::default()
+    };
+    let result = store.get_opts(location, options).await?;
+    let current = result
+        .meta
+        .e_tag
+        .as_deref()
+        .map(|tag| tag.trim_start_matches("W/").trim_matches('"'));
+    if current.is_some_and(|current| current != etag_core) {
+        return Err(object_store::Error::Precondition {
+            path: location.to_string(),
+            source: "the object changed while being served".into(),
+        });
+    }
+    Ok(Body::from_stream(result.into_stream()))
+}
+
+fn accepts_gzip(request: &HeaderMap) -> bool {
+    request
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|param| {
+                param
+                    .trim()
+                    .strip_prefix("q=")
+                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
+            });
+            name.eq_ignore_ascii_case("gzip") && !refused
+        })
+}
+
+fn gzip_bytes(raw: &[u8]) -> Bytes {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder
+        .write_all(raw)
+        .expect("writing to a Vec cannot fail");
+    Bytes::from(encoder.finish().expect("writing to a Vec cannot fail"))
+}
+
+fn insert(headers: &mut HeaderMap, name: header::HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
