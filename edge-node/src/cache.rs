@@ -1,0 +1,587 @@
+//! The two cache tiers: memory (moka, weighted by bytes) over disk (bounded in bytes, survives
+//! restarts, verified by checksum on every read so that a torn or corrupt file is a miss).
+//!
+//! Keys: a request's cache key is its primary key (path and query) plus the values of the
+//! request headers the stored response `Vary`s on; the names are remembered per primary key.
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use moka::notification::RemovalCause;
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
+
+use crate::freshness::Policy;
+
+/// A stored response's metadata.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Meta {
+    /// The full cache key (primary key and vary values).
+    pub key: String,
+    /// Status code.
+    pub status: u16,
+    /// End-to-end response headers, as received (hop-by-hop ones removed).
+    pub headers: Vec<(String, String)>,
+    /// When the response (or its last revalidation) arrived, Unix seconds.
+    pub response_time: u64,
+    /// Its age on arrival, seconds.
+    pub initial_age: u64,
+    /// Storage and freshness decisions.
+    pub policy: Policy,
+    /// The request headers it varies on, lower-case.
+    pub vary: Vec<String>,
+}
+
+/// A stored response.
+#[derive(Debug, Clone)]
+pub struct Object {
+    /// Metadata.
+    pub meta: Meta,
+    /// The whole body.
+    pub body: Bytes,
+    /// Response headers rebuilt from `meta` once, for serving.
+    pub headers: HeaderMap,
+}
+
+impl Object {
+    /// Builds an object, turning the stored header list into a map.
+    pub fn new(meta: Meta, body: Bytes) -> Self {
+        let mut headers = HeaderMap::with_capacity(meta.headers.len());
+        for (name, value) in &meta.headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.append(name, value);
+            }
+        }
+        Self {
+            meta,
+            body,
+            headers,
+        }
+    }
+
+    /// Status code.
+    pub fn status(&self) -> StatusCode {
+        StatusCode::from_u16(self.meta.status).unwrap_or(StatusCode::OK)
+    }
+
+    /// Current age, seconds.
+    pub fn age(&self, now: u64) -> u64 {
+        self.meta
+            .initial_age
+            .saturating_add(now.saturating_sub(self.meta.response_time))
+    }
+
+    /// Seconds past its freshness lifetime (0 while fresh).
+    pub fn staleness(&self, now: u64) -> u64 {
+        self.age(now).saturating_sub(self.meta.policy.lifetime)
+    }
+
+    /// Whether it may be served without contacting a parent.
+    pub fn is_fresh(&self, now: u64) -> bool {
+        !self.meta.policy.revalidate_always && self.age(now) < self.meta.policy.lifetime
+    }
+
+    /// Its entity tag.
+    pub fn etag(&self) -> Option<&str> {
+        self.headers
+            .get(http::header::ETAG)
+            .and_then(|value| value.to_str().ok())
+    }
+
+    /// Its last modification.
+    pub fn last_modified(&self) -> Option<SystemTime> {
+        self.headers
+            .get(http::header::LAST_MODIFIED)
+            .and_then(|value| value.to_str().ok())
+            .and_then(http_semantics::parse_http_date)
+    }
+
+    fn weight(&self) -> u32 {
+        u32::try_from(self.body.len() + 512 + self.meta.key.len()).unwrap_or(u32::MAX)
+    }
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// Lower-cased `Vary` names of a response.
+pub fn vary_names(headers: &HeaderMap) -> Vec<String> {
+    let mut names: Vec<String> = headers
+        .get_all(http::header::VARY)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|name| name.trim().to_ascii_lowercase())
+        .filter(|name| !name.is_empty())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The full key of a request for a response that varies on `names`.
+pub fn variant_key(primary: &str, names: &[String], request: &HeaderMap) -> String {
+    if names.is_empty() {
+        return primary.to_owned();
+    }
+    let mut key = primary.to_owned();
+    for name in names {
+        key.push('\n');
+        key.push_str(name);
+        key.push('=');
+        let value = if name == "accept-encoding" {
+            // Normalised to the one coding the node asks parents for, so that the many
+            // spellings of Accept-Encoding do not split the cache.
+            if crate::engine::accepts_gzip(request) {
+                "gzip"
+            } else {
+                ""
+            }
+            .to_owned()
+        } else {
+            request
+                .get_all(name.as_str())
+                .iter()
+                .filter_map(|value| value.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        key.push_str(&value);
+    }
+    key
+}
+
+/// The memory and disk tiers.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    memory: moka::sync::Cache<String, Arc<Object>>,
+    disk: Option<DiskTier>,
+    varies: moka::sync::Cache<String, Arc<Vec<String>>>,
+}
+
+/// Where a lookup found its object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The memory tier.
+    Memory,
+    /// The disk tier (now also in memory).
+    Disk,
+}
+
+impl Cache {
+    /// Opens the tiers: `memory_bytes` of memory and, with a directory, `disk_bytes` of disk
+    /// (whatever a previous run left there is indexed again).
+    pub fn open(memory_bytes: u64, disk: Option<(&Path, u64)>) -> std::io::Result<Self> {
+        let memory = moka::sync::Cache::builder()
+            .max_capacity(memory_bytes)
+            .weigher(|_key: &String, object: &Arc<Object>| object.weight())
+            .eviction_listener(|_key, _object, cause| {
+                if cause == RemovalCause::Size {
+                    metrics::counter!("cadenza_edge_evictions_total", "tier" => "memory")
+                        .increment(1);
+                }
+            })
+            .build();
+        let disk = match disk {
+            Some((dir, bytes)) => Some(DiskTier::open(dir, bytes)?),
+            None => None,
+        };
+        Ok(Self {
+            memory,
+            disk,
+            varies: moka::sync::Cache::new(100_000),
+        })
+    }
+
+    /// The full key of a request, from the vary names remembered for `primary`.
+    pub fn key_for(&self, primary: &str, request: &HeaderMap) -> String {
+        match self.varies.get(primary) {
+            Some(names) => variant_key(primary, &names, request),
+            None => primary.to_owned(),
+        }
+    }
+
+    /// Looks `key` up in memory, then on disk (promoting a disk hit to memory).
+    pub async fn get(&self, key: &str) -> Option<(Arc<Object>, Tier)> {
+        if let Some(object) = self.memory.get(key) {
+            return Some((object, Tier::Memory));
+        }
+        let disk = self.disk.as_ref()?;
+        let object = Arc::new(disk.get(key).await?);
+        self.remember_vary(&object);
+        self.memory.insert(key.to_owned(), object.clone());
+        Some((object, Tier::Disk))
+    }
+
+    /// Stores an object in both tiers (the disk write happens in the background).
+    pub fn insert(&self, object: Arc<Object>) {
+        self.remember_vary(&object);
+        self.memory.insert(object.meta.key.clone(), object.clone());
+        if let Some(disk) = &self.disk {
+            let disk = disk.clone();
+            tokio::task::spawn_blocking(move || disk.put(&object));
+        }
+    }
+
+    fn remember_vary(&self, object: &Object) {
+        let primary = object
+            .meta
+            .key
+            .split('\n')
+            .next()
+            .unwrap_or(&object.meta.key);
+        if object.meta.vary.is_empty() {
+            if self.varies.contains_key(primary) {
+                self.varies.invalidate(primary);
+            }
+        } else {
+            self.varies
+                .insert(primary.to_owned(), Arc::new(object.meta.vary.clone()));
+        }
+    }
+
+    /// Removes every variant whose primary key is `primary` (exact), or starts with it when
+    /// `prefix`. Returns how many objects went.
+    pub fn purge(&self, primary: &str, prefix: bool) -> usize {
+        let matches = |key: &str| {
+            let key_primary = key.split('\n').next().unwrap_or(key);
+            if prefix {
+                key_primary.starts_with(primary)
+            } else {
+                key_primary == primary
+            }
+        };
+        let mut removed = 0;
+        let keys: Vec<Arc<String>> = self
+            .memory
+            .iter()
+            .filter(|(key, _)| matches(key))
+            .map(|(key, _)| key)
+            .collect();
+        for key in keys {
+            self.memory.invalidate(key.as_str());
+            removed += 1;
+        }
+        if let Some(disk) = &self.disk {
+            removed += disk.purge(&matches);
+        }
+        let names: Vec<Arc<String>> = self
+            .varies
+            .iter()
+            .filter(|(key, _)| matches(key))
+            .map(|(key, _)| key)
+            .collect();
+        for name in names {
+            self.varies.invalidate(name.as_str());
+        }
+        removed
+    }
+
+    /// Bytes held in memory and on disk.
+    pub fn sizes(&self) -> (u64, u64) {
+        self.memory.run_pending_tasks();
+        let disk = self.disk.as_ref().map_or(0, |disk| {
+            disk.index.run_pending_tasks();
+            disk.index.weighted_size()
+        });
+        (self.memory.weighted_size(), disk)
+    }
+}
+
+/// The disk tier: one file per object, `objects/{xx}/{hash}`, written to `tmp/` and renamed
+/// into place, so that a file is whole or absent; an index in memory (moka, weighted by file
+/// size) bounds the bytes and deletes evicted files.
+#[derive(Debug, Clone)]
+struct DiskTier {
+    dir: Arc<PathBuf>,
+    index: moka::sync::Cache<u128, Arc<DiskEntry>>,
+}
+
+#[derive(Debug)]
+struct DiskEntry {
+    key: String,
+    size: u64,
+}
+
+const MAGIC: &[u8; 4] = b"CDZ1";
+
+impl DiskTier {
+    fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Self> {
+        let dir = Arc::new(dir.to_path_buf());
+        std::fs::create_dir_all(dir.join("objects"))?;
+        // Whatever was being written when the last run stopped is not an object.
+        let _ = std::fs::remove_dir_all(dir.join("tmp"));
+        std::fs::create_dir_all(dir.join("tmp"))?;
+        let files = dir.clone();
+        let index = moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|_hash: &u128, entry: &Arc<DiskEntry>| {
+                u32::try_from(entry.size).unwrap_or(u32::MAX)
+            })
+            .eviction_listener(move |hash: Arc<u128>, _entry, cause| {
+                if matches!(cause, RemovalCause::Size | RemovalCause::Explicit) {
+                    let _ = std::fs::remove_file(object_path(&files, *hash));
+                    if cause == RemovalCause::Size {
+                        metrics::counter!("cadenza_edge_evictions_total", "tier" => "disk")
+                            .increment(1);
+                    }
+                }
+            })
+            .build();
+        let tier = Self { dir, index };
+        tier.reindex()?;
+        Ok(tier)
+    }
+
+    /// Indexes the files a previous run left, oldest first so that they are evicted first.
+    fn reindex(&self) -> std::io::Result<()> {
+        let mut found = Vec::new();
+        for shard in std::fs::read_dir(self.dir.join("objects"))? {
+            let shard = shard?.path();
+            let Ok(entries) = std::fs::read_dir(&shard) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let Some(hash) = path
+                    .file_name()
+                    .and_then(|name| name.to_str())
+                    .and_then(|name| u128::from_str_radix(name, 16).ok())
+                else {
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                };
+                match read_header(&path) {
+                    Some((key, size, modified)) if xxh3_128(key.as_bytes()) == hash => {
+                        found.push((modified, hash, key, size));
+                    }
+                    _ => {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+            }
+        }
+        found.sort_by_key(|(modified, ..)| *modified);
+        for (_, hash, key, size) in found {
+            self.index.insert(hash, Arc::new(DiskEntry { key, size }));
+        }
+        Ok(())
+    }
+
+    async fn get(&self, key: &str) -> Option<Object> {
+        let hash = xxh3_128(key.as_bytes());
+        self.index.get(&hash)?;
+        let path = object_path(&self.dir, hash);
+        let bytes = tokio::fs::read(&path).await.ok()?;
+        match decode(&bytes) {
+            Some(object) if object.meta.key == key => Some(object),
+            _ => {
+                tracing::warn!(message = "Corrupt disk cache file removed.", path = %path.display());
+                metrics::counter!("cadenza_edge_disk_corrupt_total").increment(1);
+                self.index.invalidate(&hash);
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+        }
+    }
+
+    fn put(&self, object: &Object) {
+        let hash = xxh3_128(object.meta.key.as_bytes());
+        let Ok(meta) = serde_json::to_vec(&object.meta) else {
+            return;
+        };
+        let tmp = self
+            .dir
+            .join("tmp")
+            .join(format!("{hash:032x}-{:016x}", rand_suffix()));
+        let target = object_path(&self.dir, hash);
+        let write = || -> std::io::Result<u64> {
+            let mut file = std::fs::File::create(&tmp)?;
+            let mut checksum = xxhash_rust::xxh3::Xxh3::new();
+            checksum.update(&meta);
+            checksum.update(&object.body);
+            file.write_all(MAGIC)?;
+            file.write_all(&(meta.len() as u32).to_le_bytes())?;
+            file.write_all(&meta)?;
+            file.write_all(&(object.body.len() as u64).to_le_bytes())?;
+            file.write_all(&object.body)?;
+            file.write_all(&checksum.digest().to_le_bytes())?;
+            drop(file);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::rename(&tmp, &target)?;
+            Ok((4 + 4 + meta.len() + 8 + object.body.len() + 8) as u64)
+        };
+        match write() {
+            Ok(size) => self.index.insert(
+                hash,
+                Arc::new(DiskEntry {
+                    key: object.meta.key.clone(),
+                    size,
+                }),
+            ),
+            Err(error) => {
+                let _ = std::fs::remove_file(&tmp);
+                tracing::warn!(message = "Disk cache write failed.", error = %error);
+            }
+        }
+    }
+
+    fn purge(&self, matches: &dyn Fn(&str) -> bool) -> usize {
+        let hashes: Vec<Arc<u128>> = self
+            .index
+            .iter()
+            .filter(|(_, entry)| matches(&entry.key))
+            .map(|(hash, _)| hash)
+            .collect();
+        for hash in &hashes {
+            self.index.invalidate(hash.as_ref());
+        }
+        self.index.run_pending_tasks();
+        hashes.len()
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    COUNTER.fetch_add(1, Ordering::Relaxed) ^ (std::process::id() as u64) << 40
+}
+
+fn object_path(dir: &Path, hash: u128) -> PathBuf {
+    let name = format!("{hash:032x}");
+    dir.join("objects").join(&name[..2]).join(name)
+}
+
+/// The key, file size and modification time from a file's header, without reading its body.
+fn read_header(path: &Path) -> Option<(String, u64, SystemTime)> {
+    let mut file = std::fs::File::open(path).ok()?;
+    let metadata = file.metadata().ok()?;
+    let mut head = [0u8; 8];
+    file.read_exact(&mut head).ok()?;
+    if &head[..4] != MAGIC {
+        return None;
+    }
+    let meta_len = u32::from_le_bytes(head[4..8].try_into().ok()?) as usize;
+    if meta_len > 1 << 20 {
+        return None;
+    }
+    let mut meta = vec![0u8; meta_len];
+    file.read_exact(&mut meta).ok()?;
+    let meta: Meta = serde_json::from_slice(&meta).ok()?;
+    Some((
+        meta.key,
+        metadata.len(),
+        metadata.modified().unwrap_or(UNIX_EPOCH + Duration::ZERO),
+    ))
+}
+
+/// Decodes and verifies a whole file: magic, lengths and checksum must all agree.
+fn decode(bytes: &[u8]) -> Option<Object> {
+    if bytes.len() < 24 || &bytes[..4] != MAGIC {
+        return None;
+    }
+    let meta_len = u32::from_le_bytes(bytes[4..8].try_into().ok()?) as usize;
+    let meta_end = 8usize.checked_add(meta_len)?;
+    let body_len_end = meta_end.checked_add(8)?;
+    let body_len = usize::try_from(u64::from_le_bytes(
+        bytes.get(meta_end..body_len_end)?.try_into().ok()?,
+    ))
+    .ok()?;
+    let body_end = body_len_end.checked_add(body_len)?;
+    if bytes.len() != body_end.checked_add(8)? {
+        return None;
+    }
+    let meta_bytes = &bytes[8..meta_end];
+    let body = &bytes[body_len_end..body_end];
+    let mut checksum = xxhash_rust::xxh3::Xxh3::new();
+    checksum.update(meta_bytes);
+    checksum.update(body);
+    let stored = u64::from_le_bytes(bytes[body_end..].try_into().ok()?);
+    if checksum.digest() != stored {
+        return None;
+    }
+    let meta: Meta = serde_json::from_slice(meta_bytes).ok()?;
+    Some(Object::new(meta, Bytes::copy_from_slice(body)))
+}
+
+/// A 64-bit hash of bytes, for tests that compare contents cheaply.
+pub fn fingerprint(bytes: &[u8]) -> u64 {
+    xxh3_64(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(key: &str, body: &[u8]) -> Object {
+        Object::new(
+            Meta {
+                key: key.to_owned(),
+                status: 200,
+                headers: vec![("etag".to_owned(), "\"x\"".to_owned())],
+                response_time: 1,
+                initial_age: 0,
+                policy: crate::freshness::policy(StatusCode::OK, &HeaderMap::new(), 1),
+                vary: Vec::new(),
+            },
+            Bytes::copy_from_slice(body),
+        )
+    }
+
+    #[tokio::test]
+    async fn disk_objects_survive_reopening_and_corruption_is_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path(), 1 << 20).unwrap();
+        tier.put(&object("/a", b"hello"));
+        tier.put(&object("/b", b"world"));
+        drop(tier);
+        let tier = DiskTier::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(
+            tier.get("/a").await.unwrap().body,
+            Bytes::from_static(b"hello")
+        );
+        // Flip one byte of /b's body: the checksum refuses it and the file goes.
+        let path = object_path(dir.path(), xxh3_128(b"/b"));
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() - 10;
+        bytes[at] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(tier.get("/b").await.is_none());
+        assert!(!path.exists());
+        // A truncated file is refused too.
+        let path = object_path(dir.path(), xxh3_128(b"/a"));
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
+        assert!(tier.get("/a").await.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_disk_tier_stays_within_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path(), 64 * 1024).unwrap();
+        let body = vec![7u8; 10_000];
+        for index in 0..40 {
+            tier.put(&object(&format!("/o{index}"), &body));
+        }
+        tier.index.run_pending_tasks();
+        assert!(tier.index.weighted_size() <= 64 * 1024);
+        let files: usize = std::fs::read_dir(dir.path().join("objects"))
+            .unwrap()
+            .map(|shard| std::fs::read_dir(shard.unwrap().path()).unwrap().count())
+            .sum();
+        assert!(files <= 7, "{files} files left on disk");
+    }
+}

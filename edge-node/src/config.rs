@@ -1,0 +1,207 @@
+//! The edge node's typed configuration: defaults for one machine, layered under a TOML file,
+//! `CADENZA_*` variables and flags, then checked by [`Config::validate`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use telemetry::{LogFormat, Secret};
+
+/// Everything an edge node needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Node id (in logs, metrics and registrations).
+    pub id: String,
+    /// Cleartext HTTP/1.1 and h2c (prior knowledge), for use behind a load balancer. Unset: off.
+    pub listen: Option<SocketAddr>,
+    /// HTTP/1.1 and HTTP/2 over TLS on TCP, and HTTP/3 over QUIC on the same port over UDP.
+    /// Unset: off.
+    pub tls_listen: Option<SocketAddr>,
+    /// Serve HTTP/3 on `tls_listen`'s port (advertised with `Alt-Svc`).
+    pub http3: bool,
+    /// PEM certificate chain; reloaded when the file changes. Unset: a self-signed certificate
+    /// for `localhost` is generated (local runs only).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key.
+    pub tls_key: Option<PathBuf>,
+    /// Admin address (`/metrics`, `/healthz`, `/readyz`, `/purge`).
+    pub admin_listen: SocketAddr,
+    /// Bearer token for `/purge`.
+    pub purge_key: Option<Secret>,
+    /// Parents, in order of preference: other edges, then the origin.
+    pub parents: Vec<String>,
+    /// Key presented to parents (`Authorization: Bearer …`), and accepted from child edges
+    /// in place of a URL token.
+    pub fill_key: Option<Secret>,
+    /// Host names served (the `Host`/`:authority` without port). Empty: any.
+    pub hosts: Vec<String>,
+    /// URL-token keys, by id.
+    pub token_keys: Vec<TokenKey>,
+    /// Path prefixes that need a URL token (`/t/{token}/…`). Others are served without one.
+    pub token_prefixes: Vec<String>,
+    /// Tolerated clock difference with the signer, in seconds.
+    pub token_skew_secs: u64,
+    /// Memory tier size, bytes.
+    pub memory_cache_bytes: u64,
+    /// Disk tier directory. Unset: memory only.
+    pub disk_cache_dir: Option<PathBuf>,
+    /// Disk tier size, bytes.
+    pub disk_cache_bytes: u64,
+    /// Largest object cached (and coalesced); larger ones pass through.
+    pub max_object_bytes: u64,
+    /// Most ranges honoured in one request; a longer set is ignored (whole object served).
+    pub max_ranges: usize,
+    /// Longest request target, bytes (longer: 414).
+    pub max_uri_bytes: usize,
+    /// Largest request head, bytes (larger: 431).
+    pub max_header_bytes: usize,
+    /// Time a client has to send its request head, seconds.
+    pub header_timeout_secs: u64,
+    /// Connection to a parent, milliseconds.
+    pub upstream_connect_timeout_ms: u64,
+    /// A parent's response head, milliseconds.
+    pub upstream_first_byte_timeout_ms: u64,
+    /// Longest pause inside a parent's body, milliseconds.
+    pub upstream_idle_timeout_ms: u64,
+    /// Concurrent HTTP/2 and HTTP/3 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// How long in-flight requests may finish after SIGTERM, in seconds.
+    pub drain_grace_secs: u64,
+}
+
+/// A URL-token verification key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenKey {
+    /// Key id, as carried in tokens.
+    pub id: String,
+    /// Secret, at least 32 bytes.
+    pub secret: Secret,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            id: "edge-1".to_owned(),
+            listen: Some(SocketAddr::from(([127, 0, 0, 1], 8084))),
+            tls_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8443))),
+            http3: true,
+            tls_cert: None,
+            tls_key: None,
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9084)),
+            purge_key: None,
+            parents: vec!["http://127.0.0.1:8083".to_owned()],
+            fill_key: None,
+            hosts: Vec::new(),
+            token_keys: Vec::new(),
+            token_prefixes: vec!["/media/".to_owned()],
+            token_skew_secs: 30,
+            memory_cache_bytes: 256 * 1024 * 1024,
+            disk_cache_dir: None,
+            disk_cache_bytes: 4 * 1024 * 1024 * 1024,
+            max_object_bytes: 64 * 1024 * 1024,
+            max_ranges: 16,
+            max_uri_bytes: 4096,
+            max_header_bytes: 16 * 1024,
+            header_timeout_secs: 10,
+            upstream_connect_timeout_ms: 2_000,
+            upstream_first_byte_timeout_ms: 10_000,
+            upstream_idle_timeout_ms: 10_000,
+            max_concurrent_streams: 256,
+            log_format: LogFormat::Human,
+            drain_grace_secs: 5,
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, environment or flags could not be read.
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is not acceptable.
+    #[error("configuration is invalid: {field}: {problem}")]
+    Invalid {
+        /// The key.
+        field: &'static str,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+impl Config {
+    /// Layers defaults, the file, the environment and `overrides`, then validates.
+    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
+        let config: Config = telemetry::load_layered(&Config::default(), file, overrides)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, problem: &str| ConfigError::Invalid {
+            field,
+            problem: problem.to_owned(),
+        };
+        if self.listen.is_none() && self.tls_listen.is_none() {
+            return Err(invalid("listen", "set listen, tls_listen or both"));
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(invalid("tls_cert", "give tls_cert and tls_key together"));
+        }
+        if self.parents.is_empty() {
+            return Err(invalid("parents", "at least one parent (the origin)"));
+        }
+        for parent in &self.parents {
+            if !(parent.starts_with("http://") || parent.starts_with("https://")) {
+                return Err(invalid("parents", "parents are http:// or https:// URLs"));
+            }
+        }
+        if self
+            .fill_key
+            .as_ref()
+            .is_none_or(|key| key.expose().len() < 16)
+        {
+            return Err(invalid("fill_key", "required, at least 16 characters"));
+        }
+        if self
+            .purge_key
+            .as_ref()
+            .is_some_and(|key| key.expose().len() < 16)
+        {
+            return Err(invalid("purge_key", "at least 16 characters"));
+        }
+        if !self.token_prefixes.is_empty() && self.token_keys.is_empty() {
+            return Err(invalid(
+                "token_keys",
+                "token_prefixes need at least one key (or set token_prefixes = [])",
+            ));
+        }
+        for prefix in &self.token_prefixes {
+            if !prefix.starts_with('/') {
+                return Err(invalid("token_prefixes", "prefixes start with '/'"));
+            }
+        }
+        if self.memory_cache_bytes < 1024 * 1024 {
+            return Err(invalid("memory_cache_bytes", "at least 1 MiB"));
+        }
+        if self.max_object_bytes == 0 || self.max_object_bytes > u64::from(u32::MAX) {
+            return Err(invalid("max_object_bytes", "between 1 byte and 4 GiB"));
+        }
+        if self.max_ranges == 0 || self.max_ranges > 1000 {
+            return Err(invalid("max_ranges", "between 1 and 1000"));
+        }
+        if self.max_uri_bytes < 256 || self.max_header_bytes < 1024 {
+            return Err(invalid(
+                "max_uri_bytes",
+                "limits too small to serve anything",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,1013 @@
+//! The engine: one request in, one response out, whatever the protocol. It checks the request
+//! (method, size, host, path, URL token), looks the object up in the cache tiers, serves it
+//! fresh, serves it stale within the RFC 5861 windows, revalidates it, or joins (or starts) the
+//! one fill for its key and streams as bytes arrive. Ranges and conditional requests are
+//! answered here, from the cache or from a fill in progress.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use http_semantics::{
+    Multipart, Precondition, RangeDecision, Validators, evaluate_preconditions, if_range_matches,
+    parse_range,
+};
+use serde_json::json;
+use subtle::ConstantTimeEq as _;
+
+use crate::cache::{Cache, Meta, Object, Tier, now_secs, variant_key, vary_names};
+use crate::config::Config;
+use crate::fill::{Fill, FillEnd, FillHead, Fills};
+use crate::freshness;
+use crate::hooks::{CacheOutcome, Hooks};
+use crate::upstream::{FetchRequest, Parent, Upstream, is_hop_by_hop};
+
+/// Response bodies of every protocol.
+pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// The protocol a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.x.
+    Http1,
+    /// HTTP/2 (over TLS or h2c).
+    Http2,
+    /// HTTP/3 over QUIC.
+    Http3,
+}
+
+impl Protocol {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http1 => "http1",
+            Self::Http2 => "http2",
+            Self::Http3 => "http3",
+        }
+    }
+}
+
+/// What the engine knows of a request besides its head.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestContext {
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// Whether it came over TLS or QUIC.
+    pub secure: bool,
+}
+
+/// The caching engine. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("id", &self.inner.config.id)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    config: Config,
+    cache: Cache,
+    fills: Fills,
+    upstream: Upstream,
+    keyring: Option<url_token::Keyring>,
+    hooks: Arc<dyn Hooks>,
+    alt_svc: arc_swap::ArcSwapOption<HeaderValue>,
+    stats: Stats,
+}
+
+/// Counters behind the hit-ratio gauges.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Cacheable lookups.
+    pub lookups: AtomicU64,
+    /// Lookups answered from a tier.
+    pub hits: AtomicU64,
+    /// Body bytes sent for lookups.
+    pub bytes: AtomicU64,
+    /// Body bytes sent from a tier.
+    pub hit_bytes: AtomicU64,
+}
+
+impl Engine {
+    /// Builds the engine: opens the cache tiers and the parent client.
+    pub fn new(config: Config, hooks: Arc<dyn Hooks>) -> anyhow::Result<Self> {
+        let disk = config
+            .disk_cache_dir
+            .as_deref()
+            .map(|dir| (dir, config.disk_cache_bytes));
+        let cache = Cache::open(config.memory_cache_bytes, disk)?;
+        let fill_key = config
+            .fill_key
+            .as_ref()
+            .map(|key| key.expose().to_owned())
+            .unwrap_or_default();
+        let upstream = Upstream::new(
+            config
+                .parents
+                .iter()
+                .map(|base| Parent {
+                    base: base.trim_end_matches('/').to_owned(),
+                })
+                .collect(),
+            &fill_key,
+            Duration::from_millis(config.upstream_connect_timeout_ms),
+            Duration::from_millis(config.upstream_first_byte_timeout_ms),
+            Duration::from_millis(config.upstream_idle_timeout_ms),
+        )?;
+        let keyring = if config.token_keys.is_empty() {
+            None
+        } else {
+            let keys = config
+                .token_keys
+                .iter()
+                .map(|key| url_token::Key::new(key.id.clone(), key.secret.expose().as_bytes()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let signing = config.token_keys[0].id.clone();
+            Some(url_token::Keyring::new(keys, &signing)?)
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                cache,
+                fills: Fills::default(),
+                upstream,
+                keyring,
+                hooks,
+                alt_svc: arc_swap::ArcSwapOption::empty(),
+                stats: Stats::default(),
+            }),
+        })
+    }
+
+    /// Advertises HTTP/3 on `port` in every TCP response.
+    pub fn set_h3_port(&self, port: u16) {
+        let value = HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400")).ok();
+        self.inner.alt_svc.store(value.map(Arc::new));
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The cache tiers.
+    pub fn cache(&self) -> &Cache {
+        &self.inner.cache
+    }
+
+    /// The hit counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// Fills in progress.
+    pub fn fills_in_progress(&self) -> usize {
+        self.inner.fills.len()
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, request: Parts, context: RequestContext) -> Response<Body> {
+        let mut response = self.route(&request, &context).await;
+        if context.protocol != Protocol::Http3
+            && let Some(alt_svc) = self.inner.alt_svc.load_full()
+        {
+            response
+                .headers_mut()
+                .insert(header::ALT_SVC, (*alt_svc).clone());
+        }
+        metrics::counter!(
+            "cadenza_edge_requests_total",
+            "protocol" => context.protocol.as_str(),
+            "status" => status_label(response.status())
+        )
+        .increment(1);
+        response
+    }
+
+    async fn route(&self, request: &Parts, context: &RequestContext) -> Response<Body> {
+        let config = &self.inner.config;
+        if request.method == Method::OPTIONS {
+            return preflight(&request.headers);
+        }
+        if request.method != Method::GET && request.method != Method::HEAD {
+            let mut response = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "an edge serves GET, HEAD and OPTIONS",
+            );
+            response.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, OPTIONS"),
+            );
+            return response;
+        }
+        let target_len = request
+            .uri
+            .path_and_query()
+            .map_or(0, |target| target.as_str().len());
+        if target_len > config.max_uri_bytes {
+            return error(
+                StatusCode::URI_TOO_LONG,
+                "uri_too_long",
+                "the request target is too long",
+            );
+        }
+        if let Err(refusal) = self.check_host(request) {
+            return refusal.response();
+        }
+        let raw_path = request.uri.path();
+        let (token, rest) = match url_token::split_path(raw_path) {
+            Some((token, rest)) => (Some(token), rest),
+            None => (None, raw_path),
+        };
+        let Ok(path) = url_token::canonical_path(rest) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_path",
+                "the path is not acceptable (dot segments, encoded slashes, control characters or too long)",
+            );
+        };
+        if let Err(refusal) = self.check_token(token, &path, &request.headers) {
+            return refusal.response();
+        }
+        if let Some(response) = self.inner.hooks.request_filter(request, &path) {
+            return response;
+        }
+        let path_and_query = match request.uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        };
+        let primary = self.inner.hooks.cache_key(&path_and_query, request);
+        let (response, outcome) = self.lookup(request, &primary, &path_and_query).await;
+        metrics::counter!("cadenza_edge_cache_total", "outcome" => outcome.as_str()).increment(1);
+        self.inner
+            .hooks
+            .logging(request, response.status(), outcome, context);
+        response
+    }
+
+    fn check_host(&self, request: &Parts) -> Result<(), Refusal> {
+        let hosts = &self.inner.config.hosts;
+        let host = request.uri.host().map(str::to_owned).or_else(|| {
+            request
+                .headers
+                .get(header::HOST)
+                .and_then(|value| value.to_str().ok())
+                .map(|value| strip_port(value).to_owned())
+        });
+        let Some(host) = host else {
+            return Err(Refusal(
+                StatusCode::BAD_REQUEST,
+                "host_required",
+                "the request names no host",
+            ));
+        };
+        if hosts.is_empty() || hosts.iter().any(|known| known.eq_ignore_ascii_case(&host)) {
+            Ok(())
+        } else {
+            Err(Refusal(
+                StatusCode::MISDIRECTED_REQUEST,
+                "unknown_host",
+                "this node does not serve that host",
+            ))
+        }
+    }
+
+    fn check_token(
+        &self,
+        token: Option<&str>,
+        path: &str,
+        headers: &HeaderMap,
+    ) -> Result<(), Refusal> {
+        let config = &self.inner.config;
+        let protected = config
+            .token_prefixes
+            .iter()
+            .any(|prefix| path.starts_with(prefix.as_str()));
+        if !protected || self.is_child_edge(headers) {
+            return Ok(());
+        }
+        let refuse = |code: &'static str, message: &'static str| {
+            metrics::counter!("cadenza_edge_token_refusals_total", "reason" => code).increment(1);
+            Err(Refusal(StatusCode::FORBIDDEN, code, message))
+        };
+        let (Some(token), Some(keyring)) = (token, &self.inner.keyring) else {
+            return refuse(
+                "token_required",
+                "this path needs a URL token: /t/{token}/…",
+            );
+        };
+        match keyring.verify(token, path, now_secs(), config.token_skew_secs) {
+            Ok(_) => Ok(()),
+            Err(url_token::TokenError::Expired { .. }) => {
+                refuse("token_expired", "the URL token has expired")
+            }
+            Err(url_token::TokenError::OutOfScope) => refuse(
+                "token_out_of_scope",
+                "the URL token does not cover this path",
+            ),
+            Err(_) => refuse("token_invalid", "the URL token is not valid"),
+        }
+    }
+
+    fn is_child_edge(&self, headers: &HeaderMap) -> bool {
+        let Some(expected) = &self.inner.config.fill_key else {
+            return false;
+        };
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .is_some_and(|given| bool::from(given.as_bytes().ct_eq(expected.expose().as_bytes())))
+    }
+
+    async fn lookup(
+        &self,
+        request: &Parts,
+        primary: &str,
+        path_and_query: &str,
+    ) -> (Response<Body>, CacheOutcome) {
+        let inner = &self.inner;
+        inner.stats.lookups.fetch_add(1, Ordering::Relaxed);
+        let key = inner.cache.key_for(primary, &request.headers);
+        let now = now_secs();
+        let stale = match inner.cache.get(&key).await {
+            Some((object, tier)) if object.is_fresh(now) => {
+                let outcome = match tier {
+                    Tier::Memory => CacheOutcome::HitMemory,
+                    Tier::Disk => CacheOutcome::HitDisk,
+                };
+                return (self.serve_object(request, &object, outcome).await, outcome);
+            }
+            Some((object, _)) => {
+                let policy = &object.meta.policy;
+                if !policy.revalidate_always
+                    && object.staleness(now) <= policy.stale_while_revalidate
+                {
+                    // Serve the stale copy now; revalidate behind it.
+                    self.start_fill(request, primary, path_and_query, Some(object.clone()));
+                    let outcome = CacheOutcome::StaleWhileRevalidate;
+                    return (self.serve_object(request, &object, outcome).await, outcome);
+                }
+                Some(object)
+            }
+            None => None,
+        };
+        let fill = self.start_fill(request, primary, path_and_query, stale.clone());
+        match fill.wait_head().await {
+            Ok(head) => {
+                let outcome = if stale.is_some() {
+                    CacheOutcome::Revalidated
+                } else {
+                    CacheOutcome::Miss
+                };
+                (
+                    self.serve_fill(request, &fill, &head, outcome).await,
+                    outcome,
+                )
+            }
+            Err(FillEnd::Complete(object)) => {
+                let outcome = CacheOutcome::Revalidated;
+                (self.serve_object(request, &object, outcome).await, outcome)
+            }
+            Err(FillEnd::Bypass) => (
+                self.pass_through(request, path_and_query).await,
+                CacheOutcome::Bypass,
+            ),
+            Err(FillEnd::Failed(reason)) => {
+                if let Some(stale) = stale
+                    && !stale.meta.policy.must_revalidate
+                    && stale.staleness(now_secs()) <= stale.meta.policy.stale_if_error
+                {
+                    let outcome = CacheOutcome::StaleIfError;
+                    return (self.serve_object(request, &stale, outcome).await, outcome);
+                }
+                tracing::warn!(message = "Fill failed.", path = path_and_query, reason = %reason);
+                (
+                    error(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_unavailable",
+                        "no parent could provide the object",
+                    ),
+                    CacheOutcome::Error,
+                )
+            }
+        }
+    }
+
+    /// Joins the fill for this request's key, starting it if none runs.
+    fn start_fill(
+        &self,
+        request: &Parts,
+        primary: &str,
+        path_and_query: &str,
+        stale: Option<Arc<Object>>,
+    ) -> Arc<Fill> {
+        let gzip = accepts_gzip(&request.headers);
+        let fill_key = format!("{primary}\u{0}{}", if gzip { "gzip" } else { "identity" });
+        let (fill, created) = self.inner.fills.join(&fill_key);
+        if created {
+            let mut headers = HeaderMap::new();
+            if gzip {
+                headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+            // Forward whatever a stored variant varies on (other than Accept-Encoding, which
+            // is normalised above), so the parent selects the same representation.
+            if let Some(stale) = &stale {
+                for name in &stale.meta.vary {
+                    if name == "accept-encoding" {
+                        continue;
+                    }
+                    if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                        for value in request.headers.get_all(&name) {
+                            headers.append(name.clone(), value.clone());
+                        }
+                    }
+                }
+                if let Some(etag) = stale.headers.get(header::ETAG) {
+                    headers.insert(header::IF_NONE_MATCH, etag.clone());
+                } else if let Some(modified) = stale.headers.get(header::LAST_MODIFIED) {
+                    headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
+                }
+            }
+            let mut fetch = FetchRequest {
+                path_and_query: path_and_query.to_owned(),
+                headers,
+            };
+            self.inner.hooks.upstream_request_filter(&mut fetch);
+            let engine = self.clone();
+            let primary = primary.to_owned();
+            let request_headers = request.headers.clone();
+            let task_fill = fill.clone();
+            tokio::spawn(async move {
+                engine
+                    .run_fill(&task_fill, &primary, fetch, &request_headers, stale)
+                    .await;
+                engine.inner.fills.remove(&fill_key, &task_fill);
+            });
+        }
+        fill
+    }
+
+    async fn run_fill(
+        &self,
+        fill: &Arc<Fill>,
+        primary: &str,
+        fetch: FetchRequest,
+        request_headers: &HeaderMap,
+        stale: Option<Arc<Object>>,
+    ) {
+        let inner = &self.inner;
+        let request_time = now_secs();
+        let end = |outcome: &'static str, end: FillEnd| {
+            metrics::counter!("cadenza_edge_fills_total", "outcome" => outcome).increment(1);
+            fill.finish(end);
+        };
+        let mut response = match inner.upstream.fetch(&fetch).await {
+            Ok(response) => response,
+            Err(failure) => return end("failed", FillEnd::Failed(failure.to_string().into())),
+        };
+        let response_time = now_secs();
+        let status = response.status();
+        let mut headers = HeaderMap::with_capacity(response.headers().len());
+        for (name, value) in response.headers() {
+            if !is_hop_by_hop(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        if let Some(stale) = &stale {
+            if status == StatusCode::NOT_MODIFIED {
+                // Freshened: the stored body with the new headers (RFC 9111 §4.3.4).
+                let mut merged = stale.headers.clone();
+                for (name, value) in &headers {
+                    if name != header::CONTENT_LENGTH {
+                        merged.insert(name.clone(), value.clone());
+                    }
+                }
+                let object = Arc::new(self.object(
+                    &stale.meta.key,
+                    stale.status(),
+                    &merged,
+                    request_time,
+                    response_time,
+                    stale.body.clone(),
+                ));
+                if object.meta.policy.storable {
+                    inner.cache.insert(object.clone());
+                }
+                return end("revalidated", FillEnd::Complete(object));
+            }
+            if status.is_server_error() {
+                return end(
+                    "failed",
+                    FillEnd::Failed(format!("the parent answered {status}").into()),
+                );
+            }
+        }
+        let content_length = response.content_length();
+        let max = inner.config.max_object_bytes;
+        if content_length.is_some_and(|length| length > max) {
+            return end("bypassed", FillEnd::Bypass);
+        }
+        fill.set_head(FillHead {
+            status,
+            headers: headers.clone(),
+            content_length,
+        });
+        let idle = inner.upstream.idle_timeout;
+        let mut received = 0u64;
+        loop {
+            match tokio::time::timeout(idle, response.chunk()).await {
+                Ok(Ok(Some(chunk))) => {
+                    received += chunk.len() as u64;
+                    if received > max {
+                        return end(
+                            "failed",
+                            FillEnd::Failed("the object is larger than the cache takes".into()),
+                        );
+                    }
+                    fill.push(chunk);
+                }
+                Ok(Ok(None)) => break,
+                Ok(Err(failure)) => {
+                    return end("failed", FillEnd::Failed(format!("body: {failure}").into()));
+                }
+                Err(_) => return end("failed", FillEnd::Failed("body: idle timeout".into())),
+            }
+        }
+        if content_length.is_some_and(|length| length != received) {
+            return end("failed", FillEnd::Failed("short body".into()));
+        }
+        let names = vary_names(&headers);
+        let key = variant_key(primary, &names, request_headers);
+        let object = Arc::new(self.object(
+            &key,
+            status,
+            &headers,
+            request_time,
+            response_time,
+            fill.body(),
+        ));
+        if object.meta.policy.storable {
+            inner.cache.insert(object.clone());
+            end("stored", FillEnd::Complete(object));
+        } else {
+            end("not_stored", FillEnd::Complete(object));
+        }
+    }
+
+    fn object(
+        &self,
+        key: &str,
+        status: StatusCode,
+        headers: &HeaderMap,
+        request_time: u64,
+        response_time: u64,
+        body: Bytes,
+    ) -> Object {
+        let policy = freshness::policy(status, headers, response_time);
+        let meta = Meta {
+            key: key.to_owned(),
+            status: status.as_u16(),
+            headers: headers
+                .iter()
+                .filter(|(name, _)| *name != header::AGE && *name != header::DATE)
+                .filter_map(|(name, value)| {
+                    Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+                })
+                .collect(),
+            response_time,
+            initial_age: freshness::initial_age(headers, request_time, response_time),
+            policy,
+            vary: vary_names(headers),
+        };
+        Object::new(meta, body)
+    }
+
+    /// Answers from a stored object.
+    async fn serve_object(
+        &self,
+        request: &Parts,
+        object: &Arc<Object>,
+        outcome: CacheOutcome,
+    ) -> Response<Body> {
+        let mut headers = object.headers.clone();
+        headers.insert(header::AGE, HeaderValue::from(object.age(now_secs())));
+        let source = Source::Stored(object.body.clone());
+        self.respond(
+            request,
+            object.status(),
+            headers,
+            Some(object.body.len() as u64),
+            source,
+            outcome,
+        )
+        .await
+    }
+
+    /// Answers from a fill in progress.
+    async fn serve_fill(
+        &self,
+        request: &Parts,
+        fill: &Arc<Fill>,
+        head: &FillHead,
+        outcome: CacheOutcome,
+    ) -> Response<Body> {
+        let mut headers = head.headers.clone();
+        headers.insert(header::AGE, HeaderValue::from_static("0"));
+        let source = Source::Filling(fill.clone());
+        self.respond(
+            request,
+            head.status,
+            headers,
+            head.content_length,
+            source,
+            outcome,
+        )
+        .await
+    }
+
+    async fn respond(
+        &self,
+        request: &Parts,
+        status: StatusCode,
+        mut headers: HeaderMap,
+        length: Option<u64>,
+        source: Source,
+        outcome: CacheOutcome,
+    ) -> Response<Body> {
+        let stats = &self.inner.stats;
+        if outcome.is_hit() {
+            stats.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::DATE);
+        if let Ok(value) = HeaderValue::from_str(&format!(
+            "{}; {}",
+            self.inner.config.id,
+            outcome.cache_status()
+        )) {
+            headers.insert(HeaderName::from_static("cache-status"), value);
+        }
+        let head_only = request.method == Method::HEAD;
+        let count = |bytes: u64| {
+            stats.bytes.fetch_add(bytes, Ordering::Relaxed);
+            if outcome.is_hit() {
+                stats.hit_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+            metrics::counter!("cadenza_edge_bytes_served_total", "cache" => if outcome.is_hit() { "hit" } else { "miss" })
+                .increment(bytes);
+        };
+        if status != StatusCode::OK {
+            // Other statuses are relayed whole, ranges and validators aside.
+            let body = match (head_only, length) {
+                (true, _) => empty(),
+                (false, _) => source.whole(),
+            };
+            if let Some(length) = length {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+                count(if head_only { 0 } else { length });
+            }
+            return build(status, headers, body);
+        }
+        let etag = headers
+            .get(header::ETAG)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let last_modified = headers
+            .get(header::LAST_MODIFIED)
+            .and_then(|value| value.to_str().ok())
+            .and_then(http_semantics::parse_http_date);
+        let validators = Validators {
+            etag: etag.as_deref(),
+            last_modified,
+        };
+        match evaluate_preconditions(&request.headers, validators) {
+            Precondition::Proceed => {}
+            Precondition::NotModified => {
+                for name in [
+                    header::CONTENT_TYPE,
+                    header::CONTENT_ENCODING,
+                    header::CONTENT_RANGE,
+                ] {
+                    headers.remove(name);
+                }
+                return build(StatusCode::NOT_MODIFIED, headers, empty());
+            }
+            Precondition::Failed => {
+                return error(
+                    StatusCode::PRECONDITION_FAILED,
+                    "precondition_failed",
+                    "the object does not match the request's preconditions",
+                );
+            }
+        }
+        headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        let range_header = request
+            .headers
+            .get(header::RANGE)
+            .and_then(|value| value.to_str().ok())
+            .filter(|_| if_range_matches(&request.headers, validators));
+        // Ranges need the length; a fill of unknown length is waited for.
+        let (length, source) = match (range_header, length, source) {
+            (Some(_), None, Source::Filling(fill)) => match fill.wait_end().await {
+                FillEnd::Complete(object) => (
+                    Some(object.body.len() as u64),
+                    Source::Stored(object.body.clone()),
+                ),
+                _ => {
+                    return error(
+                        StatusCode::BAD_GATEWAY,
+                        "upstream_unavailable",
+                        "the parent's response broke off",
+                    );
+                }
+            },
+            (_, length, source) => (length, source),
+        };
+        let decision = match (range_header, length) {
+            (Some(range), Some(total)) => parse_range(range, total, self.inner.config.max_ranges),
+            _ => RangeDecision::Full,
+        };
+        match decision {
+            RangeDecision::Full => {
+                if let Some(length) = length {
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+                    count(if head_only { 0 } else { length });
+                }
+                let body = if head_only { empty() } else { source.whole() };
+                build(StatusCode::OK, headers, body)
+            }
+            RangeDecision::Unsatisfiable => {
+                let total = length.unwrap_or(0);
+                let mut response = error(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "range_not_satisfiable",
+                    "no requested range overlaps the object",
+                );
+                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{total}")) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, value);
+                }
+                response
+            }
+            RangeDecision::Partial(ranges) if ranges.len() == 1 => {
+                let total = length.unwrap_or(0);
+                let range = ranges[0];
+                if let Ok(value) = HeaderValue::from_str(&range.content_range(total)) {
+                    headers.insert(header::CONTENT_RANGE, value);
+                }
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(range.len()));
+                count(if head_only { 0 } else { range.len() });
+                let body = if head_only {
+                    empty()
+                } else {
+                    match source {
+                        Source::Stored(bytes) => {
+                            full(bytes.slice(range.start as usize..range.end as usize))
+                        }
+                        Source::Filling(fill) => {
+                            stream_body(fill.stream(range.start, Some(range.end)))
+                        }
+                    }
+                };
+                build(StatusCode::PARTIAL_CONTENT, headers, body)
+            }
+            RangeDecision::Partial(ranges) => {
+                let total = length.unwrap_or(0);
+                let bytes = match source {
+                    Source::Stored(bytes) => bytes,
+                    Source::Filling(fill) => match fill.wait_end().await {
+                        FillEnd::Complete(object) => object.body.clone(),
+                        _ => {
+                            return error(
+                                StatusCode::BAD_GATEWAY,
+                                "upstream_unavailable",
+                                "the parent's response broke off",
+                            );
+                        }
+                    },
+                };
+                let content_type = headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or("application/octet-stream")
+                    .to_owned();
+                let parts = Multipart::new(ranges, total, &content_type);
+                if let Ok(value) = HeaderValue::from_str(&parts.content_type()) {
+                    headers.insert(header::CONTENT_TYPE, value);
+                }
+                headers.insert(
+                    header::CONTENT_LENGTH,
+                    HeaderValue::from(parts.content_length()),
+                );
+                count(if head_only { 0 } else { parts.content_length() });
+                let body = if head_only {
+                    empty()
+                } else {
+                    full(parts.body_from(&bytes))
+                };
+                build(StatusCode::PARTIAL_CONTENT, headers, body)
+            }
+        }
+    }
+
+    /// Fetches an object too large to cache straight from the parents for this one client,
+    /// forwarding its `Range`.
+    async fn pass_through(&self, request: &Parts, path_and_query: &str) -> Response<Body> {
+        let mut headers = HeaderMap::new();
+        for name in [
+            header::RANGE,
+            header::IF_RANGE,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+        ] {
+            if let Some(value) = request.headers.get(&name) {
+                headers.insert(name, value.clone());
+            }
+        }
+        let fetch = FetchRequest {
+            path_and_query: path_and_query.to_owned(),
+            headers,
+        };
+        let response = match self.inner.upstream.fetch(&fetch).await {
+            Ok(response) => response,
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_unavailable",
+                    "no parent could provide the object",
+                );
+            }
+        };
+        let status = response.status();
+        let mut headers = HeaderMap::new();
+        for (name, value) in response.headers() {
+            if !is_hop_by_hop(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        if let Ok(value) = HeaderValue::from_str(&format!(
+            "{}; {}",
+            self.inner.config.id,
+            CacheOutcome::Bypass.cache_status()
+        )) {
+            headers.insert(HeaderName::from_static("cache-status"), value);
+        }
+        let body = if request.method == Method::HEAD {
+            empty()
+        } else {
+            stream_body(
+                response
+                    .bytes_stream()
+                    .map(|chunk| chunk.map_err(std::io::Error::other)),
+            )
+        };
+        build(status, headers, body)
+    }
+}
+
+/// A request refused before the cache: status, stable code, message.
+struct Refusal(StatusCode, &'static str, &'static str);
+
+impl Refusal {
+    fn response(&self) -> Response<Body> {
+        error(self.0, self.1, self.2)
+    }
+}
+
+/// Where a response's bytes come from.
+enum Source {
+    Stored(Bytes),
+    Filling(Arc<Fill>),
+}
+
+impl Source {
+    fn whole(self) -> Body {
+        match self {
+            Self::Stored(bytes) => full(bytes),
+            Self::Filling(fill) => stream_body(fill.stream(0, None)),
+        }
+    }
+}
+
+fn build(status: StatusCode, headers: HeaderMap, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+fn full(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn empty() -> Body {
+    full(Bytes::new())
+}
+
+fn stream_body<S>(stream: S) -> Body
+where
+    S: futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+{
+    StreamBody::new(stream.map(|chunk| chunk.map(http_body::Frame::data))).boxed_unsync()
+}
+
+/// A JSON error response in the platform's one shape.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let body = json!({"error": {"status": status.as_u16(), "code": code, "message": message}});
+    let mut response = build(
+        status,
+        HeaderMap::new(),
+        full(Bytes::from(body.to_string())),
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    response
+}
+
+fn preflight(headers: &HeaderMap) -> Response<Body> {
+    let mut response = build(StatusCode::NO_CONTENT, HeaderMap::new(), empty());
+    let out = response.headers_mut();
+    out.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    out.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    if let Some(requested) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+    }
+    out.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    response
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split(']').next().map_or(host, |inner| &inner[1..]);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+fn status_label(status: StatusCode) -> &'static str {
+    const EXACT: [&str; 8] = ["200", "206", "304", "400", "403", "404", "416", "502"];
+    if let Some(label) = EXACT.iter().find(|label| **label == status.as_str()) {
+        return label;
+    }
+    match status.as_u16() / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Whether a request accepts gzip (a `gzip` coding with a non-zero q-value).
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';');
+            let name = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|param| {
+                param
+                    .trim()
+                    .strip_prefix("q=")
+                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
+            });
+            name.eq_ignore_ascii_case("gzip") && !refused
+        })
+}

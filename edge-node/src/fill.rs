@@ -1,0 +1,258 @@
+//! Request coalescing: one fill per cache key at a time. The first miss starts a fill that
+//! runs on its own task (a client that goes away does not stop it); every concurrent miss
+//! joins it and streams the bytes as they arrive. A fill that dies leaves nothing in the cache,
+//! and its waiters see an error, never a short object.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, StatusCode};
+use tokio::sync::watch;
+
+use crate::cache::Object;
+
+/// A response's head, as the fill received it.
+#[derive(Debug)]
+pub struct FillHead {
+    /// Status.
+    pub status: StatusCode,
+    /// End-to-end headers.
+    pub headers: HeaderMap,
+    /// Declared length, if any.
+    pub content_length: Option<u64>,
+}
+
+/// How a fill ended.
+#[derive(Debug, Clone)]
+pub enum FillEnd {
+    /// The whole object arrived (and was stored if it may be).
+    Complete(Arc<Object>),
+    /// The object is not for coalescing (larger than the cache takes): each waiter fetches
+    /// it itself.
+    Bypass,
+    /// No parent answered, or the body broke off.
+    Failed(Arc<str>),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    head: Option<Arc<FillHead>>,
+    chunks: Vec<Bytes>,
+    end: Option<FillEnd>,
+}
+
+/// One fill in progress.
+#[derive(Debug)]
+pub struct Fill {
+    state: Mutex<State>,
+    version: watch::Sender<u64>,
+}
+
+impl Fill {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(State::default()),
+            version: watch::channel(0).0,
+        }
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|version| *version += 1);
+    }
+
+    /// Publishes the response head.
+    pub fn set_head(&self, head: FillHead) {
+        self.state.lock().expect("fill lock").head = Some(Arc::new(head));
+        self.bump();
+    }
+
+    /// Publishes a body chunk.
+    pub fn push(&self, chunk: Bytes) {
+        self.state.lock().expect("fill lock").chunks.push(chunk);
+        self.bump();
+    }
+
+    /// Publishes the end.
+    pub fn finish(&self, end: FillEnd) {
+        self.state.lock().expect("fill lock").end = Some(end);
+        self.bump();
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        let state = self.state.lock().expect("fill lock");
+        state.chunks.iter().map(|chunk| chunk.len() as u64).sum()
+    }
+
+    /// The whole body received (for building the stored object).
+    pub fn body(&self) -> Bytes {
+        let state = self.state.lock().expect("fill lock");
+        let mut body = BytesMut::with_capacity(state.chunks.iter().map(Bytes::len).sum());
+        for chunk in &state.chunks {
+            body.extend_from_slice(chunk);
+        }
+        body.freeze()
+    }
+
+    /// Waits for the head or the end, whichever comes first.
+    pub async fn wait_head(self: &Arc<Self>) -> Result<Arc<FillHead>, FillEnd> {
+        let mut changes = self.version.subscribe();
+        loop {
+            changes.borrow_and_update();
+            {
+                let state = self.state.lock().expect("fill lock");
+                if let Some(end) = &state.end {
+                    // A completed fill may have a head too; a streaming waiter prefers it.
+                    return match (&state.head, end) {
+                        (Some(head), FillEnd::Complete(_)) => Ok(head.clone()),
+                        _ => Err(end.clone()),
+                    };
+                }
+                if let Some(head) = &state.head {
+                    return Ok(head.clone());
+                }
+            }
+            if changes.changed().await.is_err() {
+                return Err(FillEnd::Failed("the fill went away".into()));
+            }
+        }
+    }
+
+    /// Waits for the end.
+    pub async fn wait_end(self: &Arc<Self>) -> FillEnd {
+        let mut changes = self.version.subscribe();
+        loop {
+            changes.borrow_and_update();
+            if let Some(end) = &self.state.lock().expect("fill lock").end {
+                return end.clone();
+            }
+            if changes.changed().await.is_err() {
+                return FillEnd::Failed("the fill went away".into());
+            }
+        }
+    }
+
+    /// The bytes `start..end` of the body as they arrive (`end`: `None` for all of it). The
+    /// stream fails if the fill does, so that a client never takes a short body for a whole.
+    pub fn stream(
+        self: &Arc<Self>,
+        start: u64,
+        end: Option<u64>,
+    ) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        struct Cursor {
+            fill: Arc<Fill>,
+            changes: watch::Receiver<u64>,
+            chunk: usize,
+            offset: u64,
+            start: u64,
+            end: Option<u64>,
+            done: bool,
+        }
+        impl Cursor {
+            fn into_done(mut self) -> Self {
+                self.done = true;
+                self
+            }
+        }
+        let cursor = Cursor {
+            changes: self.version.subscribe(),
+            fill: self.clone(),
+            chunk: 0,
+            offset: 0,
+            start,
+            end,
+            done: false,
+        };
+        futures::stream::unfold(cursor, |mut cursor| async move {
+            loop {
+                if cursor.done || cursor.end.is_some_and(|end| cursor.offset >= end) {
+                    return None;
+                }
+                cursor.changes.borrow_and_update();
+                let (next, end) = {
+                    let state = cursor.fill.state.lock().expect("fill lock");
+                    (state.chunks.get(cursor.chunk).cloned(), state.end.clone())
+                };
+                if let Some(chunk) = next {
+                    let chunk_start = cursor.offset;
+                    let chunk_end = chunk_start + chunk.len() as u64;
+                    cursor.chunk += 1;
+                    cursor.offset = chunk_end;
+                    let from = cursor.start.max(chunk_start);
+                    let to = cursor.end.map_or(chunk_end, |end| end.min(chunk_end));
+                    if from >= to {
+                        continue;
+                    }
+                    let piece =
+                        chunk.slice((from - chunk_start) as usize..(to - chunk_start) as usize);
+                    return Some((Ok(piece), cursor));
+                }
+                match end {
+                    Some(FillEnd::Complete(_)) => return None,
+                    Some(FillEnd::Failed(reason)) => {
+                        return Some((
+                            Err(std::io::Error::other(reason.to_string())),
+                            cursor.into_done(),
+                        ));
+                    }
+                    Some(FillEnd::Bypass) => {
+                        return Some((
+                            Err(std::io::Error::other("fill bypassed")),
+                            cursor.into_done(),
+                        ));
+                    }
+                    None => {}
+                }
+                if cursor.changes.changed().await.is_err() {
+                    return Some((
+                        Err(std::io::Error::other("the fill went away")),
+                        cursor.into_done(),
+                    ));
+                }
+            }
+        })
+    }
+}
+
+/// The fills in progress, by cache key.
+#[derive(Debug, Default)]
+pub struct Fills {
+    running: Mutex<HashMap<String, Arc<Fill>>>,
+}
+
+impl Fills {
+    /// Joins the fill for `key`, or creates one; `true` when the caller created it and must
+    /// run it.
+    pub fn join(&self, key: &str) -> (Arc<Fill>, bool) {
+        let mut running = self.running.lock().expect("fills lock");
+        if let Some(fill) = running.get(key) {
+            metrics::counter!("cadenza_edge_coalesced_waiters_total").increment(1);
+            return (fill.clone(), false);
+        }
+        let fill = Arc::new(Fill::new());
+        running.insert(key.to_owned(), fill.clone());
+        (fill, true)
+    }
+
+    /// Forgets the fill for `key` (if it is still `fill`).
+    pub fn remove(&self, key: &str, fill: &Arc<Fill>) {
+        let mut running = self.running.lock().expect("fills lock");
+        if running
+            .get(key)
+            .is_some_and(|current| Arc::ptr_eq(current, fill))
+        {
+            running.remove(key);
+        }
+    }
+
+    /// Fills in progress.
+    pub fn len(&self) -> usize {
+        self.running.lock().expect("fills lock").len()
+    }
+
+    /// Whether no fill runs.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

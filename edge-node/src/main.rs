@@ -1,0 +1,69 @@
+//! The edge-node daemon: parses flags, loads the configuration, starts telemetry, and hands
+//! over to `edge_node::run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use edge_node::Config;
+use figment::Figment;
+use figment::providers::Serialized;
+use telemetry::{LogFormat, Shutdown};
+
+/// Cadenza edge node: caches and serves media over HTTP/1.1, HTTP/2 and HTTP/3.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// TOML configuration file (flags and CADENZA_* variables override it).
+    #[arg(long, env = "CADENZA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Cleartext HTTP/1.1 + h2c address.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// TLS (and HTTP/3) address.
+    #[arg(long)]
+    tls_listen: Option<SocketAddr>,
+    /// Admin address (/metrics, /healthz, /readyz, /purge).
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// Disk cache directory.
+    #[arg(long)]
+    disk_cache_dir: Option<PathBuf>,
+    /// Log format: human or json.
+    #[arg(long)]
+    log_format: Option<LogFormat>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut overrides = Figment::new();
+    if let Some(listen) = cli.listen {
+        overrides = overrides.merge(Serialized::default("listen", listen));
+    }
+    if let Some(listen) = cli.tls_listen {
+        overrides = overrides.merge(Serialized::default("tls_listen", listen));
+    }
+    if let Some(admin) = cli.admin_listen {
+        overrides = overrides.merge(Serialized::default("admin_listen", admin));
+    }
+    if let Some(dir) = &cli.disk_cache_dir {
+        overrides = overrides.merge(Serialized::default("disk_cache_dir", dir));
+    }
+    if let Some(format) = cli.log_format {
+        overrides = overrides.merge(Serialized::default("log_format", format));
+    }
+    let config = match Config::load(cli.config.as_deref(), overrides) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("edge-node: {error}");
+            return ExitCode::from(64);
+        }
+    };
+    telemetry::init_logging(config.log_format, "info");
+    telemetry::run_main("edge-node", async move {
+        let shutdown = Shutdown::new();
+        shutdown.trigger_on_signals();
+        edge_node::run(config, shutdown).await
+    })
+}

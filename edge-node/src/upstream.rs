@@ -1,0 +1,122 @@
+//! The parent chain: an ordered list of parents (another edge, then the origin), each tried in
+//! turn with timeouts; the first that answers without a server error wins.
+
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// A parent to fill from.
+#[derive(Debug, Clone)]
+pub struct Parent {
+    /// Base URL, without a trailing slash.
+    pub base: String,
+}
+
+/// What a fill asks its parents for.
+#[derive(Debug, Clone)]
+pub struct FetchRequest {
+    /// Path and query (canonical, without a token).
+    pub path_and_query: String,
+    /// Request headers to forward (Accept-Encoding normalised, the headers the object varies
+    /// on, validators when revalidating).
+    pub headers: HeaderMap,
+}
+
+/// Why no parent answered.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Every parent failed to connect, timed out or answered with a server error.
+    #[error("no parent answered: {0}")]
+    AllFailed(String),
+}
+
+/// The parents and the HTTP client that reaches them.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    client: reqwest::Client,
+    parents: Vec<Parent>,
+    fill_key: HeaderValue,
+    first_byte_timeout: Duration,
+    /// Longest wait for the next body chunk.
+    pub idle_timeout: Duration,
+}
+
+impl Upstream {
+    /// A client for `parents` with the given timeouts, authenticating with `fill_key`.
+    pub fn new(
+        parents: Vec<Parent>,
+        fill_key: &str,
+        connect_timeout: Duration,
+        first_byte_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let mut fill_key = HeaderValue::from_str(&format!("Bearer {fill_key}"))?;
+        fill_key.set_sensitive(true);
+        Ok(Self {
+            client,
+            parents,
+            fill_key,
+            first_byte_timeout,
+            idle_timeout,
+        })
+    }
+
+    /// Asks each parent in turn. A 5xx from the last parent is returned as the answer; a 5xx
+    /// from an earlier one moves on to the next.
+    pub async fn fetch(&self, request: &FetchRequest) -> Result<reqwest::Response, UpstreamError> {
+        let mut failures = Vec::new();
+        let last = self.parents.len().saturating_sub(1);
+        for (index, parent) in self.parents.iter().enumerate() {
+            let url = format!("{}{}", parent.base, request.path_and_query);
+            let mut builder = self
+                .client
+                .get(&url)
+                .header(http::header::AUTHORIZATION, self.fill_key.clone());
+            for (name, value) in &request.headers {
+                builder = builder.header(name, value);
+            }
+            let started = Instant::now();
+            let outcome = tokio::time::timeout(self.first_byte_timeout, builder.send()).await;
+            metrics::histogram!("cadenza_edge_upstream_seconds", "parent" => index.to_string())
+                .record(started.elapsed().as_secs_f64());
+            let result = match outcome {
+                Err(_) => "timeout",
+                Ok(Err(_)) => "error",
+                Ok(Ok(response)) if response.status().is_server_error() && index < last => {
+                    "server_error"
+                }
+                Ok(Ok(response)) => {
+                    metrics::counter!("cadenza_edge_upstream_fetches_total", "parent" => index.to_string(), "outcome" => "answered").increment(1);
+                    return Ok(response);
+                }
+            };
+            metrics::counter!("cadenza_edge_upstream_fetches_total", "parent" => index.to_string(), "outcome" => result).increment(1);
+            tracing::warn!(message = "Parent failed; trying the next.", parent = %parent.base, outcome = result);
+            failures.push(format!("{}: {result}", parent.base));
+        }
+        Err(UpstreamError::AllFailed(failures.join(", ")))
+    }
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and others a cache must not store or forward.
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "alt-svc"
+    )
+}

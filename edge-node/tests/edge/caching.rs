@@ -1,0 +1,401 @@
+//! Coalescing, freshness, stale serving, failover, purge and the disk tier.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::support::{PURGE_KEY, TestEdge, TestObject, TestOrigin, bytes_of, edge_config};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_concurrent_misses_make_one_upstream_fetch() {
+    let origin = TestOrigin::start().await;
+    let body = bytes_of(200_000, 7);
+    let mut object = TestObject::new(body.clone(), "public, max-age=3600");
+    object.delay_ms = 200;
+    object.chunk_pause_ms = 2;
+    origin.put("/assets/hot.m4s", object);
+    let edge = TestEdge::start(vec![origin.url()]).await;
+    let requests = (0..200).map(|index| {
+        // Both protocols, many connections.
+        let client = if index % 2 == 0 {
+            edge.h1.clone()
+        } else {
+            edge.h2c.clone()
+        };
+        let url = edge.http("/assets/hot.m4s");
+        async move {
+            let response = client.get(url).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.bytes().await.unwrap()
+        }
+    });
+    for got in futures::future::join_all(requests).await {
+        assert_eq!(got, body);
+    }
+    assert_eq!(origin.hits("/assets/hot.m4s"), 1);
+    assert_eq!(origin.unauthorised(), 0, "fills carry the fill key");
+    let response = edge
+        .h1
+        .get(edge.http("/assets/hot.m4s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["cache-status"], "edge-test; hit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_that_dies_leaves_nothing_in_the_cache() {
+    let origin = TestOrigin::start().await;
+    let body = bytes_of(100_000, 3);
+    let mut broken = TestObject::new(body.clone(), "public, max-age=3600");
+    broken.chunk = 10_000;
+    broken.chunk_pause_ms = 5;
+    broken.break_after = Some(50_000);
+    origin.put("/assets/broken.m4s", broken);
+    let edge = TestEdge::start(vec![origin.url()]).await;
+    let waiters = (0..5).map(|_| {
+        let client = edge.h1.clone();
+        let url = edge.http("/assets/broken.m4s");
+        async move {
+            match client.get(url).send().await {
+                Ok(response) => response.bytes().await.map(|bytes| bytes.len()),
+                Err(error) => Err(error),
+            }
+        }
+    });
+    for outcome in futures::future::join_all(waiters).await {
+        assert!(
+            outcome.is_err(),
+            "a waiter took a broken body as whole: {outcome:?}"
+        );
+    }
+    // Repaired: the next request goes upstream again and gets the whole object.
+    origin.put(
+        "/assets/broken.m4s",
+        TestObject::new(body.clone(), "public, max-age=3600"),
+    );
+    let response = edge
+        .h1
+        .get(edge.http("/assets/broken.m4s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.bytes().await.unwrap(), body);
+    assert_eq!(origin.hits("/assets/broken.m4s"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_stopped_cached_objects_and_stale_within_its_window_are_served() {
+    let origin = TestOrigin::start().await;
+    origin.put(
+        "/assets/fresh.m4s",
+        TestObject::new(bytes_of(5_000, 1), "public, max-age=3600"),
+    );
+    origin.put(
+        "/assets/tolerant.m3u8",
+        TestObject::new(bytes_of(500, 2), "public, max-age=1, stale-if-error=300"),
+    );
+    origin.put(
+        "/assets/strict.m3u8",
+        TestObject::new(
+            bytes_of(500, 3),
+            "public, max-age=1, must-revalidate, stale-if-error=300",
+        ),
+    );
+    let edge = TestEdge::start(vec![origin.url()]).await;
+    for path in [
+        "/assets/fresh.m4s",
+        "/assets/tolerant.m3u8",
+        "/assets/strict.m3u8",
+    ] {
+        let response = edge.h1.get(edge.http(path)).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    origin.stop();
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let response = edge
+        .h1
+        .get(edge.http("/assets/fresh.m4s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap(), bytes_of(5_000, 1));
+    let response = edge
+        .h1
+        .get(edge.http("/assets/tolerant.m3u8"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        response.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .contains("stale-if-error")
+    );
+    assert!(
+        response.headers()["age"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 2
+    );
+    assert_eq!(response.bytes().await.unwrap(), bytes_of(500, 2));
+    let response = edge
+        .h1
+        .get(edge.http("/assets/strict.m3u8"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "upstream_unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_behind() {
+    let origin = TestOrigin::start().await;
+    origin.put(
+        "/assets/list.m3u8",
+        TestObject::new("version 1", "public, max-age=2, stale-while-revalidate=60"),
+    );
+    let edge = TestEdge::start(vec![origin.url()]).await;
+    let get = || async {
+        let response = edge
+            .h1
+            .get(edge.http("/assets/list.m3u8"))
+            .send()
+            .await
+            .unwrap();
+        let status = response.headers()["cache-status"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        (status, response.text().await.unwrap())
+    };
+    assert_eq!(get().await.1, "version 1");
+    origin.put(
+        "/assets/list.m3u8",
+        TestObject::new("version 2", "public, max-age=2, stale-while-revalidate=60"),
+    );
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    let (status, text) = get().await;
+    assert_eq!(text, "version 1");
+    assert!(status.contains("stale-while-revalidate"), "{status}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, text) = get().await;
+    assert_eq!(
+        (status.as_str(), text.as_str()),
+        ("edge-test; hit", "version 2")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revalidation_uses_validators_and_304_refreshes() {
+    let origin = TestOrigin::start().await;
+    origin.put(
+        "/assets/short.m4s",
+        TestObject::new(bytes_of(1_000, 9), "public, max-age=1"),
+    );
+    let edge = TestEdge::start(vec![origin.url()]).await;
+    let first = edge
+        .h1
+        .get(edge.http("/assets/short.m4s"))
+        .send()
+        .await
+        .unwrap();
+    let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let again = edge
+        .h1
+        .get(edge.http("/assets/short.m4s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.headers()["cache-status"], "edge-test; fwd=stale");
+    assert_eq!(again.bytes().await.unwrap(), bytes_of(1_000, 9));
+    assert_eq!(origin.hits("/assets/short.m4s"), 2);
+    // The client's own validators are answered by the edge.
+    let response = edge
+        .h1
+        .get(edge.http("/assets/short.m4s"))
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(origin.hits("/assets/short.m4s"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_cache_rules_no_store_private_and_vary() {
+    let origin = TestOrigin::start().await;
+    origin.put("/assets/no-store", TestObject::new("x", "no-store"));
+    origin.put(
+        "/assets/private",
+        TestObject::new("x", "private, max-age=600"),
+    );
+    let mut varied = TestObject::new("plain", "public, max-age=600");
+    varied
+        .headers
+        .push(("vary".into(), "Accept-Language".into()));
+    origin.put("/assets/varied", varied);
+    let edge = TestEdge::start(vec![origin.url()]).await;
+    for _ in 0..2 {
+        for path in ["/assets/no-store", "/assets/private"] {
+            let response = edge.h1.get(edge.http(path)).send().await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+        }
+    }
+    assert_eq!(origin.hits("/assets/no-store"), 2);
+    assert_eq!(origin.hits("/assets/private"), 2);
+    for language in ["en", "fr", "en", "fr"] {
+        let response = edge
+            .h1
+            .get(edge.http("/assets/varied"))
+            .header("accept-language", language)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    assert_eq!(origin.hits("/assets/varied"), 2, "one fetch per variant");
+    // CORS headers from the origin reach the player unchanged.
+    let response = edge
+        .h1
+        .get(edge.http("/assets/varied"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["access-control-allow-origin"], "*");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parents_fail_over_in_order() {
+    let origin = TestOrigin::start().await;
+    origin.put(
+        "/assets/a.m4s",
+        TestObject::new(bytes_of(2_000, 4), "public, max-age=600"),
+    );
+    // A dead first parent: nothing listens there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let edge = TestEdge::start(vec![dead_url, origin.url()]).await;
+    let response = edge
+        .h1
+        .get(edge.http("/assets/a.m4s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap(), bytes_of(2_000, 4));
+    // A chain: a child edge fills from this edge (with the fill key), which fills from the origin.
+    let child = TestEdge::start(vec![edge.http("")]).await;
+    let path = "/media/t9/v1/seg-1.m4s";
+    origin.put(
+        path,
+        TestObject::new(bytes_of(3_000, 5), "public, max-age=600"),
+    );
+    let response = child
+        .h1
+        .get(child.http(&child.signed("/media/t9/v1/", path)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.bytes().await.unwrap(), bytes_of(3_000, 5));
+    assert_eq!(origin.hits(path), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_by_path_and_prefix() {
+    let origin = TestOrigin::start().await;
+    for path in ["/assets/p/1.m4s", "/assets/p/2.m4s", "/assets/q.m4s"] {
+        origin.put(path, TestObject::new("x", "public, max-age=600"));
+    }
+    let edge = TestEdge::start(vec![origin.url()]).await;
+    let fetch_all = || async {
+        for path in ["/assets/p/1.m4s", "/assets/p/2.m4s", "/assets/q.m4s"] {
+            edge.h1.get(edge.http(path)).send().await.unwrap();
+        }
+    };
+    fetch_all().await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(edge.admin("/purge?path=/assets/q.m4s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = client
+        .post(edge.admin("/purge?path=/assets/q.m4s"))
+        .bearer_auth(PURGE_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = client
+        .post(edge.admin("/purge?prefix=/assets/p/"))
+        .bearer_auth(PURGE_KEY)
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["purged"], 2);
+    fetch_all().await;
+    for path in ["/assets/p/1.m4s", "/assets/p/2.m4s", "/assets/q.m4s"] {
+        assert_eq!(origin.hits(path), 2, "{path}");
+    }
+    let metrics = client
+        .get(edge.admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("cadenza_edge_requests_total"), "{metrics}");
+    assert!(metrics.contains("cadenza_edge_cache_total"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_tier_survives_a_restart() {
+    let origin = TestOrigin::start().await;
+    let body = bytes_of(50_000, 11);
+    origin.put(
+        "/assets/kept.m4s",
+        TestObject::new(body.clone(), "public, max-age=600"),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = edge_config(vec![origin.url()]);
+    config.disk_cache_dir = Some(dir.path().to_path_buf());
+    {
+        let edge = TestEdge::start_with(config.clone()).await;
+        let response = edge
+            .h1
+            .get(edge.http("/assets/kept.m4s"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.bytes().await.unwrap(), body);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    origin.stop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let edge = TestEdge::start_with(config).await;
+    let response = edge
+        .h1
+        .get(edge.http("/assets/kept.m4s"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()["cache-status"],
+        "edge-test; hit; detail=disk"
+    );
+    assert_eq!(response.bytes().await.unwrap(), body);
+}

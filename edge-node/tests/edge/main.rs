@@ -1,0 +1,9 @@
+//! The edge node against a scriptable origin, over every protocol.
+
+mod support;
+
+mod caching;
+mod input;
+mod ranges;
+mod restart;
+mod tokens;

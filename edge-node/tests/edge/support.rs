@@ -1,0 +1,380 @@
+//! A scriptable origin, an in-process edge, and clients for every protocol.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use edge_node::config::TokenKey;
+use edge_node::{Addresses, Config, EdgeHooks, Engine, Listeners};
+use http::{HeaderMap, StatusCode};
+use telemetry::{Secret, Shutdown};
+
+pub const FILL_KEY: &str = "fill-key-for-edge-tests";
+pub const PURGE_KEY: &str = "purge-key-for-edge-tests";
+pub const TOKEN_SECRET: &str = "token-secret-of-at-least-thirty-two-bytes";
+
+/// One object the test origin serves.
+#[derive(Debug, Clone)]
+pub struct TestObject {
+    pub body: Bytes,
+    pub headers: Vec<(String, String)>,
+    pub status: u16,
+    /// Wait before the response head.
+    pub delay_ms: u64,
+    /// Body chunk size and the pause between chunks.
+    pub chunk: usize,
+    pub chunk_pause_ms: u64,
+    /// Break the connection after this many body bytes.
+    pub break_after: Option<usize>,
+}
+
+impl TestObject {
+    pub fn new(body: impl Into<Bytes>, cache_control: &str) -> Self {
+        let body = body.into();
+        let etag = format!("\"{:016x}\"", xxhash(&body));
+        Self {
+            body,
+            headers: vec![
+                ("cache-control".into(), cache_control.into()),
+                ("content-type".into(), "video/iso.segment".into()),
+                ("etag".into(), etag),
+                ("access-control-allow-origin".into(), "*".into()),
+            ],
+            status: 200,
+            delay_ms: 0,
+            chunk: 16 * 1024,
+            chunk_pause_ms: 0,
+            break_after: None,
+        }
+    }
+}
+
+fn xxhash(bytes: &[u8]) -> u64 {
+    edge_node::cache::fingerprint(bytes)
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn bytes_of(len: usize, seed: u64) -> Bytes {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as u8
+        })
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+#[derive(Debug, Default)]
+struct OriginState {
+    objects: Mutex<HashMap<String, TestObject>>,
+    hits: Mutex<HashMap<String, usize>>,
+    unauthorised: Mutex<usize>,
+}
+
+/// A scriptable origin that counts requests per path.
+#[derive(Debug)]
+pub struct TestOrigin {
+    pub address: SocketAddr,
+    state: Arc<OriginState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestOrigin {
+    pub async fn start() -> Self {
+        Self::start_on("127.0.0.1:0".parse().unwrap(), Arc::default()).await
+    }
+
+    async fn start_on(address: SocketAddr, state: Arc<OriginState>) -> Self {
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let router = axum::Router::new()
+            .fallback(serve)
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        Self {
+            address,
+            state,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    pub fn put(&self, path: &str, object: TestObject) {
+        self.state
+            .objects
+            .lock()
+            .unwrap()
+            .insert(path.to_owned(), object);
+    }
+
+    pub fn hits(&self, path: &str) -> usize {
+        self.state
+            .hits
+            .lock()
+            .unwrap()
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    pub fn unauthorised(&self) -> usize {
+        *self.state.unauthorised.lock().unwrap()
+    }
+
+    /// Stops answering: the port refuses connections.
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(State(state): State<Arc<OriginState>>, request: Request) -> Response {
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|target| target.as_str().to_owned())
+        .unwrap_or_default();
+    *state.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+    let authorised = request
+        .headers()
+        .get("authorization")
+        .is_some_and(|value| value == format!("Bearer {FILL_KEY}").as_str());
+    if !authorised {
+        *state.unauthorised.lock().unwrap() += 1;
+    }
+    let object = state.objects.lock().unwrap().get(&path).cloned();
+    let Some(object) = object else {
+        return Response::builder()
+            .status(404)
+            .body(Body::from("missing"))
+            .unwrap();
+    };
+    tokio::time::sleep(Duration::from_millis(object.delay_ms)).await;
+    let etag = object
+        .headers
+        .iter()
+        .find(|(name, _)| name == "etag")
+        .map(|(_, value)| value.clone());
+    let mut builder = Response::builder().status(object.status);
+    for (name, value) in &object.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    if let (Some(etag), Some(given)) = (&etag, request.headers().get("if-none-match"))
+        && given.to_str().unwrap_or("") == etag
+    {
+        return builder.status(304).body(Body::empty()).unwrap();
+    }
+    builder = builder.header("content-length", object.body.len());
+    let chunks: Vec<Bytes> = object
+        .body
+        .chunks(object.chunk.max(1))
+        .map(Bytes::copy_from_slice)
+        .collect();
+    let pause = object.chunk_pause_ms;
+    let limit = object.break_after;
+    let stream = futures::stream::unfold(
+        (chunks.into_iter(), 0usize),
+        move |(mut chunks, sent)| async move {
+            if limit.is_some_and(|limit| sent >= limit) {
+                return Some((
+                    Err(std::io::Error::other("origin broke off")),
+                    (Vec::new().into_iter(), usize::MAX),
+                ));
+            }
+            let chunk = chunks.next()?;
+            if pause > 0 {
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            let sent = sent.saturating_add(chunk.len());
+            Some((Ok::<_, std::io::Error>(chunk), (chunks, sent)))
+        },
+    );
+    builder.body(Body::from_stream(stream)).unwrap()
+}
+
+/// An edge node running in this process.
+#[derive(Debug)]
+pub struct TestEdge {
+    pub addresses: Addresses,
+    pub shutdown: Shutdown,
+    pub h1: reqwest::Client,
+    pub h2c: reqwest::Client,
+    pub tls: reqwest::Client,
+    pub keyring: url_token::Keyring,
+}
+
+impl Drop for TestEdge {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+    }
+}
+
+pub fn edge_config(parents: Vec<String>) -> Config {
+    Config {
+        id: "edge-test".into(),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        tls_listen: Some("127.0.0.1:0".parse().unwrap()),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        parents,
+        fill_key: Some(Secret::new(FILL_KEY)),
+        purge_key: Some(Secret::new(PURGE_KEY)),
+        token_keys: vec![TokenKey {
+            id: "k1".into(),
+            secret: Secret::new(TOKEN_SECRET),
+        }],
+        memory_cache_bytes: 64 * 1024 * 1024,
+        upstream_first_byte_timeout_ms: 3_000,
+        upstream_idle_timeout_ms: 3_000,
+        drain_grace_secs: 1,
+        ..Config::default()
+    }
+}
+
+impl TestEdge {
+    pub async fn start(parents: Vec<String>) -> Self {
+        Self::start_with(edge_config(parents)).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        config.validate().unwrap();
+        let listeners = Listeners::bind(&config).await.unwrap();
+        let engine = Engine::new(config, Arc::new(EdgeHooks)).unwrap();
+        let shutdown = Shutdown::new();
+        let (addresses, _task) = edge_node::start(engine, listeners, shutdown.clone()).unwrap();
+        let keyring = url_token::Keyring::new(
+            vec![url_token::Key::new("k1", TOKEN_SECRET.as_bytes()).unwrap()],
+            "k1",
+        )
+        .unwrap();
+        let certificate = reqwest::Certificate::from_der(&addresses.certificate[0]).unwrap();
+        let tls_address = addresses.tls.unwrap();
+        Self {
+            h1: reqwest::Client::builder().http1_only().build().unwrap(),
+            h2c: reqwest::Client::builder()
+                .http2_prior_knowledge()
+                .build()
+                .unwrap(),
+            tls: reqwest::Client::builder()
+                .add_root_certificate(certificate)
+                .resolve("localhost", tls_address)
+                .http2_prior_knowledge()
+                .build()
+                .unwrap(),
+            addresses,
+            shutdown,
+            keyring,
+        }
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addresses.cleartext.unwrap())
+    }
+
+    pub fn https(&self, path: &str) -> String {
+        format!(
+            "https://localhost:{}{path}",
+            self.addresses.tls.unwrap().port()
+        )
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addresses.admin)
+    }
+
+    /// `/t/{token}{path}` with a token for `prefix`.
+    pub fn signed(&self, prefix: &str, path: &str) -> String {
+        let now = now();
+        let token = self.keyring.sign(prefix, now, now + 600, None).unwrap();
+        format!("/t/{token}{path}")
+    }
+
+    pub async fn h3(&self) -> H3Client {
+        H3Client::connect(self.addresses.tls.unwrap(), &self.addresses.certificate[0]).await
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An HTTP/3 client over one QUIC connection.
+pub struct H3Client {
+    send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
+    _endpoint: quinn::Endpoint,
+}
+
+impl H3Client {
+    pub async fn connect(address: SocketAddr, certificate: &[u8]) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(rustls_pki_types::CertificateDer::from(certificate.to_vec()))
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![b"h3".to_vec()];
+        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
+        let connection = endpoint
+            .connect(address, "localhost")
+            .unwrap()
+            .await
+            .unwrap();
+        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(connection))
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let _ = futures::future::poll_fn(|cx| driver.poll_close(cx)).await;
+        });
+        Self {
+            send,
+            _endpoint: endpoint,
+        }
+    }
+
+    pub async fn get(
+        &mut self,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        use bytes::Buf as _;
+        let mut request = http::Request::get(format!("https://localhost{path}"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let mut stream = self
+            .send
+            .send_request(request.body(()).unwrap())
+            .await
+            .unwrap();
+        stream.finish().await.unwrap();
+        let response = stream.recv_response().await.unwrap();
+        let mut body = BytesMut::new();
+        while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+            let bytes = chunk.copy_to_bytes(chunk.remaining());
+            body.extend_from_slice(&bytes);
+        }
+        (response.status(), response.headers().clone(), body.freeze())
+    }
+}
