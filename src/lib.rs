@@ -16,7 +16,8 @@ use control_plane::store::{Clock, NewUser, new_id};
 use figment::Figment;
 use figment::providers::Serialized;
 use serde::{Deserialize, Serialize};
-use telemetry::{LogFormat, Shutdown};
+use std::sync::Arc;
+use telemetry::{LogFormat, Secret, Shutdown};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -63,6 +64,42 @@ pub struct DemoAccounts {
     pub listener: Credentials,
 }
 
+/// An edge node's addresses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeEndpoint {
+    /// Node id.
+    pub id: String,
+    /// Cleartext HTTP/1.1 (and h2c) base URL.
+    pub url: String,
+    /// HTTP/1.1 and HTTP/2 over TLS base URL (self-signed certificate in local runs).
+    pub tls: String,
+    /// HTTP/3 base URL (same port as `tls`, over UDP).
+    pub h3: String,
+    /// Admin base URL (`/metrics`, `/healthz`, `/readyz`, `/purge`).
+    pub admin: String,
+}
+
+/// The demo track, packaged and playable through the edge.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoTrack {
+    /// Track id.
+    pub id: String,
+    /// The HLS master playlist through the first edge, with a URL token.
+    pub hls: String,
+    /// The DASH manifest through the first edge, with a URL token.
+    pub dash: String,
+    /// When the token in those URLs expires (Unix seconds); the next start signs a new one.
+    pub expires_at: u64,
+}
+
+/// What a demo track became at first start (`DATA_DIR/demo-track.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DemoTrackRecord {
+    id: String,
+    hls: String,
+    dash: String,
+}
+
 /// What `stack.json` holds: every daemon's URLs and the demo credentials.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StackInfo {
@@ -70,12 +107,16 @@ pub struct StackInfo {
     pub control_plane: Endpoint,
     /// The host locator (`/v1/locate`, node registration).
     pub host_locator: Endpoint,
-    /// Edge nodes (none yet).
-    pub edges: Vec<Endpoint>,
+    /// The origin edges fill from (only edges may: fills carry the fill key).
+    pub origin: Endpoint,
+    /// Edge nodes.
+    pub edges: Vec<EdgeEndpoint>,
     /// ISP boxes (none yet).
     pub isp_boxes: Vec<Endpoint>,
     /// Demo accounts.
     pub demo: DemoAccounts,
+    /// The demo track (absent if it could not be prepared; the log says why).
+    pub demo_track: Option<DemoTrack>,
 }
 
 /// A running stack.
@@ -145,7 +186,7 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
 
     let locator_listener = bind(port(2)).await?;
     let locator_admin = bind(port(1002)).await?;
-    let node_token = node_token(&options.data_dir)?;
+    let node_token = secret_file(&options.data_dir, "node-token")?;
     let locator_config = host_locator::config::Config::load(
         None,
         Figment::new()
@@ -162,15 +203,69 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
     )
     .context("the host locator's configuration is invalid")?;
     let locator = host_locator::Locator::new(locator_config, Clock::system())?;
+    let locator_endpoint = endpoint(&locator_listener, &locator_admin)?;
+    let (cp_listener_addr, cp_admin_addr) = (cp_listener.local_addr()?, cp_admin.local_addr()?);
 
-    let info = StackInfo {
-        control_plane: endpoint(&cp_listener, &cp_admin)?,
-        host_locator: endpoint(&locator_listener, &locator_admin)?,
-        edges: Vec::new(),
-        isp_boxes: Vec::new(),
-        demo,
+    let origin_listener = bind(port(3)).await?;
+    let origin_admin = bind(port(1003)).await?;
+    let fill_key = secret_file(&options.data_dir, "fill-key")?;
+    let origin_config = origin::Config {
+        listen: origin_listener.local_addr()?,
+        admin_listen: origin_admin.local_addr()?,
+        object_store_url: app.config.object_store_url(),
+        s3: app.config.s3.clone(),
+        fill_key: Some(Secret::new(fill_key.clone())),
+        log_format: options.log_format,
+        ..origin::Config::default()
     };
-    let tasks = vec![
+    origin_config
+        .validate()
+        .context("the origin's configuration is invalid")?;
+    let origin = origin::Origin::with_objects(origin_config, app.objects.clone());
+    let origin_endpoint = endpoint(&origin_listener, &origin_admin)?;
+
+    let token_secret = secret_file(&options.data_dir, "url-token-key")?;
+    let edge_config = edge_node::Config {
+        id: "edge-1".to_owned(),
+        listen: Some(SocketAddr::new(options.host, port(4))),
+        tls_listen: Some(SocketAddr::new(options.host, port(5))),
+        admin_listen: SocketAddr::new(options.host, port(1004)),
+        parents: vec![origin_endpoint.url.clone()],
+        fill_key: Some(Secret::new(fill_key)),
+        purge_key: Some(Secret::new(secret_file(&options.data_dir, "purge-key")?)),
+        token_keys: vec![edge_node::config::TokenKey {
+            id: "demo".to_owned(),
+            secret: Secret::new(token_secret.clone()),
+        }],
+        disk_cache_dir: Some(options.data_dir.join("edge-cache")),
+        disk_cache_bytes: 1024 * 1024 * 1024,
+        memory_cache_bytes: 128 * 1024 * 1024,
+        locator: Some(edge_node::register::LocatorConfig {
+            url: format!("http://{}", locator_listener.local_addr()?),
+            token: Secret::new(node_token.clone()),
+            site: "local".to_owned(),
+            lat: Some(50.11),
+            lon: Some(8.68),
+            address: None,
+            h1_url: None,
+            h2_url: None,
+            h3_url: None,
+            heartbeat_secs: 2,
+            capacity_connections: 10_000,
+            capacity_egress_bps: 10_000_000_000,
+        }),
+        log_format: options.log_format,
+        ..edge_node::Config::default()
+    };
+    edge_config
+        .validate()
+        .context("the edge's configuration is invalid")?;
+    let edge_listeners = edge_node::Listeners::bind(&edge_config)
+        .await
+        .context("failed to bind the edge; is another Cadenza running? Try --base-port")?;
+    let edge_engine = edge_node::Engine::new(edge_config, Arc::new(edge_node::EdgeHooks))?;
+
+    let mut tasks = vec![
         tokio::spawn(control_plane::run(
             app.clone(),
             cp_listener,
@@ -181,9 +276,57 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
             locator.clone(),
             locator_listener,
             locator_admin,
-            shutdown,
+            shutdown.clone(),
+        )),
+        tokio::spawn(origin::run(
+            origin,
+            origin_listener,
+            origin_admin,
+            shutdown.clone(),
         )),
     ];
+    let (edge_addresses, edge_task) =
+        edge_node::start(edge_engine, edge_listeners, shutdown.clone())?;
+    tasks.push(edge_task);
+    let tls = edge_addresses
+        .tls
+        .map(|address| format!("https://localhost:{}", address.port()))
+        .unwrap_or_default();
+    let edge = EdgeEndpoint {
+        id: "edge-1".to_owned(),
+        url: edge_addresses
+            .cleartext
+            .map(|address| format!("http://{address}"))
+            .unwrap_or_default(),
+        h3: if edge_addresses.http3 {
+            tls.clone()
+        } else {
+            String::new()
+        },
+        tls,
+        admin: format!("http://{}", edge_addresses.admin),
+    };
+
+    let control_plane_endpoint = endpoint_of(cp_listener_addr, cp_admin_addr);
+    let demo_track = match demo_track(&control_plane_endpoint.url, &demo, &options.data_dir).await {
+        Ok(record) => Some(sign_demo_track(&record, &edge.url, &token_secret)?),
+        Err(error) => {
+            tracing::warn!(
+                message = "The demo track could not be prepared; the stack runs without it.",
+                error = format!("{error:#}")
+            );
+            None
+        }
+    };
+    let info = StackInfo {
+        control_plane: control_plane_endpoint,
+        host_locator: locator_endpoint,
+        origin: origin_endpoint,
+        edges: vec![edge],
+        isp_boxes: Vec::new(),
+        demo,
+        demo_track,
+    };
     write_atomically(
         &options.data_dir.join("stack.json"),
         &serde_json::to_vec_pretty(&info)?,
@@ -197,11 +340,165 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
     })
 }
 
+/// The demo track: uploaded as the demo artist and processed by the pipeline at first start
+/// (a generated melody), then remembered in `DATA_DIR/demo-track.json`.
+async fn demo_track(
+    api: &str,
+    demo: &DemoAccounts,
+    data_dir: &Path,
+) -> anyhow::Result<DemoTrackRecord> {
+    let path = data_dir.join("demo-track.json");
+    if let Ok(bytes) = std::fs::read(&path) {
+        return serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is corrupt", path.display()));
+    }
+    let http = reqwest::Client::new();
+    let session: serde_json::Value = http
+        .post(format!("{api}/api/v1/sessions"))
+        .json(&serde_json::json!({"email": demo.artist.email, "password": demo.artist.password}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let token = session["token"]
+        .as_str()
+        .context("the session has no token")?
+        .to_owned();
+    let upload: serde_json::Value = http
+        .post(format!(
+            "{api}/api/v1/tracks?title=Cadenza%20Demo&singer=Demo%20Artist&filename=demo.wav"
+        ))
+        .bearer_auth(&token)
+        .body(demo_wav())
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let track = upload["track_id"]
+        .as_str()
+        .context("the upload names no track")?
+        .to_owned();
+    tracing::info!(
+        message = "Preparing the demo track (first start only).",
+        track
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    loop {
+        let state: serde_json::Value = http
+            .get(format!("{api}/api/v1/tracks/{track}"))
+            .bearer_auth(&token)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        match state["status"].as_str() {
+            Some("ready") => {
+                let record = DemoTrackRecord {
+                    id: track,
+                    hls: state["hls"].as_str().context("no HLS path")?.to_owned(),
+                    dash: state["dash"].as_str().context("no DASH path")?.to_owned(),
+                };
+                write_atomically(&path, &serde_json::to_vec_pretty(&record)?)?;
+                return Ok(record);
+            }
+            Some("rejected" | "failed") => {
+                anyhow::bail!(
+                    "the demo track was {}: {}",
+                    state["status"],
+                    state["reason"]
+                );
+            }
+            _ if std::time::Instant::now() > deadline => {
+                anyhow::bail!("the demo track was not ready after five minutes");
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
+        }
+    }
+}
+
+/// Signs week-long URLs for the demo track's directory, through the edge.
+fn sign_demo_track(
+    record: &DemoTrackRecord,
+    edge: &str,
+    secret: &str,
+) -> anyhow::Result<DemoTrack> {
+    let keyring = url_token::Keyring::new(
+        vec![url_token::Key::new("demo", secret.as_bytes())?],
+        "demo",
+    )?;
+    let directory = record
+        .hls
+        .rsplit_once('/')
+        .map(|(directory, _)| format!("{directory}/"))
+        .context("the HLS path has no directory")?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let expires_at = now + 7 * 24 * 3600;
+    let token = keyring.sign(&directory, now, expires_at, None)?;
+    Ok(DemoTrack {
+        id: record.id.clone(),
+        hls: format!("{edge}/t/{token}{}", record.hls),
+        dash: format!("{edge}/t/{token}{}", record.dash),
+        expires_at,
+    })
+}
+
+/// Twenty seconds of a little tune in 44.1 kHz stereo WAV: a C-major arpeggio over a bass,
+/// each note with a soft attack and decay, so the pipeline has music to analyse.
+fn demo_wav() -> Vec<u8> {
+    const RATE: u32 = 44_100;
+    let notes = [
+        261.63, 329.63, 392.00, 523.25, 392.00, 329.63, 293.66, 349.23,
+    ];
+    let frames = 20 * RATE as usize;
+    let data_len = (frames * 4) as u32;
+    let mut out = Vec::with_capacity(44 + frames * 4);
+    out.extend_from_slice(b"RIFF");
+    out.extend_from_slice(&(36 + data_len).to_le_bytes());
+    out.extend_from_slice(b"WAVEfmt ");
+    out.extend_from_slice(&16u32.to_le_bytes());
+    out.extend_from_slice(&1u16.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&RATE.to_le_bytes());
+    out.extend_from_slice(&(RATE * 4).to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&16u16.to_le_bytes());
+    out.extend_from_slice(b"data");
+    out.extend_from_slice(&data_len.to_le_bytes());
+    for n in 0..frames {
+        let t = n as f64 / f64::from(RATE);
+        let beat = (t * 4.0) as usize;
+        let within = t * 4.0 - beat as f64;
+        let envelope = (within * 40.0).min(1.0) * (-within * 3.0).exp();
+        let note = notes[beat % notes.len()];
+        let bass = notes[(beat / 8) % 4] / 2.0;
+        let tau = std::f64::consts::TAU;
+        let melody = (tau * note * t).sin() * envelope;
+        let low = (tau * bass * t).sin() * 0.5;
+        let left = 0.35 * melody + 0.2 * low;
+        let right = 0.25 * melody + 0.25 * low;
+        out.extend_from_slice(&((left * 32767.0) as i16).to_le_bytes());
+        out.extend_from_slice(&((right * 32767.0) as i16).to_le_bytes());
+    }
+    out
+}
+
 fn endpoint(public: &TcpListener, admin: &TcpListener) -> anyhow::Result<Endpoint> {
     Ok(Endpoint {
         url: format!("http://{}", public.local_addr()?),
         admin: format!("http://{}", admin.local_addr()?),
     })
+}
+
+fn endpoint_of(public: SocketAddr, admin: SocketAddr) -> Endpoint {
+    Endpoint {
+        url: format!("http://{public}"),
+        admin: format!("http://{admin}"),
+    }
 }
 
 /// The demo accounts: created at first start with random passwords kept in
@@ -262,10 +559,10 @@ async fn demo_accounts(app: &App, data_dir: &Path) -> anyhow::Result<DemoAccount
     Ok(accounts)
 }
 
-/// The token nodes present to the host locator: made at first start, kept in
-/// `DATA_DIR/node-token` (mode 0600).
-fn node_token(data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join("node-token");
+/// A random secret made at first start and kept in `DATA_DIR/{name}` (mode 0600): the node
+/// token, the fill key, the purge key, the URL-token key.
+fn secret_file(data_dir: &Path, name: &str) -> anyhow::Result<String> {
+    let path = data_dir.join(name);
     if let Ok(token) = std::fs::read_to_string(&path) {
         return Ok(token.trim().to_owned());
     }
@@ -296,11 +593,36 @@ fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 pub fn banner(info: &StackInfo, data_dir: &Path) -> String {
     let cp = &info.control_plane;
     let demo = &info.demo;
+    let mut edges = String::new();
+    for edge in &info.edges {
+        edges.push_str(&format!(
+            "  Edge {id:<10} {url}   (TLS h1/h2: {tls}, HTTP/3: {h3}; admin: {admin}/metrics)\n",
+            id = edge.id,
+            url = edge.url,
+            tls = edge.tls,
+            h3 = if edge.h3.is_empty() { "off" } else { &edge.h3 },
+            admin = edge.admin,
+        ));
+    }
+    let track = match &info.demo_track {
+        Some(track) => format!(
+            "  Demo track (HLS, through the edge; open it in any HLS player, e.g. ffplay or VLC):\n\
+             \x20   {hls}\n\
+             \x20 DASH:\n\
+             \x20   {dash}\n\n",
+            hls = track.hls,
+            dash = track.dash,
+        ),
+        None => "  The demo track could not be prepared; see the log above.\n\n".to_owned(),
+    };
     format!(
         "\n  Cadenza is running.\n\n\
          \x20 Control plane   {url}   (API: {url}/api/v1/, OpenAPI: {url}/api/v1/openapi.json)\n\
          \x20 Admin port      {admin}/metrics   {admin}/readyz\n\
-         \x20 Host locator    {locator}/v1/locate?track=ID   (admin: {locator_admin}/metrics)\n\n\
+         \x20 Host locator    {locator}/v1/locate?track=ID   (admin: {locator_admin}/metrics)\n\
+         \x20 Origin          {origin}   (fills only; admin: {origin_admin}/metrics)\n\
+         {edges}\n\
+         {track}\
          \x20 Demo accounts (log in with POST {url}/api/v1/sessions):\n\
          \x20   listener  {le}  /  {lp}\n\
          \x20   artist    {ae}  /  {ap}\n\
@@ -311,6 +633,8 @@ pub fn banner(info: &StackInfo, data_dir: &Path) -> String {
         admin = cp.admin,
         locator = info.host_locator.url,
         locator_admin = info.host_locator.admin,
+        origin = info.origin.url,
+        origin_admin = info.origin.admin,
         le = demo.listener.email,
         lp = demo.listener.password,
         ae = demo.artist.email,

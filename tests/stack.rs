@@ -103,31 +103,83 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
     assert!(metrics.contains("cadenza_http_requests_total"), "{metrics}");
     assert!(metrics.contains(r#"route="/api/v1/sessions""#), "{metrics}");
 
-    // The host locator runs beside it; with no edge registered yet it says so.
+    // The edge registers itself with the host locator, which sends players to it.
     let locator = &written.host_locator;
-    let nothing = http
-        .get(format!("{}/v1/locate?track=t", locator.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(nothing.status(), 503);
-    let registered = http
-        .post(format!("{}/v1/nodes", locator.url))
-        .bearer_auth(&stack.node_token)
-        .json(&json!({"id": "edge-test", "kind": "edge", "site": "local", "urls": {"h1": "http://127.0.0.1:1"}}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(registered.status(), 201);
-    let found: Value = http
-        .get(format!("{}/v1/locate?track=t", locator.url))
+    let mut found = Value::Null;
+    for _ in 0..100 {
+        let answer = http
+            .get(format!("{}/v1/locate?track=t", locator.url))
+            .send()
+            .await
+            .unwrap();
+        if answer.status() == 200 {
+            found = answer.json().await.unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(found["candidates"][0]["node"], "edge-1", "{found}");
+    assert_eq!(
+        written.edges[0].h3, found["candidates"][0]["url"],
+        "{found}"
+    );
+
+    // The demo track plays through the edge, which fills from the origin.
+    let demo = written.demo_track.clone().expect("the demo track is ready");
+    let master = http.get(&demo.hls).send().await.unwrap();
+    assert_eq!(master.status(), 200);
+    assert_eq!(
+        master.headers()["content-type"],
+        "application/vnd.apple.mpegurl"
+    );
+    let master = master.text().await.unwrap();
+    let base = demo.hls.rsplit_once('/').unwrap().0.to_owned();
+    let variant = master
+        .lines()
+        .find(|line| !line.starts_with('#') && !line.is_empty())
+        .expect("a variant");
+    let media_url = format!("{base}/{variant}");
+    let media = http
+        .get(&media_url)
         .send()
         .await
         .unwrap()
-        .json()
+        .text()
         .await
         .unwrap();
-    assert_eq!(found["candidates"][0]["node"], "edge-test");
+    let segment = media
+        .lines()
+        .find(|line| !line.starts_with('#') && !line.is_empty())
+        .expect("a segment");
+    let segment_url = format!("{}/{segment}", media_url.rsplit_once('/').unwrap().0);
+    let via_edge = http.get(&segment_url).send().await.unwrap();
+    assert_eq!(via_edge.status(), 200, "{segment_url}");
+    let via_edge = via_edge.bytes().await.unwrap();
+    let again = http.get(&segment_url).send().await.unwrap();
+    assert_eq!(again.headers()["cache-status"], "edge-1; hit");
+    assert_eq!(again.bytes().await.unwrap(), via_edge);
+    // The origin serves the same bytes, but only to a fill.
+    let path = &segment_url[segment_url.find("/media/").unwrap()..];
+    let origin_url = format!("{}{path}", written.origin.url);
+    assert_eq!(http.get(&origin_url).send().await.unwrap().status(), 401);
+    let fill_key = std::fs::read_to_string(dir.path().join("fill-key")).unwrap();
+    let direct = http
+        .get(&origin_url)
+        .bearer_auth(fill_key.trim())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(direct, via_edge);
+    // Without the token, the edge refuses.
+    let untokened = format!("{}{path}", written.edges[0].url);
+    assert_eq!(http.get(&untokened).send().await.unwrap().status(), 403);
+    let dash = http.get(&demo.dash).send().await.unwrap();
+    assert_eq!(dash.status(), 200);
+    assert_eq!(dash.headers()["content-type"], "application/dash+xml");
+
     assert_eq!(
         http.get(format!("{}/readyz", locator.admin))
             .send()
@@ -155,6 +207,16 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
     let shutdown = Shutdown::new();
     let again = start(&options(dir.path()), shutdown.clone()).await.unwrap();
     assert_eq!(again.info.demo.listener.password, listener.password);
+    let demo_again = again
+        .info
+        .demo_track
+        .clone()
+        .expect("the demo track is kept");
+    assert_eq!(demo_again.id, demo.id);
+    assert_eq!(
+        http.get(&demo_again.hls).send().await.unwrap().status(),
+        200
+    );
     assert_eq!(again.node_token, stack_token, "the node token is kept too");
     let api = again.info.control_plane.url.clone();
     let relogin = http

@@ -67,6 +67,8 @@ pub struct Config {
     pub upstream_idle_timeout_ms: u64,
     /// Concurrent HTTP/2 and HTTP/3 streams per connection.
     pub max_concurrent_streams: u32,
+    /// Registration with the host locator. Unset: the node does not register.
+    pub locator: Option<crate::register::LocatorConfig>,
     /// Log line format.
     pub log_format: LogFormat,
     /// How long in-flight requests may finish after SIGTERM, in seconds.
@@ -112,6 +114,7 @@ impl Default for Config {
             upstream_first_byte_timeout_ms: 10_000,
             upstream_idle_timeout_ms: 10_000,
             max_concurrent_streams: 256,
+            locator: None,
             log_format: LogFormat::Human,
             drain_grace_secs: 5,
         }

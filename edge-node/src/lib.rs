@@ -14,6 +14,7 @@ pub mod engine;
 pub mod fill;
 pub mod freshness;
 pub mod hooks;
+pub mod register;
 pub mod server;
 pub mod tls;
 pub mod upstream;
@@ -96,14 +97,15 @@ pub fn start(
 ) -> anyhow::Result<(Addresses, tokio::task::JoinHandle<anyhow::Result<()>>)> {
     let config = engine.config().clone();
     let grace = Duration::from_secs(config.drain_grace_secs);
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
     let admin_address = listeners.admin.local_addr()?;
-    tasks.push(tokio::spawn(telemetry::serve(
+    let admin_server = telemetry::serve(
         listeners.admin,
         admin::router(engine.clone(), Readiness::new(shutdown.clone())),
         shutdown.clone(),
         grace,
-    )));
+    );
+    tasks.push(tokio::spawn(async move { Ok(admin_server.await?) }));
     let mut addresses = Addresses {
         cleartext: None,
         tls: None,
@@ -195,6 +197,14 @@ pub fn start(
                 .set(gauges.fills_in_progress() as f64);
         }
     }));
+    if let Some(locator) = config.locator.clone() {
+        tasks.push(register::spawn(
+            engine.clone(),
+            locator,
+            &addresses,
+            shutdown.clone(),
+        ));
+    }
     tracing::info!(
         message = "Edge node listening.",
         id = %config.id,

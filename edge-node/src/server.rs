@@ -18,6 +18,29 @@ use tokio::net::TcpListener;
 use crate::engine::{Engine, Protocol, RequestContext};
 use crate::tls::Certificates;
 
+static OPEN_CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Connections open now (TCP and QUIC).
+pub fn open_connections() -> u64 {
+    OPEN_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts a connection while it lives.
+struct ConnectionGuard;
+
+impl ConnectionGuard {
+    fn new() -> Self {
+        OPEN_CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        OPEN_CONNECTIONS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 fn builder(engine: &Engine) -> auto::Builder<TokioExecutor> {
     let config = engine.config();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -99,6 +122,7 @@ pub async fn serve_tcp(
                     .into_owned();
                 let watched = graceful.watch(connection);
                 tokio::spawn(async move {
+                    let _guard = ConnectionGuard::new();
                     let _ = watched.await;
                 });
             }
@@ -107,6 +131,7 @@ pub async fn serve_tcp(
                 let watcher = graceful.watcher();
                 let timeout = handshake_timeout;
                 tokio::spawn(async move {
+                    let _guard = ConnectionGuard::new();
                     let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await
                     else {
                         metrics::counter!("cadenza_edge_tls_handshake_failures_total").increment(1);
@@ -147,6 +172,7 @@ pub async fn serve_h3(
         let engine = engine.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _guard = ConnectionGuard::new();
             let peer = incoming.remote_address();
             let Ok(connection) = incoming.await else {
                 metrics::counter!("cadenza_edge_tls_handshake_failures_total").increment(1);

@@ -1,0 +1,149 @@
+//! Registration with the host locator: the node announces itself (site, location, public
+//! URLs per protocol, capacity), heartbeats its load and health, and deregisters when it
+//! drains, so that players are steered to it only while it serves.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use telemetry::{Secret, Shutdown};
+
+use crate::Addresses;
+use crate::engine::Engine;
+
+/// Where and how to register.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocatorConfig {
+    /// The host locator's base URL.
+    pub url: String,
+    /// The node token it expects.
+    pub token: Secret,
+    /// This node's site.
+    pub site: String,
+    /// Latitude; with `lon`. Unset: the locator places the node by GeoIP of `address`.
+    #[serde(default)]
+    pub lat: Option<f64>,
+    /// Longitude.
+    #[serde(default)]
+    pub lon: Option<f64>,
+    /// Public address, for GeoIP placement.
+    #[serde(default)]
+    pub address: Option<std::net::IpAddr>,
+    /// Public HTTP/1.1 base URL. Unset: the cleartext listener's.
+    #[serde(default)]
+    pub h1_url: Option<String>,
+    /// Public HTTP/2 base URL. Unset: the TLS listener's, as `https://localhost:PORT`.
+    #[serde(default)]
+    pub h2_url: Option<String>,
+    /// Public HTTP/3 base URL. Unset: as HTTP/2's when HTTP/3 runs.
+    #[serde(default)]
+    pub h3_url: Option<String>,
+    /// Heartbeat interval, seconds.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+    /// Capacity: concurrent connections.
+    #[serde(default = "default_connections")]
+    pub capacity_connections: u64,
+    /// Capacity: egress in bits per second.
+    #[serde(default = "default_egress")]
+    pub capacity_egress_bps: u64,
+}
+
+fn default_heartbeat() -> u64 {
+    2
+}
+
+fn default_connections() -> u64 {
+    10_000
+}
+
+fn default_egress() -> u64 {
+    10_000_000_000
+}
+
+/// Heartbeats until `shutdown`, then deregisters.
+pub fn spawn(
+    engine: Engine,
+    config: LocatorConfig,
+    addresses: &Addresses,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let h1 = config.h1_url.clone().or_else(|| {
+        addresses
+            .cleartext
+            .map(|address| format!("http://{address}"))
+    });
+    let tls = addresses
+        .tls
+        .map(|address| format!("https://localhost:{}", address.port()));
+    let h2 = config.h2_url.clone().or_else(|| tls.clone());
+    let h3 = config
+        .h3_url
+        .clone()
+        .or_else(|| tls.filter(|_| addresses.http3));
+    tokio::spawn(async move {
+        let id = engine.config().id.clone();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        let base = config.url.trim_end_matches('/').to_owned();
+        let interval = Duration::from_secs(config.heartbeat_secs.max(1));
+        let mut last_bytes = engine.stats().bytes.load(Ordering::Relaxed);
+        loop {
+            let bytes = engine.stats().bytes.load(Ordering::Relaxed);
+            let egress_bps = (bytes - last_bytes) * 8 / interval.as_secs().max(1);
+            last_bytes = bytes;
+            let location = match (config.lat, config.lon) {
+                (Some(lat), Some(lon)) => json!({"lat": lat, "lon": lon}),
+                _ => serde_json::Value::Null,
+            };
+            let mut document = json!({
+                "id": id,
+                "kind": "edge",
+                "site": config.site,
+                "urls": {"h1": h1, "h2": h2, "h3": h3},
+                "capacity": {"connections": config.capacity_connections, "egress_bps": config.capacity_egress_bps},
+                "load": {"connections": crate::server::open_connections(), "egress_bps": egress_bps},
+                "healthy": true,
+                "overloaded": false,
+                "prefixes": [],
+            });
+            if !location.is_null() {
+                document["location"] = location;
+            }
+            if let Some(address) = config.address {
+                document["address"] = json!(address);
+            }
+            let sent = client
+                .post(format!("{base}/v1/nodes/{id}/heartbeat"))
+                .bearer_auth(config.token.expose())
+                .json(&document)
+                .send()
+                .await;
+            match sent {
+                Ok(response) if response.status().is_success() => {}
+                Ok(response) => {
+                    let status = response.status();
+                    let body = response.text().await.unwrap_or_default();
+                    tracing::warn!(message = "The host locator refused the heartbeat.", %status, body);
+                }
+                Err(error) => {
+                    tracing::warn!(message = "Heartbeat failed.", error = %error);
+                }
+            }
+            tokio::select! {
+                () = shutdown.wait() => break,
+                () = tokio::time::sleep(interval) => {}
+            }
+        }
+        // Leave the answers at once rather than after the heartbeat timeout.
+        let _ = client
+            .delete(format!("{base}/v1/nodes/{id}"))
+            .bearer_auth(config.token.expose())
+            .send()
+            .await;
+        Ok(())
+    })
+}
