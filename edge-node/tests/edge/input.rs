@@ -119,3 +119,136 @@ async fn a_slow_client_is_cut_off_after_the_header_timeout() {
     let response = edge.h1.get(edge.http("/assets/y")).send().await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|field| field.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rapid_reset_does_not_hurt_the_node() {
+    let origin = TestOrigin::start().await;
+    origin.put(
+        "/assets/z",
+        TestObject::new(bytes_of(10_000, 5), "public, max-age=600"),
+    );
+    let edge = TestEdge::start(vec![origin.url()]).await;
+    let before = resident_bytes();
+    let tcp = tokio::net::TcpStream::connect(edge.addresses.cleartext.unwrap())
+        .await
+        .unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut client = client;
+    let mut sent = 0;
+    for _ in 0..20_000 {
+        let Ok(ready) = client.clone().ready().await else {
+            break;
+        };
+        client = ready;
+        let request = http::Request::get(edge.http("/assets/z")).body(()).unwrap();
+        let Ok((_response, mut stream)) = client.send_request(request, false) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), driver).await;
+    // Whether the node cut the connection early or absorbed every reset, it serves others
+    // and its memory did not run away.
+    let response = edge.h2c.get(edge.http("/assets/z")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let grown = resident_bytes().saturating_sub(before);
+    assert!(
+        grown < 200 * 1024 * 1024,
+        "grew {grown} bytes after {sent} resets"
+    );
+    assert!(
+        origin.hits("/assets/z") <= 1 + sent / 100,
+        "{} fills",
+        origin.hits("/assets/z")
+    );
+}
+
+/// An HPACK integer with an `n`-bit prefix.
+fn hpack_int(out: &mut Vec<u8>, first: u8, prefix_bits: u8, mut value: usize) {
+    let max = (1usize << prefix_bits) - 1;
+    if value < max {
+        out.push(first | value as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    value -= max;
+    while value >= 128 {
+        out.push((value % 128 + 128) as u8);
+        value /= 128;
+    }
+    out.push(value as u8);
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_continuation_flood_is_cut_off() {
+    let origin = TestOrigin::start().await;
+    let edge = TestEdge::start(vec![origin.url()]).await;
+    let mut socket = tokio::net::TcpStream::connect(edge.addresses.cleartext.unwrap())
+        .await
+        .unwrap();
+    socket
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    socket.write_all(&frame(0x4, 0, 0, &[])).await.unwrap();
+    // HEADERS without END_HEADERS, then CONTINUATION frames of 16 KB of literal headers, never
+    // ending. The node must give up on the connection rather than buffer them.
+    let mut block = Vec::new();
+    block.push(0x82); // :method GET
+    block.push(0x86); // :scheme http
+    block.push(0x84); // :path /
+    socket.write_all(&frame(0x1, 0x0, 1, &block)).await.unwrap();
+    let mut literal = vec![0x00];
+    hpack_int(&mut literal, 0x00, 7, 6);
+    literal.extend_from_slice(b"x-fill");
+    hpack_int(&mut literal, 0x00, 7, 16_000);
+    literal.extend(std::iter::repeat_n(b'a', 16_000));
+    let continuation = frame(0x9, 0x0, 1, &literal);
+    let flood = async {
+        for _ in 0..4_000 {
+            if socket.write_all(&continuation).await.is_err() {
+                return true;
+            }
+        }
+        false
+    };
+    let cut_during_flood = tokio::time::timeout(Duration::from_secs(20), flood)
+        .await
+        .unwrap_or(true);
+    if !cut_during_flood {
+        // Everything fit in socket buffers: the node must have answered with GOAWAY or closed.
+        let mut buffer = vec![0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buffer)).await;
+        assert!(
+            read.is_ok(),
+            "the node neither closed nor answered a 64 MB header block"
+        );
+    }
+    let response = edge
+        .h2c
+        .get(edge.http("/assets/none"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}

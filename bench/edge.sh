@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# The edge node against nginx, in the same run, with the same load tools and settings.
+#
+#   bench/edge.sh                      # 10 s per measurement, 64 connections
+#   DURATION=20 CONNECTIONS=128 bench/edge.sh
+#
+# Serves one ~100 KB segment and one ~1 KB playlist from
+#   - a warm Cadenza edge (filled once from Cadenza's origin, then every request a memory hit),
+#   - nginx serving the files statically,
+#   - nginx as a warm proxy_cache in front of that static nginx,
+# over HTTP/1.1 (wrk), HTTP/2 over TLS (h2load) and, for Cadenza only, HTTP/3 (oha built with
+# its http3 feature; installed by this script with cargo if missing). Servers run on core 0
+# (nginx with one worker, Cadenza with one runtime thread's worth of CPU), load generators on
+# core 1. Prints requests/s, p99 latency and the ratios the issue sets as targets:
+#   HTTP/1.1 segment hits  >= 1.0x nginx proxy_cache
+#   TLS HTTP/2             >= 1.0x nginx
+#   HTTP/3                 >= 0.5x Cadenza's own HTTP/2
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION=${DURATION:-10}
+CONNECTIONS=${CONNECTIONS:-64}
+H2_STREAMS=${H2_STREAMS:-10}
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cadenza-target}"
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "installing $2"; apt-get install -y -qq "$2" >/dev/null; }; }
+need nginx nginx-light
+need wrk wrk
+need h2load nghttp2-client
+need openssl openssl
+if ! command -v oha >/dev/null 2>&1; then
+  echo "installing oha (with HTTP/3) from crates.io; this takes a few minutes once"
+  cargo install -q oha --features http3 >/dev/null
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+
+cargo build --release -q -p origin -p edge-node
+ORIGIN_BIN="$CARGO_TARGET_DIR/release/origin"
+EDGE_BIN="$CARGO_TARGET_DIR/release/edge-node"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# The content: a 100 KB segment and a 1 KB playlist under public/ (no URL token needed).
+mkdir -p "$WORK/objects/public/bench" "$WORK/html/public/bench" "$WORK/cache"
+head -c 102400 /dev/urandom >"$WORK/objects/public/bench/seg.m4s"
+python3 -c 'print("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:6\n" + "".join(f"#EXTINF:6.0,\nseg-{i}.m4s\n" for i in range(40)))' \
+  | head -c 1024 >"$WORK/objects/public/bench/list.m3u8"
+cp "$WORK/objects/public/bench/"* "$WORK/html/public/bench/"
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" >/dev/null 2>&1
+
+FILL_KEY=bench-fill-key-0123456789
+ORIGIN_PORT=$(free_port); ORIGIN_ADMIN=$(free_port)
+EDGE_PORT=$(free_port); EDGE_TLS=$(free_port); EDGE_ADMIN=$(free_port)
+NGINX_STATIC=$(free_port); NGINX_CACHE=$(free_port); NGINX_TLS_STATIC=$(free_port); NGINX_TLS_CACHE=$(free_port)
+
+CADENZA_FILL_KEY=$FILL_KEY CADENZA_LOG=warn taskset -c 0 "$ORIGIN_BIN" --listen "127.0.0.1:$ORIGIN_PORT" \
+  --admin-listen "127.0.0.1:$ORIGIN_ADMIN" --object-store-url "file://$WORK/objects" >"$WORK/origin.log" 2>&1 &
+PIDS+=($!)
+cat >"$WORK/edge.toml" <<EOF
+id = "bench-edge"
+listen = "127.0.0.1:$EDGE_PORT"
+tls_listen = "127.0.0.1:$EDGE_TLS"
+admin_listen = "127.0.0.1:$EDGE_ADMIN"
+tls_cert = "$WORK/cert.pem"
+tls_key = "$WORK/key.pem"
+parents = ["http://127.0.0.1:$ORIGIN_PORT"]
+fill_key = "$FILL_KEY"
+token_prefixes = []
+max_concurrent_streams = 1000
+EOF
+CADENZA_LOG=warn taskset -c 0 "$EDGE_BIN" --config "$WORK/edge.toml" >"$WORK/edge.log" 2>&1 &
+PIDS+=($!)
+
+cat >"$WORK/nginx.conf" <<EOF
+worker_processes 1;
+worker_cpu_affinity 01;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  sendfile on; tcp_nopush on; tcp_nodelay on;
+  keepalive_requests 1000000;
+  types { application/vnd.apple.mpegurl m3u8; video/iso.segment m4s; }
+  proxy_cache_path $WORK/cache levels=1:2 keys_zone=media:10m max_size=1g inactive=1h use_temp_path=off;
+  upstream static_nginx { server 127.0.0.1:$NGINX_STATIC; keepalive 64; }
+  server { listen 127.0.0.1:$NGINX_STATIC; root $WORK/html; }
+  server {
+    listen 127.0.0.1:$NGINX_CACHE;
+    location / {
+      proxy_pass http://static_nginx; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_cache media; proxy_cache_valid 200 1h; proxy_cache_lock on;
+      add_header X-Cache \$upstream_cache_status;
+    }
+  }
+  server {
+    listen 127.0.0.1:$NGINX_TLS_STATIC ssl http2;
+    ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;
+    root $WORK/html;
+  }
+  server {
+    listen 127.0.0.1:$NGINX_TLS_CACHE ssl http2;
+    ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;
+    location / {
+      proxy_pass http://static_nginx; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_cache media; proxy_cache_valid 200 1h; proxy_cache_lock on;
+    }
+  }
+}
+EOF
+taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK"
+
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$EDGE_ADMIN/healthz" >/dev/null && break; sleep 0.1; done
+# Warm both caches.
+for path in /public/bench/seg.m4s /public/bench/list.m3u8; do
+  for _ in 1 2 3; do
+    curl -sf -o /dev/null "http://127.0.0.1:$EDGE_PORT$path"
+    curl -sf -o /dev/null "http://127.0.0.1:$NGINX_CACHE$path"
+    curl -sfk -o /dev/null "https://127.0.0.1:$NGINX_TLS_CACHE$path"
+  done
+  cmp <(curl -sf "http://127.0.0.1:$EDGE_PORT$path") "$WORK/objects$path"
+done
+curl -sf "http://127.0.0.1:$EDGE_PORT/public/bench/seg.m4s" -D - -o /dev/null | grep -qi "cache-status: bench-edge; hit"
+
+# wrk: requests/s and p99 (ms).
+run_wrk() {
+  local out
+  out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "$1")
+  local rps p99
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v=v/1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v=v*1000}; print v}' <<<"$out")
+  echo "$rps $p99"
+}
+# h2load over TLS: requests/s and p99 (ms) from its per-request log.
+run_h2load() {
+  local log="$WORK/h2load.log"
+  rm -f "$log"
+  local out
+  out=$(taskset -c 1 h2load -D "$DURATION" -c "$CONNECTIONS" -m "$H2_STREAMS" -t 1 --log-file="$log" "$1" 2>&1)
+  local rps p99
+  rps=$(awk '/^finished in/ {print $4}' <<<"$out")
+  p99=$(sort -n -k3 "$log" | awk '{a[NR]=$3} END {i=int(NR*0.99); if (i<1) i=1; printf "%.2f", a[i]/1000}')
+  echo "$rps $p99"
+}
+# oha over HTTP/3: requests/s and p99 (ms).
+run_oha3() {
+  local out
+  out=$(taskset -c 1 oha --no-tui --insecure --http-version 3 -z "${DURATION}s" -c "$CONNECTIONS" --output-format json "$1" 2>/dev/null)
+  python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["summary"]["requestsPerSec"], d["latencyPercentiles"]["p99"]*1000)' <<<"$out"
+}
+
+printf "%-44s %12s %10s\n" "measurement" "requests/s" "p99 ms"
+declare -A RPS
+measure() {
+  local name=$1; shift
+  local result
+  result=$("$@")
+  RPS[$name]=$(awk '{print $1}' <<<"$result")
+  printf "%-44s %12s %10s\n" "$name" "$(awk '{printf "%.0f", $1}' <<<"$result")" "$(awk '{printf "%.2f", $2}' <<<"$result")"
+}
+for object in seg.m4s list.m3u8; do
+  measure "h1 $object  cadenza edge" run_wrk "http://127.0.0.1:$EDGE_PORT/public/bench/$object"
+  measure "h1 $object  nginx static" run_wrk "http://127.0.0.1:$NGINX_STATIC/public/bench/$object"
+  measure "h1 $object  nginx proxy_cache" run_wrk "http://127.0.0.1:$NGINX_CACHE/public/bench/$object"
+  measure "h2-tls $object  cadenza edge" run_h2load "https://127.0.0.1:$EDGE_TLS/public/bench/$object"
+  measure "h2-tls $object  nginx static" run_h2load "https://127.0.0.1:$NGINX_TLS_STATIC/public/bench/$object"
+  measure "h2-tls $object  nginx proxy_cache" run_h2load "https://127.0.0.1:$NGINX_TLS_CACHE/public/bench/$object"
+  measure "h3 $object  cadenza edge" run_oha3 "https://127.0.0.1:$EDGE_TLS/public/bench/$object"
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+echo
+echo "ratios (target in brackets)"
+for object in seg.m4s list.m3u8; do
+  echo "  $object h1 cadenza / nginx proxy_cache    $(ratio "${RPS["h1 $object  cadenza edge"]}" "${RPS["h1 $object  nginx proxy_cache"]}")   [>= 1.0 for the segment]"
+  echo "  $object h1 cadenza / nginx static         $(ratio "${RPS["h1 $object  cadenza edge"]}" "${RPS["h1 $object  nginx static"]}")"
+  echo "  $object h2-tls cadenza / nginx proxy_cache $(ratio "${RPS["h2-tls $object  cadenza edge"]}" "${RPS["h2-tls $object  nginx proxy_cache"]}")   [>= 1.0]"
+  echo "  $object h2-tls cadenza / nginx static      $(ratio "${RPS["h2-tls $object  cadenza edge"]}" "${RPS["h2-tls $object  nginx static"]}")   [>= 1.0]"
+  echo "  $object h3 / cadenza h2-tls                $(ratio "${RPS["h3 $object  cadenza edge"]}" "${RPS["h2-tls $object  cadenza edge"]}")   [>= 0.5]"
+done
