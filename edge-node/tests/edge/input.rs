@@ -213,10 +213,8 @@ async fn http2_continuation_flood_is_cut_off() {
     socket.write_all(&frame(0x4, 0, 0, &[])).await.unwrap();
     // HEADERS without END_HEADERS, then CONTINUATION frames of 16 KB of literal headers, never
     // ending. The node must give up on the connection rather than buffer them.
-    let mut block = Vec::new();
-    block.push(0x82); // :method GET
-    block.push(0x86); // :scheme http
-    block.push(0x84); // :path /
+    // :method GET, :scheme http, :path / (HPACK static table).
+    let block = vec![0x82, 0x86, 0x84];
     socket.write_all(&frame(0x1, 0x0, 1, &block)).await.unwrap();
     let mut literal = vec![0x00];
     hpack_int(&mut literal, 0x00, 7, 6);
