@@ -17,7 +17,8 @@ use axum::Json;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use events::Envelope;
 use events::tracks::{
-    TrackFailed, TrackProcessingStarted, TrackPublished, TrackRejected, TrackTagged, TrackUploaded,
+    TrackFailed, TrackProcessingStarted, TrackPublished, TrackRejected, TrackTagged,
+    TrackTranscoded, TrackUploaded,
 };
 use futures::StreamExt as _;
 use serde::Serialize;
@@ -59,6 +60,11 @@ pub struct Track {
     album: Option<String>,
     /// `uploaded`, `processing`, `ready`, `rejected` or `failed`.
     status: String,
+    /// Where processing is: `queued`, `transcoding`, `filtering`, `publishing`, `done`,
+    /// `rejected` or `failed`.
+    stage: String,
+    /// How far processing is, 0 to 1.
+    progress: f64,
     /// Why it was rejected or failed.
     reason: Option<String>,
     duration_ms: Option<i64>,
@@ -76,6 +82,11 @@ pub struct Track {
     genre: Option<String>,
     /// Year, from its tags.
     year: Option<i64>,
+    /// Top tags for search and home: `genre:…`, `decade:…`, `energy:…`, `mood:…`.
+    top_tags: Vec<String>,
+    /// Cover-art thumbnails (square JPEGs) by edge length in pixels: paths to append to a CDN
+    /// node's base URL; they need no URL token.
+    artwork: std::collections::BTreeMap<String, String>,
     uploaded_by: String,
     created_at: String,
     updated_at: String,
@@ -156,7 +167,7 @@ fn is_settled(status: &str) -> bool {
 async fn load_track(app: &App, caller: Option<&crate::auth::AuthUser>, id: &str) -> Result<Track> {
     let not_found = || Error::not_found("track_not_found", "No such track.");
     let row = sqlx::query(
-        "SELECT id, name, singer, album, status, reason, duration_ms, url, loudness_lufs, gain_db, explicit, genre, release_year, uploaded_by_user_id, created_at, updated_at \
+        "SELECT id, name, singer, album, status, stage, progress, top_tags, artwork, reason, duration_ms, url, loudness_lufs, gain_db, explicit, genre, release_year, uploaded_by_user_id, created_at, updated_at \
          FROM tracks WHERE id = ?",
     )
     .bind(id)
@@ -177,7 +188,27 @@ async fn load_track(app: &App, caller: Option<&crate::auth::AuthUser>, id: &str)
         return Err(not_found());
     }
     let prefix = get("url")?;
+    let stage = get("stage")?.unwrap_or_else(|| {
+        match status.as_str() {
+            "uploaded" => "queued",
+            "processing" => "transcoding",
+            "ready" => "done",
+            other => other,
+        }
+        .to_owned()
+    });
+    let progress: Option<f64> = row.try_get("progress").map_err(StoreError::from)?;
+    let top_tags: Vec<String> = get("top_tags")?
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
+    let artwork: std::collections::BTreeMap<String, String> = get("artwork")?
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default();
     Ok(Track {
+        stage,
+        progress: progress.unwrap_or(if status == "ready" { 1.0 } else { 0.0 }),
+        top_tags,
+        artwork,
         id: row.try_get("id").map_err(StoreError::from)?,
         name: row.try_get("name").map_err(StoreError::from)?,
         singer: row.try_get("singer").map_err(StoreError::from)?,
@@ -205,6 +236,39 @@ async fn load_track(app: &App, caller: Option<&crate::auth::AuthUser>, id: &str)
     })
 }
 
+/// Where a version's cover-art thumbnails go: outside `media/` (which needs URL tokens), so
+/// that search results and home pages can show them: `public/art/{track}/{version}/`.
+fn artwork_prefix(media_prefix: &str) -> String {
+    format!(
+        "public/art/{}",
+        media_prefix.strip_prefix("media/").unwrap_or(media_prefix)
+    )
+}
+
+/// A reader that publishes how far it has read, for progress reports.
+struct Counting<R> {
+    inner: R,
+    position: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.position
+            .fetch_add(read as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(read)
+    }
+}
+
+impl<R: std::io::Seek> std::io::Seek for Counting<R> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let position = self.inner.seek(to)?;
+        self.position
+            .store(position, std::sync::atomic::Ordering::Relaxed);
+        Ok(position)
+    }
+}
+
 /// The processing consumer's handler.
 pub fn processing_handler(app: App) -> Handler {
     Arc::new(move |envelope: Envelope| {
@@ -226,7 +290,7 @@ impl App {
         // Claim it; a ready, rejected or failed track was already settled (a redelivery).
         let now = self.clock.now_ms();
         let mut tx = self.inventory.database().pool().begin().await?;
-        let claimed = sqlx::query("UPDATE tracks SET status = 'processing', updated_at = ? WHERE id = ? AND status IN ('uploaded', 'processing')")
+        let claimed = sqlx::query("UPDATE tracks SET status = 'processing', stage = 'transcoding', progress = 0.05, updated_at = ? WHERE id = ? AND status IN ('uploaded', 'processing')")
             .bind(now)
             .bind(&track)
             .execute(&mut *tx)
@@ -265,8 +329,8 @@ impl App {
             Ok(published) => {
                 let mut tx = self.inventory.database().pool().begin().await?;
                 sqlx::query(
-                    "UPDATE tracks SET status = 'ready', reason = NULL, url = ?, duration_ms = ?, loudness_lufs = ?, gain_db = ?, \
-                     true_peak_dbtp = ?, explicit = ?, genre = ?, release_year = ?, updated_at = ? WHERE id = ?",
+                    "UPDATE tracks SET status = 'ready', stage = 'done', progress = 1.0, reason = NULL, url = ?, duration_ms = ?, loudness_lufs = ?, gain_db = ?, \
+                     true_peak_dbtp = ?, explicit = ?, genre = ?, release_year = ?, top_tags = ?, artwork = ?, updated_at = ? WHERE id = ?",
                 )
                 .bind(&prefix)
                 .bind(published.published.duration_ms as i64)
@@ -276,6 +340,18 @@ impl App {
                 .bind(i64::from(published.tagged.explicit))
                 .bind(published.tagged.genre.clone())
                 .bind(published.tagged.year.map(i64::from))
+                .bind(serde_json::to_string(&published.tagged.top_tags).unwrap_or_default())
+                .bind(
+                    (!published.tagged.artwork.is_empty()).then(|| {
+                        let paths: std::collections::BTreeMap<String, String> = published
+                            .tagged
+                            .artwork
+                            .iter()
+                            .map(|(size, key)| (size.to_string(), format!("/{key}")))
+                            .collect();
+                        serde_json::to_string(&paths).unwrap_or_default()
+                    }),
+                )
                 .bind(now)
                 .bind(&track)
                 .execute(&mut *tx)
@@ -335,6 +411,47 @@ impl App {
         Ok(())
     }
 
+    /// Records where processing is (best effort: progress is informative).
+    async fn set_stage(&self, track: &str, stage: &str, progress: f64) {
+        let updated = sqlx::query(
+            "UPDATE tracks SET stage = ?, progress = ?, updated_at = ? WHERE id = ? AND status = 'processing'",
+        )
+        .bind(stage)
+        .bind(progress)
+        .bind(self.clock.now_ms())
+        .bind(track)
+        .execute(self.inventory.database().pool())
+        .await;
+        if let Err(error) = updated {
+            tracing::warn!(message = "Could not record the processing stage.", track, %error);
+        }
+    }
+
+    /// Moves to `stage` and emits `event` in one transaction.
+    async fn stage_with_event<E: events::Event>(
+        &self,
+        track: &str,
+        stage: &str,
+        progress: f64,
+        event: &E,
+    ) -> Result<(), HandlerError> {
+        let now = self.clock.now_ms();
+        let mut tx = self.inventory.database().pool().begin().await?;
+        sqlx::query(
+            "UPDATE tracks SET stage = ?, progress = ?, updated_at = ? WHERE id = ? AND status = 'processing'",
+        )
+        .bind(stage)
+        .bind(progress)
+        .bind(now)
+        .bind(track)
+        .execute(&mut *tx)
+        .await?;
+        bus::append(&mut tx, track, event, now).await?;
+        tx.commit().await?;
+        self.bus.notify();
+        Ok(())
+    }
+
     /// Marks a track rejected or failed with its event, then deletes its objects.
     async fn settle<E: events::Event>(
         &self,
@@ -347,13 +464,16 @@ impl App {
     ) -> Result<(), HandlerError> {
         let now = self.clock.now_ms();
         let mut tx = self.inventory.database().pool().begin().await?;
-        sqlx::query("UPDATE tracks SET status = ?, reason = ?, updated_at = ? WHERE id = ?")
-            .bind(status)
-            .bind(reason)
-            .bind(now)
-            .bind(track)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE tracks SET status = ?, stage = ?, reason = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(status)
+        .bind(status)
+        .bind(reason)
+        .bind(now)
+        .bind(track)
+        .execute(&mut *tx)
+        .await?;
         bus::append(&mut tx, track, event, now).await?;
         tx.commit().await?;
         self.delete_objects(raw_key, prefix).await;
@@ -366,6 +486,12 @@ impl App {
             .list(prefix.trim_end_matches('/'))
             .await
             .unwrap_or_default();
+        keys.extend(
+            self.objects
+                .list(artwork_prefix(prefix).trim_end_matches('/'))
+                .await
+                .unwrap_or_default(),
+        );
         keys.push(raw_key.to_owned());
         for key in keys {
             if let Err(error) = self.objects.delete(&key).await {
@@ -405,15 +531,45 @@ impl App {
             .and_then(|extension| extension.to_str())
             .map(str::to_ascii_lowercase);
         let out = scratch.join("out");
+        let total = tokio::fs::metadata(&raw_path)
+            .await
+            .map(|meta| meta.len())
+            .unwrap_or(0);
+        let position = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        // Progress while transcoding: 5 % to 85 %, by how far the decoder has read the file.
+        let reporter = {
+            let (app, track, position) = (self.clone(), event.track_id.clone(), position.clone());
+            tokio::spawn(async move {
+                let mut reported = 0.05f64;
+                loop {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    let read = position.load(std::sync::atomic::Ordering::Relaxed) as f64;
+                    let fraction = if total == 0 {
+                        0.0
+                    } else {
+                        (read / total as f64).min(1.0)
+                    };
+                    let progress = 0.05 + 0.8 * fraction;
+                    if progress - reported >= 0.01 {
+                        reported = progress;
+                        app.set_stage(&track, "transcoding", progress).await;
+                    }
+                }
+            })
+        };
         let packaged = {
             let out = out.clone();
+            let position = position.clone();
             tokio::task::spawn_blocking(move || {
                 let source = std::fs::File::open(&raw_path).map_err(|source| PackageError::Io {
                     path: raw_path.clone(),
                     source,
                 })?;
                 package(
-                    source,
+                    Counting {
+                        inner: source,
+                        position,
+                    },
                     extension.as_deref(),
                     &Limits::default(),
                     &LADDER,
@@ -421,15 +577,32 @@ impl App {
                 )
             })
             .await
-            .map_err(|e| failed(&e))?
         };
-        let packaged = match packaged {
+        reporter.abort();
+        let packaged = match packaged.map_err(|e| failed(&e))? {
             Ok(packaged) => packaged,
             Err(PackageError::Rejected(rejection)) => {
                 return Err(Settled::Rejected(rejection.code(), rejection.to_string()));
             }
             Err(error) => return Err(failed(&error)),
         };
+        self.stage_with_event(
+            &event.track_id,
+            "filtering",
+            0.86,
+            &TrackTranscoded {
+                track_id: event.track_id.clone(),
+                duration_ms: packaged.analysis.duration_ms,
+                renditions: packaged
+                    .renditions
+                    .iter()
+                    .map(|rendition| rendition.id.clone())
+                    .collect(),
+                files: packaged.files.len(),
+            },
+        )
+        .await
+        .map_err(|e| failed(&e))?;
         // Tags, and the explicit-language check over everything the listener will read.
         let tags = crate::media::tags::read(&tag_path);
         let mut texts: Vec<&str> = vec![&event.title];
@@ -461,12 +634,43 @@ impl App {
                 )
             });
         }
+        // Cover art: thumbnails, or none if the picture is unusable (never a rejection).
+        let thumbnails = match tags.cover.clone() {
+            Some(picture) => {
+                match tokio::task::spawn_blocking(move || {
+                    crate::media::artwork::thumbnails(&picture)
+                })
+                .await
+                .map_err(|e| failed(&e))?
+                {
+                    Ok(thumbnails) => thumbnails,
+                    Err(error) => {
+                        tracing::info!(message = "Cover art skipped.", track = event.track_id, %error);
+                        Vec::new()
+                    }
+                }
+            }
+            None => Vec::new(),
+        };
+        self.set_stage(&event.track_id, "publishing", 0.9).await;
         for file in &packaged.files {
             self.objects
                 .put_file(&format!("{prefix}{file}"), &out.join(file))
                 .await
                 .map_err(|e| failed(&e))?;
         }
+        let art_prefix = artwork_prefix(prefix);
+        let mut artwork = std::collections::BTreeMap::new();
+        for (size, jpeg) in thumbnails {
+            let key = format!("{art_prefix}{size}.jpg");
+            self.objects
+                .put(&key, bytes::Bytes::from(jpeg))
+                .await
+                .map_err(|e| failed(&e))?;
+            artwork.insert(size, key);
+        }
+        let top_tags =
+            crate::media::tags::top_tags(tags.genre.as_deref(), tags.year, &packaged.analysis);
         let analysis = &packaged.analysis;
         Ok(Prepared {
             published: TrackPublished {
@@ -489,6 +693,8 @@ impl App {
                 genre: tags.genre,
                 year: tags.year,
                 explicit,
+                top_tags,
+                artwork,
             },
         })
     }

@@ -66,6 +66,114 @@ pub struct Analysis {
     pub gain_db: f64,
     /// Packets that failed to decode (and were skipped).
     pub bad_packets: u64,
+    /// Features for the top tags (energy, mood).
+    pub features: Features,
+}
+
+/// Audio features measured in the same pass as loudness, on a mono mix.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Features {
+    /// Zero crossings per second: a proxy for brightness (high-frequency content).
+    pub zero_crossings_per_sec: f64,
+    /// Transients per minute: 1024-frame blocks at least 6 dB louder than the block before
+    /// and above −40 dBFS (percussive attacks, note onsets), at most one per three blocks.
+    pub onsets_per_min: f64,
+    /// Spread between quiet and loud 1024-frame blocks (95th minus 10th percentile of block
+    /// RMS, dB): a simple dynamic-range measure.
+    pub dynamic_spread_db: f64,
+}
+
+/// Accumulates [`Features`] frame by frame.
+#[derive(Debug, Default)]
+struct FeatureMeter {
+    frames: u64,
+    crossings: u64,
+    last_positive: bool,
+    block_energy: f64,
+    block_frames: usize,
+    last_block_db: Option<f64>,
+    onsets: u64,
+    /// Blocks since the last onset: an attack spread over two blocks counts once.
+    since_onset: u32,
+    /// Block RMS levels in whole dB, as a histogram from −120 to 0.
+    histogram: Vec<u64>,
+}
+
+const BLOCK: usize = 1024;
+
+impl FeatureMeter {
+    fn add(&mut self, samples: &[f32], channels: usize) {
+        if self.histogram.is_empty() {
+            self.histogram = vec![0; 121];
+        }
+        let scale = 1.0 / channels.max(1) as f32;
+        for frame in samples.chunks_exact(channels.max(1)) {
+            let mono = frame.iter().sum::<f32>() * scale;
+            let positive = mono >= 0.0;
+            if positive != self.last_positive {
+                self.crossings += 1;
+                self.last_positive = positive;
+            }
+            self.block_energy += f64::from(mono) * f64::from(mono);
+            self.block_frames += 1;
+            self.frames += 1;
+            if self.block_frames == BLOCK {
+                let rms = (self.block_energy / BLOCK as f64).sqrt();
+                let level = db(rms.max(1e-6));
+                self.since_onset = self.since_onset.saturating_add(1);
+                if let Some(previous) = self.last_block_db
+                    && level > -40.0
+                    && level - previous >= 6.0
+                    && self.since_onset >= 3
+                {
+                    self.onsets += 1;
+                    self.since_onset = 0;
+                }
+                self.last_block_db = Some(level);
+                let bucket = (level.clamp(-120.0, 0.0) + 120.0).round() as usize;
+                self.histogram[bucket.min(120)] += 1;
+                self.block_energy = 0.0;
+                self.block_frames = 0;
+            }
+        }
+    }
+
+    fn finish(&self, sample_rate: u32) -> Features {
+        let seconds = self.frames as f64 / f64::from(sample_rate.max(1));
+        if seconds <= 0.0 {
+            return Features::default();
+        }
+        // Blocks of (near) silence do not count towards the spread.
+        let audible: Vec<(usize, u64)> = self
+            .histogram
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(bucket, count)| *bucket >= 50 && *count > 0)
+            .collect();
+        let total: u64 = audible.iter().map(|(_, count)| count).sum();
+        let percentile = |fraction: f64| {
+            let target = (total as f64 * fraction).ceil() as u64;
+            let mut seen = 0;
+            for (bucket, count) in &audible {
+                seen += count;
+                if seen >= target.max(1) {
+                    return *bucket as f64 - 120.0;
+                }
+            }
+            0.0
+        };
+        Features {
+            // Two crossings per cycle.
+            zero_crossings_per_sec: self.crossings as f64 / seconds,
+            onsets_per_min: self.onsets as f64 * 60.0 / seconds,
+            dynamic_spread_db: if total == 0 {
+                0.0
+            } else {
+                percentile(0.95) - percentile(0.10)
+            },
+        }
+    }
 }
 
 /// Why an upload is not a track.
@@ -267,6 +375,7 @@ where
 pub struct Meter {
     meter: Option<EbuR128>,
     sample_peak: f32,
+    features: FeatureMeter,
 }
 
 impl std::fmt::Debug for Meter {
@@ -304,6 +413,7 @@ impl Meter {
         self.sample_peak = samples
             .iter()
             .fold(self.sample_peak, |peak, sample| peak.max(sample.abs()));
+        self.features.add(samples, channels);
         Ok(())
     }
 
@@ -346,6 +456,7 @@ impl Meter {
             sample_peak_dbfs,
             gain_db: TARGET_LUFS - integrated_lufs,
             bad_packets: info.bad_packets,
+            features: self.features.finish(info.sample_rate),
         })
     }
 }
@@ -422,6 +533,34 @@ mod tests {
 
     fn run(bytes: Vec<u8>, extension: &str) -> Result<Analysis, Rejection> {
         analyze(Cursor::new(bytes), Some(extension), &Limits::default())
+    }
+
+    #[test]
+    fn features_follow_pitch_and_attacks() {
+        // A steady 440 Hz tone: 880 zero crossings a second, no attacks after the first.
+        let tone = run(wav(10.0, 440.0, 0.5, 48_000, None), "wav").unwrap();
+        let features = tone.features;
+        assert!(
+            (features.zero_crossings_per_sec - 880.0).abs() < 5.0,
+            "{features:?}"
+        );
+        assert!(features.onsets_per_min < 10.0, "{features:?}");
+        // Eight short bursts a second over silence: about 480 attacks a minute.
+        let bursts = super::test_wav::pcm_wav(10.0, 48_000, None, |t| {
+            let within = (t * 8.0).fract();
+            let value = if within < 0.3 {
+                0.5 * (std::f64::consts::TAU * 3_000.0 * t).sin()
+            } else {
+                0.0
+            };
+            (value, value)
+        });
+        let bursts = run(bursts, "wav").unwrap().features;
+        assert!(
+            (400.0..=520.0).contains(&bursts.onsets_per_min),
+            "{bursts:?}"
+        );
+        assert!(bursts.zero_crossings_per_sec > features.zero_crossings_per_sec);
     }
 
     #[test]

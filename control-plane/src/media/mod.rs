@@ -3,6 +3,7 @@
 //! and DASH manifests). Tagging and fingerprinting follow.
 
 pub mod analyze;
+pub mod artwork;
 pub mod fingerprint;
 pub mod package;
 pub mod tags;

@@ -25,7 +25,14 @@ pub struct Tags {
     pub track_number: Option<u32>,
     /// Lyrics (unsynchronised).
     pub lyrics: Option<String>,
+    /// Embedded cover art (the front cover if marked, else the first picture), at most
+    /// [`MAX_COVER_BYTES`]; larger pictures are ignored.
+    #[serde(skip)]
+    pub cover: Option<Vec<u8>>,
 }
+
+/// The largest embedded picture taken as cover art.
+pub const MAX_COVER_BYTES: usize = 16 * 1024 * 1024;
 
 /// Reads the tags of the file at `path` (its content decides the format, not its name).
 pub fn read(path: &Path) -> Tags {
@@ -62,7 +69,71 @@ pub fn read(path: &Path) -> Tags {
         lyrics: tag
             .get_string(&ItemKey::Lyrics)
             .map(|lyrics| lyrics.chars().take(20_000).collect()),
+        cover: tag
+            .pictures()
+            .iter()
+            .find(|picture| picture.pic_type() == lofty::picture::PictureType::CoverFront)
+            .or_else(|| tag.pictures().first())
+            .map(|picture| picture.data())
+            .filter(|data| data.len() <= MAX_COVER_BYTES)
+            .map(<[u8]>::to_vec),
     }
+}
+
+/// Top tags for search and home: `genre:…` (from the tags), `decade:…` (from the year), and
+/// `energy:…` and `mood:…` classes from the measured audio features.
+///
+/// Energy: high for loud tracks that are not sparse, or busy (many transients) fairly loud
+/// ones; low for quiet or sparse and soft ones; medium otherwise. Mood combines energy with
+/// brightness (zero crossings): upbeat (high, bright), intense (high, darker), calm (low,
+/// bright), mellow (low, dark), dramatic (medium with a wide dynamic spread), else balanced.
+/// These are heuristics over three features, documented as such, not a trained classifier.
+pub fn top_tags(
+    genre: Option<&str>,
+    year: Option<u32>,
+    analysis: &crate::media::analyze::Analysis,
+) -> Vec<String> {
+    let mut tags = Vec::new();
+    if let Some(genre) = genre
+        .and_then(|genre| genre.split(['/', ';', ',']).next())
+        .map(|genre| genre.trim().to_lowercase())
+        .filter(|genre| !genre.is_empty())
+    {
+        tags.push(format!(
+            "genre:{}",
+            genre.chars().take(40).collect::<String>()
+        ));
+    }
+    if let Some(year) = year.filter(|year| (1900..=2100).contains(year)) {
+        tags.push(format!("decade:{}s", year / 10 * 10));
+    }
+    let features = &analysis.features;
+    let lufs = analysis.integrated_lufs;
+    let (loud, quiet) = (lufs > -12.0, lufs < -20.0);
+    let (busy, sparse) = (
+        features.onsets_per_min > 90.0,
+        features.onsets_per_min < 20.0,
+    );
+    let energy = if (loud && !sparse) || (busy && lufs > -16.0) {
+        "high"
+    } else if quiet || (sparse && lufs < -16.0) {
+        "low"
+    } else {
+        "medium"
+    };
+    let bright = features.zero_crossings_per_sec > 3_000.0;
+    let dark = features.zero_crossings_per_sec < 800.0;
+    let mood = match energy {
+        "high" if bright => "upbeat",
+        "high" => "intense",
+        "low" if dark => "mellow",
+        "low" => "calm",
+        _ if features.dynamic_spread_db > 20.0 => "dramatic",
+        _ => "balanced",
+    };
+    tags.push(format!("energy:{energy}"));
+    tags.push(format!("mood:{mood}"));
+    tags
 }
 
 /// Whether any of `texts` contains one of `words` as a whole word, ignoring case.
@@ -90,6 +161,50 @@ mod tests {
         );
         assert!(!is_explicit(&words, &[]));
         assert!(!is_explicit(&[], &["damn"]));
+    }
+
+    fn analysis(lufs: f64, zc: f64, onsets: f64, spread: f64) -> crate::media::analyze::Analysis {
+        crate::media::analyze::Analysis {
+            sample_rate: 48_000,
+            channels: 2,
+            frames: 48_000 * 60,
+            duration_ms: 60_000,
+            integrated_lufs: lufs,
+            true_peak_dbtp: -1.0,
+            sample_peak_dbfs: -1.0,
+            gain_db: -14.0 - lufs,
+            bad_packets: 0,
+            features: crate::media::analyze::Features {
+                zero_crossings_per_sec: zc,
+                onsets_per_min: onsets,
+                dynamic_spread_db: spread,
+            },
+        }
+    }
+
+    #[test]
+    fn top_tags_from_tags_and_features() {
+        assert_eq!(
+            top_tags(
+                Some(" Synth-Pop / Dance"),
+                Some(1987),
+                &analysis(-9.0, 4_000.0, 120.0, 8.0)
+            ),
+            [
+                "genre:synth-pop",
+                "decade:1980s",
+                "energy:high",
+                "mood:upbeat"
+            ]
+        );
+        assert_eq!(
+            top_tags(None, Some(3000), &analysis(-24.0, 500.0, 5.0, 10.0)),
+            ["energy:low", "mood:mellow"]
+        );
+        assert_eq!(
+            top_tags(Some(""), None, &analysis(-15.0, 1_500.0, 50.0, 25.0)),
+            ["energy:medium", "mood:dramatic"]
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@ on_both_backends!(
     unusable_uploads_are_rejected_without_leftovers,
     copies_and_duplicates_are_refused,
     tags_are_read_and_explicit_language_is_flagged,
+    cover_art_becomes_thumbnails_and_top_tags_are_stored,
     progress_is_streamed_as_server_sent_events,
 );
 
@@ -894,6 +895,158 @@ async fn tags_are_read_and_explicit_language_is_flagged(t: &TestApp) {
     assert!(
         tagged_events.iter().any(|e| e.contains("Zoë & The Band")),
         "{tagged_events:?}"
+    );
+}
+
+/// `wav` with an ID3v2 tag holding a genre, a year and `cover` as the front cover.
+fn with_cover(wav: Vec<u8>, genre: &str, year: u32, cover: Vec<u8>) -> Vec<u8> {
+    use lofty::config::WriteOptions;
+    use lofty::picture::{MimeType, Picture, PictureType};
+    use lofty::tag::{Accessor as _, Tag, TagExt as _, TagType};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cover.wav");
+    std::fs::write(&path, wav).unwrap();
+    let mut tag = Tag::new(TagType::Id3v2);
+    tag.set_genre(genre.to_owned());
+    tag.set_year(year);
+    tag.push_picture(Picture::new_unchecked(
+        PictureType::CoverFront,
+        Some(MimeType::Png),
+        None,
+        cover,
+    ));
+    tag.save_to_path(&path, WriteOptions::default()).unwrap();
+    std::fs::read(&path).unwrap()
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for byte in bytes {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG of `width` × `height` pixels; `claimed` makes its header declare another size (with a
+/// valid checksum, so only the size limits stop it).
+fn png(width: u32, height: u32, claimed: Option<(u32, u32)>) -> Vec<u8> {
+    let picture = image::RgbImage::from_fn(width, height, |x, y| {
+        image::Rgb([(x * 3 % 256) as u8, (y * 5 % 256) as u8, 90])
+    });
+    let mut bytes = Vec::new();
+    picture
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
+        .unwrap();
+    if let Some((w, h)) = claimed {
+        bytes[16..20].copy_from_slice(&w.to_be_bytes());
+        bytes[20..24].copy_from_slice(&h.to_be_bytes());
+        let crc = crc32(&bytes[12..29]);
+        bytes[29..33].copy_from_slice(&crc.to_be_bytes());
+    }
+    bytes
+}
+
+async fn cover_art_becomes_thumbnails_and_top_tags_are_stored(t: &TestApp) {
+    let token = t.artist("painter@example.com").await;
+    let covered = with_cover(
+        melody_wav(&[261.6, 329.6, 392.0, 523.3], 6.0, 44_100, 0.7),
+        "Jazz",
+        1959,
+        png(800, 600, None),
+    );
+    let huge = with_cover(
+        melody_wav(&[220.0, 277.2, 329.6], 6.0, 44_100, 0.7),
+        "Rock",
+        2003,
+        png(8, 8, Some((100_000, 100_000))),
+    );
+    let covered = upload_bytes(t, &token, covered, "covered.wav").await;
+    let huge = upload_bytes(t, &token, huge, "huge.wav").await;
+    process(t).await;
+
+    let track = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/tracks/{covered}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(track.body["status"], "ready", "{}", track.raw);
+    assert_eq!(track.body["stage"], "done");
+    assert_eq!(track.body["progress"], 1.0);
+    let tags: Vec<&str> = track.body["top_tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tag| tag.as_str().unwrap())
+        .collect();
+    assert_eq!(&tags[..2], ["genre:jazz", "decade:1950s"], "{tags:?}");
+    assert!(
+        tags[2].starts_with("energy:") && tags[3].starts_with("mood:"),
+        "{tags:?}"
+    );
+    let artwork = track.body["artwork"].as_object().unwrap();
+    assert_eq!(artwork.len(), 3, "{artwork:?}");
+    for size in [96u32, 300, 640] {
+        let path = artwork[&size.to_string()].as_str().unwrap();
+        assert!(
+            path.starts_with(&format!("/public/art/{covered}/")),
+            "{path}"
+        );
+        let jpeg = t.app.objects.get(&path[1..]).await.unwrap();
+        let decoded = image::load_from_memory(&jpeg).unwrap();
+        assert_eq!((decoded.width(), decoded.height()), (size, size));
+    }
+
+    // A picture declaring 100 000 × 100 000 pixels is skipped; the track is fine.
+    let track = t
+        .call(Method::GET, &format!("/api/v1/tracks/{huge}"), None, None)
+        .await;
+    assert_eq!(track.body["status"], "ready", "{}", track.raw);
+    assert_eq!(track.body["artwork"], json!({}));
+    assert!(
+        t.app
+            .objects
+            .list(&format!("public/art/{huge}"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Each stage announced itself on the bus.
+    let types: Vec<String> =
+        sqlx::query("SELECT envelope FROM outbox WHERE topic = 'tracks' ORDER BY seq")
+            .fetch_all(t.app.inventory.database().pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| control_plane::store::long_text(row, "envelope").unwrap())
+            .filter(|envelope| envelope.contains(&covered))
+            .map(|envelope| {
+                let value: serde_json::Value = serde_json::from_str(&envelope).unwrap();
+                value["type"].as_str().unwrap().to_owned()
+            })
+            .collect();
+    assert_eq!(
+        types,
+        [
+            "track.uploaded",
+            "track.processing.started",
+            "track.transcoded",
+            "track.tagged",
+            "track.published"
+        ]
     );
 }
 

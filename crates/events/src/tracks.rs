@@ -81,6 +81,25 @@ impl Event for TrackFailed {
     const VERSION: u32 = 1;
 }
 
+/// The track was decoded, measured and transcoded into its renditions (not yet published).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackTranscoded {
+    /// The track.
+    pub track_id: String,
+    /// Presented duration, ms.
+    pub duration_ms: u64,
+    /// Rendition ids, e.g. `64k`.
+    pub renditions: Vec<String>,
+    /// Files packaged (init segments, media segments, playlists, manifest).
+    pub files: usize,
+}
+
+impl Event for TrackTranscoded {
+    const TOPIC: &'static str = TOPIC;
+    const TYPE: &'static str = "track.transcoded";
+    const VERSION: u32 = 1;
+}
+
 /// The track's renditions and manifests are published; it is ready to play.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrackPublished {
@@ -117,6 +136,12 @@ pub struct TrackTagged {
     pub year: Option<u32>,
     /// Whether its title, tags or lyrics contain a listed explicit word.
     pub explicit: bool,
+    /// Top tags for search and home (`genre:…`, `decade:…`, `energy:…`, `mood:…`).
+    #[serde(default)]
+    pub top_tags: Vec<String>,
+    /// Cover-art thumbnails by edge length in pixels (object keys), if the file had art.
+    #[serde(default)]
+    pub artwork: std::collections::BTreeMap<u32, String>,
 }
 
 impl Event for TrackTagged {
