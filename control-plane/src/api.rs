@@ -223,6 +223,7 @@ pub fn router(app: App) -> Router {
         .merge(crate::subscriptions::routes())
         .merge(crate::uploads::routes())
         .merge(crate::processing::routes())
+        .merge(crate::catalog::routes())
         .split_for_parts();
     let document = openapi.clone();
     let limit = app.config.limits.max_body_bytes;

@@ -56,6 +56,8 @@ pub struct Config {
     pub object_store_url: Option<String>,
     /// S3 settings, for an `s3://` object store.
     pub s3: S3Config,
+    /// The catalog: `sqlite://…`. Unset: `DATA_DIR/catalog.db`.
+    pub catalog_url: Option<String>,
     /// Upload limits.
     pub uploads: UploadsConfig,
     /// Content processing.
@@ -208,6 +210,7 @@ impl Default for Config {
             payments: PaymentsConfig::default(),
             object_store_url: None,
             s3: S3Config::default(),
+            catalog_url: None,
             uploads: UploadsConfig::default(),
             processing: ProcessingConfig::default(),
             bootstrap_admin: None,
@@ -403,6 +406,13 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The catalog URL in force.
+    pub fn catalog_url(&self) -> String {
+        self.catalog_url
+            .clone()
+            .unwrap_or_else(|| sqlite_url(&self.data_dir, "catalog.db"))
     }
 
     /// The object store URL in force.

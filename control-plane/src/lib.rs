@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod cache;
+pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod media;
@@ -74,6 +75,8 @@ pub struct AppInner {
     pub objects: objects::Objects,
     /// One chunk at a time per upload.
     pub upload_locks: uploads::UploadLocks,
+    /// The catalog: per-track media facts and processing timelines.
+    pub catalog: Arc<dyn catalog::CatalogStore>,
 }
 
 impl Deref for App {
@@ -113,6 +116,9 @@ impl App {
         let inventory = Database::connect(&config.inventory_db_url(), DatabaseKind::Inventory)
             .await
             .context("failed to open the Inventory DB")?;
+        let catalog = catalog::open(&config.catalog_url())
+            .await
+            .context("failed to open the catalog")?;
         let cache = Cache::from_url(
             config.cache_url.as_ref().map(|url| url.expose()),
             &config.cache_prefix,
@@ -144,6 +150,7 @@ impl App {
         let app = Self(Arc::new(AppInner {
             objects,
             upload_locks: uploads::UploadLocks::default(),
+            catalog,
             bus,
             sandbox: Sandbox::default(),
             webhook_secret,
@@ -300,6 +307,16 @@ pub async fn run(
                 shutdown.clone(),
             )
             .context("failed to start the processing consumer")?,
+    );
+    workers.push(
+        app.bus
+            .subscribe(
+                catalog::CATALOG,
+                events::tracks::TOPIC,
+                catalog::catalog_handler(app.clone()),
+                shutdown.clone(),
+            )
+            .context("failed to start the catalog consumer")?,
     );
     workers.push(tokio::spawn({
         let app = app.clone();

@@ -162,6 +162,15 @@ fn is_settled(status: &str) -> bool {
     matches!(status, "ready" | "rejected" | "failed")
 }
 
+/// Fails with 404 unless `caller` may see the track.
+pub(crate) async fn ensure_visible(
+    app: &App,
+    caller: Option<&crate::auth::AuthUser>,
+    id: &str,
+) -> Result<()> {
+    load_track(app, caller, id).await.map(|_| ())
+}
+
 /// Loads a track as `caller` may see it: anyone a ready one, its uploader and administrators
 /// any.
 async fn load_track(app: &App, caller: Option<&crate::auth::AuthUser>, id: &str) -> Result<Track> {
@@ -198,10 +207,13 @@ async fn load_track(app: &App, caller: Option<&crate::auth::AuthUser>, id: &str)
         .to_owned()
     });
     let progress: Option<f64> = row.try_get("progress").map_err(StoreError::from)?;
-    let top_tags: Vec<String> = get("top_tags")?
+    let long = |column: &str| -> Result<Option<String>> {
+        Ok(crate::store::optional_long_text(&row, column).map_err(StoreError::from)?)
+    };
+    let top_tags: Vec<String> = long("top_tags")?
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default();
-    let artwork: std::collections::BTreeMap<String, String> = get("artwork")?
+    let artwork: std::collections::BTreeMap<String, String> = long("artwork")?
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default();
     Ok(Track {
@@ -599,6 +611,24 @@ impl App {
                     .map(|rendition| rendition.id.clone())
                     .collect(),
                 files: packaged.files.len(),
+                details: packaged
+                    .renditions
+                    .iter()
+                    .map(|rendition| events::tracks::RenditionDetail {
+                        id: rendition.id.clone(),
+                        average_bps: rendition.average_bandwidth(),
+                        peak_bps: rendition.peak_bandwidth(),
+                        init_bytes: rendition.init_bytes,
+                        segments: rendition
+                            .segments
+                            .iter()
+                            .map(|segment| events::tracks::SegmentDetail {
+                                duration_ms: (segment.presented_secs * 1000.0).round() as u64,
+                                bytes: segment.bytes,
+                            })
+                            .collect(),
+                    })
+                    .collect(),
             },
         )
         .await

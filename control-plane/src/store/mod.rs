@@ -33,6 +33,7 @@ static USER_SQLITE: Migrator = sqlx::migrate!("migrations/user/sqlite");
 static USER_MYSQL: Migrator = sqlx::migrate!("migrations/user/mysql");
 static INVENTORY_SQLITE: Migrator = sqlx::migrate!("migrations/inventory/sqlite");
 static INVENTORY_MYSQL: Migrator = sqlx::migrate!("migrations/inventory/mysql");
+static CATALOG_SQLITE: Migrator = sqlx::migrate!("migrations/catalog/sqlite");
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +118,8 @@ pub enum DatabaseKind {
     User,
     /// Packages, tracks, playlist contents.
     Inventory,
+    /// The catalog's embedded store (SQLite only; see `catalog`).
+    Catalog,
 }
 
 /// A connection pool to one of the SQL databases, with its dialect.
@@ -168,6 +171,12 @@ impl Database {
             (DatabaseKind::User, Dialect::MySql) => &USER_MYSQL,
             (DatabaseKind::Inventory, Dialect::Sqlite) => &INVENTORY_SQLITE,
             (DatabaseKind::Inventory, Dialect::MySql) => &INVENTORY_MYSQL,
+            (DatabaseKind::Catalog, Dialect::Sqlite) => &CATALOG_SQLITE,
+            (DatabaseKind::Catalog, Dialect::MySql) => {
+                return Err(StoreError::Unavailable(sqlx::Error::Configuration(
+                    "the catalog's embedded store is SQLite".into(),
+                )));
+            }
         };
         migrator.run(&pool).await?;
         Ok(Self {
@@ -225,6 +234,28 @@ pub use telemetry::Clock;
 /// A fresh, time-ordered id (UUID v7).
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+/// A nullable long-text column: `None` for NULL (see [`long_text`]).
+pub fn optional_long_text(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    use sqlx::Row as _;
+    match row.try_get::<Option<String>, _>(column) {
+        Ok(text) => Ok(text),
+        Err(_) => {
+            let bytes: Option<Vec<u8>> = row.try_get(column)?;
+            bytes
+                .map(|bytes| {
+                    String::from_utf8(bytes).map_err(|error| sqlx::Error::ColumnDecode {
+                        index: column.to_owned(),
+                        source: Box::new(error),
+                    })
+                })
+                .transpose()
+        }
+    }
 }
 
 /// Reads a long-text column (`TEXT`/`MEDIUMTEXT`) as a string. SQLite reports such columns

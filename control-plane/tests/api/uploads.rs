@@ -1048,6 +1048,83 @@ async fn cover_art_becomes_thumbnails_and_top_tags_are_stored(t: &TestApp) {
             "track.published"
         ]
     );
+
+    // The catalog consumer persists the media facts and the timeline, idempotently.
+    let handler = control_plane::catalog::catalog_handler(t.app.clone());
+    let catalog = || {
+        t.app.bus.poll(
+            control_plane::catalog::CATALOG,
+            events::tracks::TOPIC,
+            &handler,
+        )
+    };
+    assert!(catalog().await.unwrap() >= 5);
+    let entry = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/tracks/{covered}/catalog"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(entry.status, StatusCode::OK, "{}", entry.raw);
+    let media = &entry.body["media"];
+    assert_eq!(media["genre"], "Jazz");
+    assert_eq!(media["top_tags"][0], "genre:jazz");
+    assert_eq!(media["artwork"].as_object().unwrap().len(), 3);
+    let renditions = media["renditions"].as_array().unwrap();
+    assert_eq!(renditions.len(), 3);
+    let segments = renditions[1]["segments"].as_array().unwrap();
+    let total_ms: u64 = segments
+        .iter()
+        .map(|s| s["duration_ms"].as_u64().unwrap())
+        .sum();
+    assert!(
+        (total_ms as i64 - 6_000).abs() <= 50,
+        "{total_ms} ms of segments"
+    );
+    assert!(media["loudness_lufs"].as_f64().unwrap() < 0.0);
+    assert!(
+        media["prefix"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("media/{covered}/"))
+    );
+    let kinds: Vec<&str> = entry.body["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "track.uploaded",
+            "track.processing.started",
+            "track.transcoded",
+            "track.tagged",
+            "track.published"
+        ]
+    );
+    // Replayed events change nothing.
+    let rewound = sqlx::query("DELETE FROM bus_offsets WHERE consumer_group LIKE '%catalog'")
+        .execute(t.app.inventory.database().pool())
+        .await
+        .unwrap();
+    assert_eq!(rewound.rows_affected(), 1);
+    assert!(
+        catalog().await.unwrap() >= 5,
+        "the events were delivered again"
+    );
+    let again = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/tracks/{covered}/catalog"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(again.body, entry.body);
 }
 
 /// The `track` events of a server-sent event stream, in order.

@@ -92,6 +92,33 @@ pub struct TrackTranscoded {
     pub renditions: Vec<String>,
     /// Files packaged (init segments, media segments, playlists, manifest).
     pub files: usize,
+    /// Each rendition's bit rates and segment index.
+    #[serde(default)]
+    pub details: Vec<RenditionDetail>,
+}
+
+/// A rendition's facts for the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RenditionDetail {
+    /// Rendition id, e.g. `128k`.
+    pub id: String,
+    /// Average bit rate, bits per second.
+    pub average_bps: u64,
+    /// Peak bit rate over its segments, bits per second.
+    pub peak_bps: u64,
+    /// Size of its init segment, bytes.
+    pub init_bytes: u64,
+    /// Its segments in order: presented duration (ms) and size (bytes).
+    pub segments: Vec<SegmentDetail>,
+}
+
+/// One media segment.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SegmentDetail {
+    /// Presented duration, ms.
+    pub duration_ms: u64,
+    /// Size, bytes.
+    pub bytes: u64,
 }
 
 impl Event for TrackTranscoded {

@@ -1,0 +1,332 @@
+//! The catalog (the spec's Cassandra): per-track media facts — renditions and their segment
+//! index, duration, loudness, tags and top tags, thumbnails — and the processing timeline,
+//! persisted by the `catalog` consumer group from the track events.
+//!
+//! The store is a trait shaped for a wide-column database: every read and write names one
+//! partition (the track id), the timeline is clustered by time, nothing joins. The embedded
+//! implementation is SQLite (`catalog.db`); a Cassandra/ScyllaDB one would map
+//! `track_media` and `track_timeline` one to one (see the migration for the CQL).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Json;
+use events::Envelope;
+use events::tracks::{
+    RenditionDetail, TrackFailed, TrackPublished, TrackRejected, TrackTagged, TrackTranscoded,
+};
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::App;
+use crate::api::ApiPath;
+use crate::auth::MaybeAuthUser;
+use crate::bus::{Handler, HandlerError};
+use crate::error::{ErrorBody, Result};
+use crate::store::{Database, DatabaseKind, StoreError};
+
+/// The consumer group that persists the catalog.
+pub const CATALOG: &str = "catalog";
+
+/// A track's media facts: one partition.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TrackMedia {
+    /// The track.
+    pub track_id: String,
+    /// Object-store prefix of the published version.
+    pub prefix: Option<String>,
+    /// Presented duration, ms.
+    pub duration_ms: Option<u64>,
+    /// EBU R128 integrated loudness, LUFS.
+    pub loudness_lufs: Option<f64>,
+    /// Gain to −14 LUFS, dB.
+    pub gain_db: Option<f64>,
+    /// Renditions with their segment index.
+    #[schema(value_type = Vec<Object>)]
+    pub renditions: Vec<RenditionDetail>,
+    /// Artists from the tags.
+    pub artists: Vec<String>,
+    /// Genre from the tags.
+    pub genre: Option<String>,
+    /// Year from the tags.
+    pub year: Option<u32>,
+    /// Whether explicit language was found.
+    pub explicit: bool,
+    /// Top tags.
+    pub top_tags: Vec<String>,
+    /// Cover-art thumbnails by edge length (object keys).
+    pub artwork: BTreeMap<u32, String>,
+}
+
+/// One step of a track's processing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TimelineEntry {
+    /// When it happened, Unix ms.
+    pub at: i64,
+    /// The event id (entries are idempotent by it).
+    pub event_id: String,
+    /// The event type, e.g. `track.transcoded`.
+    pub kind: String,
+    /// A short detail (a rejection's reason, a rendition count).
+    pub detail: Option<String>,
+}
+
+/// A catalog store: partition-keyed reads and writes only.
+pub trait CatalogStore: Send + Sync + std::fmt::Debug {
+    /// The media facts of a track.
+    fn media<'a>(
+        &'a self,
+        track_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TrackMedia>, StoreError>>;
+    /// Replaces the media facts of a track.
+    fn put_media<'a>(
+        &'a self,
+        media: &'a TrackMedia,
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Adds a timeline entry (again: no change).
+    fn add_timeline<'a>(
+        &'a self,
+        track_id: &'a str,
+        entry: &'a TimelineEntry,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// A track's timeline, oldest first.
+    fn timeline<'a>(
+        &'a self,
+        track_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<TimelineEntry>, StoreError>>;
+}
+
+/// The embedded catalog: SQLite.
+#[derive(Debug, Clone)]
+pub struct SqliteCatalog {
+    db: Database,
+}
+
+impl SqliteCatalog {
+    /// Opens (and migrates) the catalog at `url` (`sqlite://…`).
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Ok(Self {
+            db: Database::connect(url, DatabaseKind::Catalog).await?,
+        })
+    }
+}
+
+impl CatalogStore for SqliteCatalog {
+    fn media<'a>(
+        &'a self,
+        track_id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TrackMedia>, StoreError>> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT document FROM track_media WHERE track_id = ?")
+                .bind(track_id)
+                .fetch_optional(self.db.pool())
+                .await?;
+            Ok(match row {
+                Some(row) => {
+                    let text: String = row.try_get("document")?;
+                    serde_json::from_str(&text).ok()
+                }
+                None => None,
+            })
+        })
+    }
+
+    fn put_media<'a>(
+        &'a self,
+        media: &'a TrackMedia,
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let document = serde_json::to_string(media).unwrap_or_default();
+            sqlx::query(
+                "INSERT INTO track_media (track_id, document, updated_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (track_id) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
+            )
+            .bind(&media.track_id)
+            .bind(document)
+            .bind(now)
+            .execute(self.db.pool())
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn add_timeline<'a>(
+        &'a self,
+        track_id: &'a str,
+        entry: &'a TimelineEntry,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            sqlx::query(
+                "INSERT INTO track_timeline (track_id, at, event_id, kind, detail) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(track_id)
+            .bind(entry.at)
+            .bind(&entry.event_id)
+            .bind(&entry.kind)
+            .bind(entry.detail.clone())
+            .execute(self.db.pool())
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn timeline<'a>(
+        &'a self,
+        track_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<TimelineEntry>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT at, event_id, kind, detail FROM track_timeline WHERE track_id = ? ORDER BY at, event_id",
+            )
+            .bind(track_id)
+            .fetch_all(self.db.pool())
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(TimelineEntry {
+                        at: row.try_get("at")?,
+                        event_id: row.try_get("event_id")?,
+                        kind: row.try_get("kind")?,
+                        detail: row.try_get("detail")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+}
+
+/// Opens the catalog named by `url`: `sqlite://…` (the embedded store). Cassandra/ScyllaDB is
+/// the scale-out engine of the design and is not built yet.
+pub async fn open(url: &str) -> anyhow::Result<Arc<dyn CatalogStore>> {
+    if url.starts_with("sqlite:") {
+        return Ok(Arc::new(SqliteCatalog::open(url).await?));
+    }
+    anyhow::bail!(
+        "unsupported catalog URL {url:?}: only sqlite:// is built (a Cassandra/ScyllaDB store is planned)"
+    )
+}
+
+/// The `catalog` consumer: every track event lands in the timeline; `track.transcoded`,
+/// `track.tagged` and `track.published` fill the media facts. Idempotent: a redelivered event
+/// writes the same timeline row and the same facts.
+pub fn catalog_handler(app: App) -> Handler {
+    Arc::new(move |envelope: Envelope| {
+        let app = app.clone();
+        Box::pin(async move { app.record_in_catalog(envelope).await })
+    })
+}
+
+impl App {
+    async fn record_in_catalog(&self, envelope: Envelope) -> Result<(), HandlerError> {
+        let catalog = &self.catalog;
+        let track = envelope.key.clone();
+        let at = chrono_ms(&envelope.occurred_at).unwrap_or_else(|| self.clock.now_ms());
+        let decode_error = |error: events::DecodeError| HandlerError(error.to_string());
+        let detail = if envelope.is::<TrackRejected>() {
+            Some(
+                envelope
+                    .decode::<TrackRejected>()
+                    .map_err(decode_error)?
+                    .reason,
+            )
+        } else if envelope.is::<TrackFailed>() {
+            Some(
+                envelope
+                    .decode::<TrackFailed>()
+                    .map_err(decode_error)?
+                    .reason,
+            )
+        } else if envelope.is::<TrackTranscoded>() {
+            let event: TrackTranscoded = envelope.decode().map_err(decode_error)?;
+            Some(format!(
+                "{} renditions, {} files",
+                event.renditions.len(),
+                event.files
+            ))
+        } else {
+            None
+        };
+        let entry = TimelineEntry {
+            at,
+            event_id: envelope.id.to_string(),
+            kind: envelope.kind.clone(),
+            detail,
+        };
+        catalog.add_timeline(&track, &entry).await?;
+
+        let mut media = None;
+        if envelope.is::<TrackTranscoded>() {
+            let event: TrackTranscoded = envelope.decode().map_err(decode_error)?;
+            let mut current = catalog.media(&track).await?.unwrap_or_default();
+            current.duration_ms = Some(event.duration_ms);
+            current.renditions = event.details;
+            media = Some(current);
+        } else if envelope.is::<TrackTagged>() {
+            let event: TrackTagged = envelope.decode().map_err(decode_error)?;
+            let mut current = catalog.media(&track).await?.unwrap_or_default();
+            current.artists = event.artists;
+            current.genre = event.genre;
+            current.year = event.year;
+            current.explicit = event.explicit;
+            current.top_tags = event.top_tags;
+            current.artwork = event.artwork;
+            media = Some(current);
+        } else if envelope.is::<TrackPublished>() {
+            let event: TrackPublished = envelope.decode().map_err(decode_error)?;
+            let mut current = catalog.media(&track).await?.unwrap_or_default();
+            current.prefix = Some(event.prefix);
+            current.duration_ms = Some(event.duration_ms);
+            current.loudness_lufs = Some(event.loudness_lufs);
+            current.gain_db = Some(event.gain_db);
+            media = Some(current);
+        }
+        if let Some(mut media) = media {
+            media.track_id = track;
+            catalog.put_media(&media, self.clock.now_ms()).await?;
+        }
+        Ok(())
+    }
+}
+
+fn chrono_ms(rfc3339: &str) -> Option<i64> {
+    let time = humantime::parse_rfc3339_weak(rfc3339.trim_end_matches('Z')).ok()?;
+    let elapsed = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(elapsed.as_millis()).ok()
+}
+
+pub(crate) fn routes() -> OpenApiRouter<App> {
+    OpenApiRouter::new().routes(routes!(get_catalog))
+}
+
+/// A track's catalog entry: its media facts and processing timeline.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CatalogEntry {
+    /// Media facts (absent until the catalog consumer has seen the track's events).
+    media: Option<TrackMedia>,
+    /// Processing timeline, oldest first.
+    timeline: Vec<TimelineEntry>,
+}
+
+/// The catalog's view of a track; visible as the track is (anyone once ready, its uploader and
+/// administrators always).
+#[utoipa::path(get, path = "/api/v1/tracks/{id}/catalog", tag = "uploads", params(("id" = String, Path)),
+    responses((status = 200, body = CatalogEntry), (status = 404, body = ErrorBody)))]
+async fn get_catalog(
+    app: App,
+    MaybeAuthUser(caller): MaybeAuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<CatalogEntry>> {
+    crate::processing::ensure_visible(&app, caller.as_ref(), &id).await?;
+    Ok(Json(CatalogEntry {
+        media: app.catalog.media(&id).await?,
+        timeline: app.catalog.timeline(&id).await?,
+    }))
+}
