@@ -88,6 +88,60 @@ struct Inner {
     hooks: Arc<dyn Hooks>,
     alt_svc: arc_swap::ArcSwapOption<HeaderValue>,
     stats: Stats,
+    hot: Hot,
+}
+
+/// Metric handles and header values made once instead of per request (a registry lookup or a
+/// `format!` per response shows in profiles at tens of thousands of requests a second).
+struct Hot {
+    requests: [[std::sync::OnceLock<metrics::Counter>; STATUS_LABELS.len()]; 3],
+    outcomes: [std::sync::OnceLock<metrics::Counter>; 8],
+    bytes: [std::sync::OnceLock<metrics::Counter>; 2],
+    cache_status: [HeaderValue; 8],
+}
+
+impl Hot {
+    fn new(id: &str) -> Self {
+        Self {
+            requests: Default::default(),
+            outcomes: Default::default(),
+            bytes: Default::default(),
+            cache_status: CacheOutcome::ALL.map(|outcome| {
+                HeaderValue::from_str(&format!("{id}; {}", outcome.cache_status()))
+                    .unwrap_or_else(|_| HeaderValue::from_static("edge"))
+            }),
+        }
+    }
+
+    fn request(&self, protocol: Protocol, status: StatusCode) -> &metrics::Counter {
+        let label = status_label(status);
+        let index = STATUS_LABELS
+            .iter()
+            .position(|known| *known == label)
+            .unwrap_or(STATUS_LABELS.len() - 1);
+        self.requests[protocol as usize][index].get_or_init(|| {
+            metrics::counter!(
+                "cadenza_edge_requests_total",
+                "protocol" => protocol.as_str(),
+                "status" => label
+            )
+        })
+    }
+
+    fn outcome(&self, outcome: CacheOutcome) -> &metrics::Counter {
+        self.outcomes[outcome.index()].get_or_init(
+            || metrics::counter!("cadenza_edge_cache_total", "outcome" => outcome.as_str()),
+        )
+    }
+
+    fn bytes(&self, hit: bool) -> &metrics::Counter {
+        self.bytes[usize::from(hit)].get_or_init(|| {
+            metrics::counter!(
+                "cadenza_edge_bytes_served_total",
+                "cache" => if hit { "hit" } else { "miss" }
+            )
+        })
+    }
 }
 
 /// Counters behind the hit-ratio gauges.
@@ -140,6 +194,7 @@ impl Engine {
             let signing = config.token_keys[0].id.clone();
             Some(url_token::Keyring::new(keys, &signing)?)
         };
+        let hot = Hot::new(&config.id);
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
@@ -150,6 +205,7 @@ impl Engine {
                 hooks,
                 alt_svc: arc_swap::ArcSwapOption::empty(),
                 stats: Stats::default(),
+                hot,
             }),
         })
     }
@@ -190,12 +246,10 @@ impl Engine {
                 .headers_mut()
                 .insert(header::ALT_SVC, (*alt_svc).clone());
         }
-        metrics::counter!(
-            "cadenza_edge_requests_total",
-            "protocol" => context.protocol.as_str(),
-            "status" => status_label(response.status())
-        )
-        .increment(1);
+        self.inner
+            .hot
+            .request(context.protocol, response.status())
+            .increment(1);
         response
     }
 
@@ -254,7 +308,7 @@ impl Engine {
         };
         let primary = self.inner.hooks.cache_key(&path_and_query, request);
         let (response, outcome) = self.lookup(request, &primary, &path_and_query).await;
-        metrics::counter!("cadenza_edge_cache_total", "outcome" => outcome.as_str()).increment(1);
+        self.inner.hot.outcome(outcome).increment(1);
         self.inner
             .hooks
             .logging(request, response.status(), outcome, context);
@@ -657,21 +711,17 @@ impl Engine {
         }
         headers.remove(header::CONTENT_LENGTH);
         headers.remove(header::DATE);
-        if let Ok(value) = HeaderValue::from_str(&format!(
-            "{}; {}",
-            self.inner.config.id,
-            outcome.cache_status()
-        )) {
-            headers.insert(HeaderName::from_static("cache-status"), value);
-        }
+        headers.insert(
+            HeaderName::from_static("cache-status"),
+            self.inner.hot.cache_status[outcome.index()].clone(),
+        );
         let head_only = request.method == Method::HEAD;
         let count = |bytes: u64| {
             stats.bytes.fetch_add(bytes, Ordering::Relaxed);
             if outcome.is_hit() {
                 stats.hit_bytes.fetch_add(bytes, Ordering::Relaxed);
             }
-            metrics::counter!("cadenza_edge_bytes_served_total", "cache" => if outcome.is_hit() { "hit" } else { "miss" })
-                .increment(bytes);
+            self.inner.hot.bytes(outcome.is_hit()).increment(bytes);
         };
         if status != StatusCode::OK {
             // Other statuses are relayed whole, ranges and validators aside.
@@ -861,13 +911,10 @@ impl Engine {
                 headers.append(name.clone(), value.clone());
             }
         }
-        if let Ok(value) = HeaderValue::from_str(&format!(
-            "{}; {}",
-            self.inner.config.id,
-            CacheOutcome::Bypass.cache_status()
-        )) {
-            headers.insert(HeaderName::from_static("cache-status"), value);
-        }
+        headers.insert(
+            HeaderName::from_static("cache-status"),
+            self.inner.hot.cache_status[CacheOutcome::Bypass.index()].clone(),
+        );
         let body = if request.method == Method::HEAD {
             empty()
         } else {
@@ -978,9 +1025,16 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
 
+/// Every status label, exact codes first.
+const STATUS_LABELS: [&str; 13] = [
+    "200", "206", "304", "400", "403", "404", "416", "502", "1xx", "2xx", "3xx", "4xx", "5xx",
+];
+
 fn status_label(status: StatusCode) -> &'static str {
-    const EXACT: [&str; 8] = ["200", "206", "304", "400", "403", "404", "416", "502"];
-    if let Some(label) = EXACT.iter().find(|label| **label == status.as_str()) {
+    if let Some(label) = STATUS_LABELS[..8]
+        .iter()
+        .find(|label| **label == status.as_str())
+    {
         return label;
     }
     match status.as_u16() / 100 {

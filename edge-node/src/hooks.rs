@@ -51,6 +51,23 @@ impl CacheOutcome {
         }
     }
 
+    /// Every outcome, in [`Self::index`] order.
+    pub const ALL: [Self; 8] = [
+        Self::HitMemory,
+        Self::HitDisk,
+        Self::StaleWhileRevalidate,
+        Self::StaleIfError,
+        Self::Revalidated,
+        Self::Miss,
+        Self::Bypass,
+        Self::Error,
+    ];
+
+    /// Position in [`Self::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// Metric label.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -48,6 +48,8 @@ async fn a_fill_that_dies_leaves_nothing_in_the_cache() {
     let origin = TestOrigin::start().await;
     let body = bytes_of(100_000, 3);
     let mut broken = TestObject::new(body.clone(), "public, max-age=3600");
+    // Every waiter joins before the first byte (300 ms), and the fill dies part-way.
+    broken.delay_ms = 300;
     broken.chunk = 10_000;
     broken.chunk_pause_ms = 5;
     broken.break_after = Some(50_000);
