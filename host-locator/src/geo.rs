@@ -7,6 +7,7 @@
 //! 60 MB for GeoLite2-City) and lookups are just as fast. A new file that does not parse
 //! leaves the old database in service; the failure is logged and counted.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -96,7 +97,7 @@ pub enum GeoError {
 #[derive(Debug)]
 pub struct GeoIp {
     path: Option<PathBuf>,
-    reader: ArcSwapOption<Reader<Vec<u8>>>,
+    reader: ArcSwapOption<Db>,
     seen: Mutex<Option<Stamp>>,
 }
 
@@ -115,7 +116,7 @@ impl GeoIp {
         let reader = load(path)?;
         Ok(Self {
             path: Some(path.to_path_buf()),
-            reader: ArcSwapOption::from_pointee(reader),
+            reader: ArcSwapOption::from_pointee(Db::new(reader)),
             seen: Mutex::new(stamp(path)),
         })
     }
@@ -127,11 +128,11 @@ impl GeoIp {
 
     /// The database's type and build time, for logs.
     pub fn describe(&self) -> Option<String> {
-        self.reader.load().as_ref().map(|reader| {
+        self.reader.load().as_ref().map(|db| {
             format!(
                 "{} built at {}",
-                reader.metadata().database_type,
-                reader.metadata().build_epoch
+                db.reader.metadata().database_type,
+                db.reader.metadata().build_epoch
             )
         })
     }
@@ -143,21 +144,31 @@ impl GeoIp {
             return None;
         }
         let guard = self.reader.load();
-        let reader = guard.as_ref()?;
-        let result = reader.lookup(ip).ok()?;
+        let db = guard.as_ref()?;
+        let result = db.reader.lookup(ip).ok()?;
+        // Many networks share one record: each record is decoded once, then remembered by
+        // its offset in the data section (for this version of the file only).
+        let offset = result.offset()?;
+        if let Some(fix) = db.fixes.get(offset) {
+            return fix;
+        }
         // Only two paths of the record are read; the rest (names in many languages,
         // subdivisions, postal codes) is skipped by size, never decoded.
-        let location: Location = result.decode_path(&maxminddb::path!["location"]).ok()??;
-        let point = GeoPoint {
-            lat: location.latitude?,
-            lon: location.longitude?,
-        };
-        let country = result
-            .decode_path::<&str>(&maxminddb::path!["country", "iso_code"])
-            .ok()
-            .flatten()
-            .and_then(|code| code.as_bytes().try_into().ok());
-        Some(GeoFix { point, country })
+        let fix = (|| {
+            let location: Location = result.decode_path(&maxminddb::path!["location"]).ok()??;
+            let point = GeoPoint {
+                lat: location.latitude?,
+                lon: location.longitude?,
+            };
+            let country = result
+                .decode_path::<&str>(&maxminddb::path!["country", "iso_code"])
+                .ok()
+                .flatten()
+                .and_then(|code| code.as_bytes().try_into().ok());
+            Some(GeoFix { point, country })
+        })();
+        db.fixes.insert(offset, fix);
+        fix
     }
 
     /// Reloads the database if its file changed. `Ok(true)` when a new one is in service.
@@ -176,7 +187,7 @@ impl GeoIp {
         // Record the attempt first, so a corrupt file is reported once, not every tick.
         *self.seen.lock().expect("geoip stamp lock") = current;
         let reader = load(path)?;
-        self.reader.store(Some(Arc::new(reader)));
+        self.reader.store(Some(Arc::new(Db::new(reader))));
         Ok(true)
     }
 
@@ -209,6 +220,90 @@ impl GeoIp {
                 }
             }
         })
+    }
+}
+
+/// A database in service and the records decoded from it so far.
+#[derive(Debug)]
+struct Db {
+    reader: Reader<Vec<u8>>,
+    fixes: FixCache,
+}
+
+impl Db {
+    fn new(reader: Reader<Vec<u8>>) -> Self {
+        Self {
+            reader,
+            fixes: FixCache::new(),
+        }
+    }
+}
+
+/// Decoded records by data-section offset: 64 shards of bounded maps (a full shard is
+/// cleared and refills), so memory stays bounded whatever the traffic.
+#[derive(Debug)]
+struct FixCache {
+    shards: Box<[Mutex<FixShard>]>,
+}
+
+/// One shard: decoded records (or `None`: a record without a location) by offset.
+type FixShard = HashMap<usize, Option<GeoFix>, OffsetHasher>;
+
+const FIX_SHARDS: usize = 64;
+const FIX_SHARD_CAPACITY: usize = 4096;
+
+impl FixCache {
+    fn new() -> Self {
+        Self {
+            shards: (0..FIX_SHARDS)
+                .map(|_| Mutex::new(HashMap::default()))
+                .collect(),
+        }
+    }
+
+    fn shard(&self, offset: usize) -> &Mutex<FixShard> {
+        // Records are a few dozen bytes apart; mix before choosing a shard.
+        let mixed = (offset as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58;
+        &self.shards[mixed as usize % FIX_SHARDS]
+    }
+
+    fn get(&self, offset: usize) -> Option<Option<GeoFix>> {
+        self.shard(offset)
+            .lock()
+            .expect("geoip fix cache lock")
+            .get(&offset)
+            .copied()
+    }
+
+    fn insert(&self, offset: usize, fix: Option<GeoFix>) {
+        let mut shard = self.shard(offset).lock().expect("geoip fix cache lock");
+        if shard.len() >= FIX_SHARD_CAPACITY {
+            shard.clear();
+        }
+        shard.insert(offset, fix);
+    }
+}
+
+/// Hashes an offset with one multiplication (offsets are not attacker-chosen keys: they come
+/// from the database file, and each shard is bounded anyway).
+type OffsetHasher = std::hash::BuildHasherDefault<MultiplyHasher>;
+
+#[derive(Debug, Default)]
+struct MultiplyHasher(u64);
+
+impl std::hash::Hasher for MultiplyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.0 = (value as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
