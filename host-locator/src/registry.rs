@@ -353,7 +353,16 @@ impl Node {
         }
     }
 
-    fn report(&self, registration: &Registration, now: i64) {
+    /// Records a heartbeat; `true` when something selection ranks by may have changed: load,
+    /// health or overload, or a silence of at least [`AGGREGATE_MS`] (which is how a node
+    /// that had timed out comes back: every timeout is at least a second).
+    fn report(&self, registration: &Registration, now: i64) -> bool {
+        let silent_for = now - self.last_seen_ms.load(Ordering::Acquire);
+        let before = (
+            self.load_milli.load(Ordering::Relaxed),
+            self.healthy.load(Ordering::Relaxed),
+            self.overloaded.load(Ordering::Relaxed),
+        );
         let capacity = self.description.capacity;
         // No declared capacity: load cannot be judged, so it counts as none.
         let fraction = |used: u64, total: u64| {
@@ -368,6 +377,8 @@ impl Node {
         self.overloaded
             .store(registration.overloaded, Ordering::Relaxed);
         self.last_seen_ms.store(now, Ordering::Release);
+        let after = (load, registration.healthy, registration.overloaded);
+        silent_for >= AGGREGATE_MS || before != after
     }
 
     /// Whether the node may be chosen at `now`: heard from within `timeout_ms` (or static),
@@ -398,6 +409,67 @@ pub struct Site {
     pub unit: [f64; 3],
     /// Its edges (indexes into [`Snapshot::nodes`]).
     pub edges: Vec<usize>,
+    /// What at least one of its edges serves ([`serves`] bits).
+    pub serves: u8,
+    /// Its available edges and their load, recomputed at most once a [`AGGREGATE_MS`] or
+    /// after a heartbeat changed something (see [`Site::availability`]).
+    pub aggregate: SiteAggregate,
+}
+
+/// How long a site's aggregate may be reused, ms.
+pub const AGGREGATE_MS: i64 = 1_000;
+
+/// A site's available edges and their summed load, with when they were counted.
+#[derive(Debug)]
+pub struct SiteAggregate {
+    at_ms: AtomicI64,
+    available: AtomicU32,
+    load_milli: AtomicU64,
+}
+
+impl Default for SiteAggregate {
+    fn default() -> Self {
+        Self {
+            at_ms: AtomicI64::new(i64::MIN),
+            available: AtomicU32::new(0),
+            load_milli: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Site {
+    /// Its available edges (whatever they serve) and their mean load at `now`, from the
+    /// aggregate when it is recent, else counted again. Concurrent recounts are harmless: each
+    /// stores a complete, recent answer.
+    pub fn availability(&self, nodes: &[Arc<Node>], now: i64, timeout_ms: i64) -> (u32, f64) {
+        let aggregate = &self.aggregate;
+        let at = aggregate.at_ms.load(Ordering::Acquire);
+        if at == i64::MIN || now < at || now - at >= AGGREGATE_MS {
+            let (mut count, mut load) = (0u32, 0u64);
+            for &index in &self.edges {
+                let node = &nodes[index];
+                if node.is_available(now, timeout_ms) {
+                    count += 1;
+                    load += u64::from(node.load_milli.load(Ordering::Relaxed));
+                }
+            }
+            aggregate.available.store(count, Ordering::Relaxed);
+            aggregate.load_milli.store(load, Ordering::Relaxed);
+            aggregate.at_ms.store(now, Ordering::Release);
+            return (count, mean_load(count, load));
+        }
+        let count = aggregate.available.load(Ordering::Relaxed);
+        let load = aggregate.load_milli.load(Ordering::Relaxed);
+        (count, mean_load(count, load))
+    }
+}
+
+fn mean_load(count: u32, load_milli: u64) -> f64 {
+    if count == 0 {
+        0.0
+    } else {
+        load_milli as f64 / f64::from(count) / 1000.0
+    }
 }
 
 /// An immutable view of every node's description, with its indexes.
@@ -446,11 +518,16 @@ impl Snapshot {
                     lat: lat / n,
                     lon: lon / n,
                 };
+                let serves = edges
+                    .iter()
+                    .fold(0, |bits, &index| bits | nodes[index].serves);
                 Site {
                     name: name.to_owned(),
                     location,
                     unit: crate::geo::unit_vector(location),
                     edges,
+                    serves,
+                    aggregate: SiteAggregate::default(),
                 }
             })
             .collect();
@@ -460,6 +537,16 @@ impl Snapshot {
             v4,
             v6,
             generation,
+        }
+    }
+}
+
+impl Snapshot {
+    /// Makes the next selection recount every site (after a node's state changed other than
+    /// through a heartbeat, which does this itself).
+    pub fn invalidate_aggregates(&self) {
+        for site in &self.sites {
+            site.aggregate.at_ms.store(i64::MIN, Ordering::Release);
         }
     }
 }
@@ -512,7 +599,9 @@ impl Registry {
             .find(|node| node.description.id == description.id)
             && node.description == description
         {
-            node.report(registration, now);
+            if node.report(registration, now) {
+                current.invalidate_aggregates();
+            }
             return Upsert::Refreshed;
         }
         let _writer = self.write.lock().expect("registry write lock");

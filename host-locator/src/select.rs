@@ -222,15 +222,44 @@ pub fn select(
         );
     }
 
-    // 2. Edges by penalised site distance.
-    let mut sites = rank_sites(snapshot, near, &usable, params);
-    if sites.is_empty() && near.len() < snapshot.sites.len() {
+    // 2. Edges by penalised site distance: the nearest sites ranked from their aggregates;
+    // if none of them yields a usable edge for this request, every site, counted exactly.
+    let isp_boxes = candidates.len();
+    let sites = rank_sites(snapshot, near, need, now, params);
+    let mut rest = pick_edges(snapshot, &sites, &usable, track, params, &mut candidates);
+    if candidates.len() == isp_boxes && candidates.len() < params.max_candidates && rest.is_empty()
+    {
         let everything = nearest_sites(snapshot, client.location, true);
-        sites = rank_sites(snapshot, &everything, &usable, params);
+        let sites = rank_sites_exact(snapshot, &everything, &usable, params);
+        rest = pick_edges(snapshot, &sites, &usable, track, params, &mut candidates);
     }
+    if candidates.len() < params.max_candidates && !rest.is_empty() {
+        // Same-site spares, nearest site first and by rendezvous weight within a site.
+        rest.sort_unstable_by(|a, b| a.2.total_cmp(&b.2).then(b.1.cmp(&a.1)));
+        candidates.extend(rest.into_iter().map(|(index, _, distance)| Candidate {
+            node: index,
+            reason: Reason::Fallback,
+            distance_km: distance,
+        }));
+    }
+    candidates.truncate(params.max_candidates);
+    Answer { candidates }
+}
+
+/// The primary edge (by rendezvous weight) of each site in order, then returns the other
+/// usable edges as spares `(node, weight, distance)`.
+fn pick_edges(
+    snapshot: &Snapshot,
+    sites: &[(usize, f64, f64)],
+    usable: &impl Fn(usize) -> bool,
+    track: u64,
+    params: &Params,
+    candidates: &mut Vec<Candidate>,
+) -> Vec<(usize, u64, f64)> {
+    let nodes = &snapshot.nodes;
     // The primary edge of each site first (independent failure domains), then the rest.
     let mut rest: Vec<(usize, u64, f64)> = Vec::new();
-    for &(site, distance, _) in &sites {
+    for &(site, distance, _) in sites {
         if candidates.len() >= params.max_candidates {
             break;
         }
@@ -263,21 +292,40 @@ pub fn select(
             });
         }
     }
-    if candidates.len() < params.max_candidates && !rest.is_empty() {
-        // Same-site spares, nearest site first and by rendezvous weight within a site.
-        rest.sort_unstable_by(|a, b| a.2.total_cmp(&b.2).then(b.1.cmp(&a.1)));
-        candidates.extend(rest.into_iter().map(|(index, _, distance)| Candidate {
-            node: index,
-            reason: Reason::Fallback,
-            distance_km: distance,
-        }));
+    rest
+}
+
+/// The near sites that may serve the request, ranked by distance plus the load penalty from
+/// each site's aggregate (recent within a second); best score first.
+fn rank_sites(
+    snapshot: &Snapshot,
+    near: &[(usize, f64)],
+    need: u8,
+    now: i64,
+    params: &Params,
+) -> Vec<(usize, f64, f64)> {
+    let mut ranked: Vec<(usize, f64, f64)> = Vec::with_capacity(near.len());
+    for &(index, distance) in near {
+        let site = &snapshot.sites[index];
+        if site.serves & need != need {
+            continue;
+        }
+        let (count, mean_load) =
+            site.availability(&snapshot.nodes, now, params.heartbeat_timeout_ms);
+        if count > 0 {
+            ranked.push((
+                index,
+                distance,
+                distance + params.load_penalty_km * mean_load * mean_load,
+            ));
+        }
     }
-    candidates.truncate(params.max_candidates);
-    Answer { candidates }
+    ranked.sort_by(|a, b| a.2.total_cmp(&b.2));
+    ranked
 }
 
 /// Sites with at least one usable edge, with their distance and score, best score first.
-fn rank_sites(
+fn rank_sites_exact(
     snapshot: &Snapshot,
     near: &[(usize, f64)],
     usable: &impl Fn(usize) -> bool,
@@ -515,20 +563,26 @@ mod tests {
         let a = &snapshot.nodes[0];
         a.overloaded
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        registry.snapshot().invalidate_aggregates();
         assert_eq!(ids(&registry, near_a, "t", None, 0)[0].0, "b-1");
         a.overloaded
             .store(false, std::sync::atomic::Ordering::SeqCst);
+        registry.snapshot().invalidate_aggregates();
         a.healthy.store(false, std::sync::atomic::Ordering::SeqCst);
+        registry.snapshot().invalidate_aggregates();
         assert_eq!(ids(&registry, near_a, "t", None, 0)[0].0, "b-1");
         a.healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+        registry.snapshot().invalidate_aggregates();
         a.load_milli
             .store(1000, std::sync::atomic::Ordering::SeqCst);
+        registry.snapshot().invalidate_aggregates();
         assert_eq!(
             ids(&registry, near_a, "t", None, 0)[0].0,
             "b-1",
             "at capacity"
         );
         a.load_milli.store(0, std::sync::atomic::Ordering::SeqCst);
+        registry.snapshot().invalidate_aggregates();
         assert_eq!(ids(&registry, near_a, "t", None, 0)[0].0, "a-1");
         assert_eq!(
             ids(&registry, near_a, "t", None, 10_001).len(),
@@ -553,6 +607,7 @@ mod tests {
         let near = &registry.snapshot().nodes[0];
         near.load_milli
             .store(200, std::sync::atomic::Ordering::SeqCst);
+        registry.snapshot().invalidate_aggregates();
         assert_eq!(
             ids(&registry, here, "t", None, 0)[0].0,
             "near-1",
@@ -560,6 +615,7 @@ mod tests {
         );
         near.load_milli
             .store(900, std::sync::atomic::Ordering::SeqCst);
+        registry.snapshot().invalidate_aggregates();
         assert_eq!(
             ids(&registry, here, "t", None, 0)[0].0,
             "close-1",
