@@ -225,45 +225,15 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
     let origin_endpoint = endpoint(&origin_listener, &origin_admin)?;
 
     let token_secret = secret_file(&options.data_dir, "url-token-key")?;
-    let edge_config = edge_node::Config {
-        id: "edge-1".to_owned(),
-        listen: Some(SocketAddr::new(options.host, port(4))),
-        tls_listen: Some(SocketAddr::new(options.host, port(5))),
-        admin_listen: SocketAddr::new(options.host, port(1004)),
-        parents: vec![origin_endpoint.url.clone()],
-        fill_key: Some(Secret::new(fill_key)),
-        purge_key: Some(Secret::new(secret_file(&options.data_dir, "purge-key")?)),
-        token_keys: vec![edge_node::config::TokenKey {
-            id: "demo".to_owned(),
-            secret: Secret::new(token_secret.clone()),
-        }],
-        disk_cache_dir: Some(options.data_dir.join("edge-cache")),
-        disk_cache_bytes: 1024 * 1024 * 1024,
-        memory_cache_bytes: 128 * 1024 * 1024,
-        locator: Some(edge_node::register::LocatorConfig {
-            url: format!("http://{}", locator_listener.local_addr()?),
-            token: Secret::new(node_token.clone()),
-            site: "local".to_owned(),
-            lat: Some(50.11),
-            lon: Some(8.68),
-            address: None,
-            h1_url: None,
-            h2_url: None,
-            h3_url: None,
-            heartbeat_secs: 2,
-            capacity_connections: 10_000,
-            capacity_egress_bps: 10_000_000_000,
-        }),
+    let common = EdgeCommon {
+        host: options.host,
+        fill_key,
+        purge_key: secret_file(&options.data_dir, "purge-key")?,
+        token_secret: token_secret.clone(),
+        locator: format!("http://{}", locator_listener.local_addr()?),
+        node_token: node_token.clone(),
         log_format: options.log_format,
-        ..edge_node::Config::default()
     };
-    edge_config
-        .validate()
-        .context("the edge's configuration is invalid")?;
-    let edge_listeners = edge_node::Listeners::bind(&edge_config)
-        .await
-        .context("failed to bind the edge; is another Cadenza running? Try --base-port")?;
-    let edge_engine = edge_node::Engine::new(edge_config, Arc::new(edge_node::EdgeHooks))?;
 
     let mut tasks = vec![
         tokio::spawn(control_plane::run(
@@ -285,27 +255,37 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
             shutdown.clone(),
         )),
     ];
-    let (edge_addresses, edge_task) =
-        edge_node::start(edge_engine, edge_listeners, shutdown.clone())?;
-    tasks.push(edge_task);
-    let tls = edge_addresses
-        .tls
-        .map(|address| format!("https://localhost:{}", address.port()))
-        .unwrap_or_default();
-    let edge = EdgeEndpoint {
-        id: "edge-1".to_owned(),
-        url: edge_addresses
-            .cleartext
-            .map(|address| format!("http://{address}"))
-            .unwrap_or_default(),
-        h3: if edge_addresses.http3 {
-            tls.clone()
-        } else {
-            String::new()
+    // Two edges in two simulated places: edge-1 in Frankfurt fills from the origin; edge-2 in
+    // Amsterdam fills from edge-1 first, then from the origin (a parent chain).
+    let (edge_1, task) = start_edge(
+        &common,
+        EdgePlan {
+            id: "edge-1",
+            site: "fra",
+            location: (50.11, 8.68),
+            ports: (port(4), port(5), port(1004)),
+            parents: vec![origin_endpoint.url.clone()],
+            cache_dir: options.data_dir.join("edge-1-cache"),
         },
-        tls,
-        admin: format!("http://{}", edge_addresses.admin),
-    };
+        shutdown.clone(),
+    )
+    .await?;
+    tasks.push(task);
+    let (edge_2, task) = start_edge(
+        &common,
+        EdgePlan {
+            id: "edge-2",
+            site: "ams",
+            location: (52.37, 4.90),
+            ports: (port(6), port(7), port(1006)),
+            parents: vec![edge_1.url.clone(), origin_endpoint.url.clone()],
+            cache_dir: options.data_dir.join("edge-2-cache"),
+        },
+        shutdown.clone(),
+    )
+    .await?;
+    tasks.push(task);
+    let edge = edge_1.clone();
 
     let control_plane_endpoint = endpoint_of(cp_listener_addr, cp_admin_addr);
     let demo_track = match demo_track(&control_plane_endpoint.url, &demo, &options.data_dir).await {
@@ -322,7 +302,7 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
         control_plane: control_plane_endpoint,
         host_locator: locator_endpoint,
         origin: origin_endpoint,
-        edges: vec![edge],
+        edges: vec![edge_1, edge_2],
         isp_boxes: Vec::new(),
         demo,
         demo_track,
@@ -338,6 +318,98 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
         node_token,
         tasks,
     })
+}
+
+/// What every demo edge shares.
+struct EdgeCommon {
+    host: IpAddr,
+    fill_key: String,
+    purge_key: String,
+    token_secret: String,
+    locator: String,
+    node_token: String,
+    log_format: LogFormat,
+}
+
+/// One demo edge.
+struct EdgePlan {
+    id: &'static str,
+    site: &'static str,
+    location: (f64, f64),
+    /// Cleartext, TLS (and HTTP/3), admin.
+    ports: (u16, u16, u16),
+    parents: Vec<String>,
+    cache_dir: PathBuf,
+}
+
+/// Binds and starts one edge, registered with the host locator.
+async fn start_edge(
+    common: &EdgeCommon,
+    plan: EdgePlan,
+    shutdown: Shutdown,
+) -> anyhow::Result<(EdgeEndpoint, JoinHandle<anyhow::Result<()>>)> {
+    let config = edge_node::Config {
+        id: plan.id.to_owned(),
+        listen: Some(SocketAddr::new(common.host, plan.ports.0)),
+        tls_listen: Some(SocketAddr::new(common.host, plan.ports.1)),
+        admin_listen: SocketAddr::new(common.host, plan.ports.2),
+        parents: plan.parents,
+        fill_key: Some(Secret::new(common.fill_key.clone())),
+        purge_key: Some(Secret::new(common.purge_key.clone())),
+        token_keys: vec![edge_node::config::TokenKey {
+            id: "demo".to_owned(),
+            secret: Secret::new(common.token_secret.clone()),
+        }],
+        disk_cache_dir: Some(plan.cache_dir),
+        disk_cache_bytes: 1024 * 1024 * 1024,
+        memory_cache_bytes: 128 * 1024 * 1024,
+        locator: Some(edge_node::register::LocatorConfig {
+            url: common.locator.clone(),
+            token: Secret::new(common.node_token.clone()),
+            site: plan.site.to_owned(),
+            lat: Some(plan.location.0),
+            lon: Some(plan.location.1),
+            address: None,
+            h1_url: None,
+            h2_url: None,
+            h3_url: None,
+            heartbeat_secs: 2,
+            capacity_connections: 10_000,
+            capacity_egress_bps: 10_000_000_000,
+        }),
+        log_format: common.log_format,
+        ..edge_node::Config::default()
+    };
+    config
+        .validate()
+        .with_context(|| format!("{}'s configuration is invalid", plan.id))?;
+    let listeners = edge_node::Listeners::bind(&config).await.with_context(|| {
+        format!(
+            "failed to bind {}; is another Cadenza running? Try --base-port",
+            plan.id
+        )
+    })?;
+    let engine = edge_node::Engine::new(config, Arc::new(edge_node::EdgeHooks))?;
+    let (addresses, task) = edge_node::start(engine, listeners, shutdown)?;
+    let tls = addresses
+        .tls
+        .map(|address| format!("https://localhost:{}", address.port()))
+        .unwrap_or_default();
+    let endpoint = EdgeEndpoint {
+        id: plan.id.to_owned(),
+        url: addresses
+            .cleartext
+            .map(|address| format!("http://{address}"))
+            .unwrap_or_default(),
+        h3: if addresses.http3 {
+            tls.clone()
+        } else {
+            String::new()
+        },
+        tls,
+        admin: format!("http://{}", addresses.admin),
+    };
+    Ok((endpoint, task))
 }
 
 /// The demo track: uploaded as the demo artist and processed by the pipeline at first start

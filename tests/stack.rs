@@ -105,6 +105,7 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
 
     // The edge registers itself with the host locator, which sends players to it.
     let locator = &written.host_locator;
+    assert_eq!(written.edges.len(), 2);
     let mut found = Value::Null;
     for _ in 0..100 {
         let answer = http
@@ -114,11 +115,18 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
             .unwrap();
         if answer.status() == 200 {
             found = answer.json().await.unwrap();
-            break;
+            if found["candidates"]
+                .as_array()
+                .is_some_and(|all| all.len() == 2)
+            {
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The default client location is Frankfurt: edge-1 there first, edge-2 (Amsterdam) next.
     assert_eq!(found["candidates"][0]["node"], "edge-1", "{found}");
+    assert_eq!(found["candidates"][1]["node"], "edge-2", "{found}");
     assert_eq!(
         written.edges[0].h3, found["candidates"][0]["url"],
         "{found}"
@@ -173,6 +181,12 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
         .await
         .unwrap();
     assert_eq!(direct, via_edge);
+    // edge-2 fills from edge-1 (its first parent) and serves the same bytes.
+    let second = segment_url.replace(&written.edges[0].url, &written.edges[1].url);
+    assert_ne!(second, segment_url);
+    let via_second = http.get(&second).send().await.unwrap();
+    assert_eq!(via_second.status(), 200);
+    assert_eq!(via_second.bytes().await.unwrap(), via_edge);
     // Without the token, the edge refuses.
     let untokened = format!("{}{path}", written.edges[0].url);
     assert_eq!(http.get(&untokened).send().await.unwrap().status(), 403);
