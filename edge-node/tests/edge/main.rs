@@ -3,6 +3,7 @@
 mod support;
 
 mod caching;
+mod certificates;
 mod input;
 mod ranges;
 mod restart;
