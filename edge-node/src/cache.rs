@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use moka::notification::RemovalCause;
 use serde::{Deserialize, Serialize};
-use xxhash_rust::xxh3::{xxh3_64, xxh3_128};
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::freshness::Policy;
 
@@ -143,7 +143,7 @@ pub fn variant_key(primary: &str, names: &[String], request: &HeaderMap) -> Stri
         let value = if name == "accept-encoding" {
             // Normalised to the one coding the node asks parents for, so that the many
             // spellings of Accept-Encoding do not split the cache.
-            if crate::engine::accepts_gzip(request) {
+            if http_semantics::accepts_gzip(request) {
                 "gzip"
             } else {
                 ""
@@ -515,11 +515,6 @@ fn decode(bytes: &[u8]) -> Option<Object> {
     }
     let meta: Meta = serde_json::from_slice(meta_bytes).ok()?;
     Some(Object::new(meta, Bytes::copy_from_slice(body)))
-}
-
-/// A 64-bit hash of bytes, for tests that compare contents cheaply.
-pub fn fingerprint(bytes: &[u8]) -> u64 {
-    xxh3_64(bytes)
 }
 
 #[cfg(test)]

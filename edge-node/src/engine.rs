@@ -114,16 +114,12 @@ impl Hot {
     }
 
     fn request(&self, protocol: Protocol, status: StatusCode) -> &metrics::Counter {
-        let label = status_label(status);
-        let index = STATUS_LABELS
-            .iter()
-            .position(|known| *known == label)
-            .unwrap_or(STATUS_LABELS.len() - 1);
+        let index = status_index(status);
         self.requests[protocol as usize][index].get_or_init(|| {
             metrics::counter!(
                 "cadenza_edge_requests_total",
                 "protocol" => protocol.as_str(),
-                "status" => label
+                "status" => STATUS_LABELS[index]
             )
         })
     }
@@ -472,7 +468,7 @@ impl Engine {
         path_and_query: &str,
         stale: Option<Arc<Object>>,
     ) -> Arc<Fill> {
-        let gzip = accepts_gzip(&request.headers);
+        let gzip = http_semantics::accepts_gzip(&request.headers);
         let fill_key = format!("{primary}\u{0}{}", if gzip { "gzip" } else { "identity" });
         let (fill, created) = self.inner.fills.join(&fill_key);
         if created {
@@ -998,24 +994,11 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
 }
 
 fn preflight(headers: &HeaderMap) -> Response<Body> {
-    let mut response = build(StatusCode::NO_CONTENT, HeaderMap::new(), empty());
-    let out = response.headers_mut();
-    out.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    out.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, OPTIONS"),
-    );
-    if let Some(requested) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
-        out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
-    }
-    out.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
-    response
+    build(
+        StatusCode::NO_CONTENT,
+        http_semantics::preflight_headers(headers),
+        empty(),
+    )
 }
 
 fn strip_port(host: &str) -> &str {
@@ -1030,38 +1013,18 @@ const STATUS_LABELS: [&str; 13] = [
     "200", "206", "304", "400", "403", "404", "416", "502", "1xx", "2xx", "3xx", "4xx", "5xx",
 ];
 
-fn status_label(status: StatusCode) -> &'static str {
-    if let Some(label) = STATUS_LABELS[..8]
+/// The position of a status's label in [`STATUS_LABELS`]: its own for the common codes, its
+/// class otherwise.
+fn status_index(status: StatusCode) -> usize {
+    let exact = [200, 206, 304, 400, 403, 404, 416, 502];
+    exact
         .iter()
-        .find(|label| **label == status.as_str())
-    {
-        return label;
-    }
-    match status.as_u16() / 100 {
-        1 => "1xx",
-        2 => "2xx",
-        3 => "3xx",
-        4 => "4xx",
-        _ => "5xx",
-    }
-}
-
-/// Whether a request accepts gzip (a `gzip` coding with a non-zero q-value).
-pub fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';');
-            let name = parts.next().unwrap_or("").trim();
-            let refused = parts.any(|param| {
-                param
-                    .trim()
-                    .strip_prefix("q=")
-                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
-            });
-            name.eq_ignore_ascii_case("gzip") && !refused
+        .position(|code| *code == status.as_u16())
+        .unwrap_or_else(|| match status.as_u16() / 100 {
+            1 => 8,
+            2 => 9,
+            3 => 10,
+            4 => 11,
+            _ => 12,
         })
 }

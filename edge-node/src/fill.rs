@@ -79,12 +79,6 @@ impl Fill {
         self.bump();
     }
 
-    /// Bytes received so far.
-    pub fn received(&self) -> u64 {
-        let state = self.state.lock().expect("fill lock");
-        state.chunks.iter().map(|chunk| chunk.len() as u64).sum()
-    }
-
     /// The whole body received (for building the stored object).
     pub fn body(&self) -> Bytes {
         let state = self.state.lock().expect("fill lock");

@@ -194,19 +194,10 @@ fn authorised(headers: &HeaderMap, config: &Config) -> bool {
 
 fn preflight(headers: &HeaderMap) -> Response {
     let mut response = StatusCode::NO_CONTENT.into_response();
-    let out = response.headers_mut();
-    cors(out);
-    out.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, OPTIONS"),
-    );
-    if let Some(requested) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
-        out.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
-    }
-    out.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
+    response
+        .headers_mut()
+        .extend(http_semantics::preflight_headers(headers));
+    cors(response.headers_mut());
     response
 }
 
@@ -235,7 +226,7 @@ async fn respond(
     let media_type = content_type(key);
     let gzip = compressible(media_type)
         && total <= config.max_gzip_bytes
-        && accepts_gzip(request)
+        && http_semantics::accepts_gzip(request)
         && !request.contains_key(header::RANGE);
     let etag = if gzip {
         format!("\"{etag_core}-gz\"")
@@ -424,25 +415,6 @@ async fn stream(
         });
     }
     Ok(Body::from_stream(result.into_stream()))
-}
-
-fn accepts_gzip(request: &HeaderMap) -> bool {
-    request
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';');
-            let name = parts.next().unwrap_or("").trim();
-            let refused = parts.any(|param| {
-                param
-                    .trim()
-                    .strip_prefix("q=")
-                    .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q == 0.0))
-            });
-            name.eq_ignore_ascii_case("gzip") && !refused
-        })
 }
 
 fn gzip_bytes(raw: &[u8]) -> Bytes {

@@ -1,15 +1,18 @@
 //! The parts of HTTP semantics (RFC 9110) that both the origin and the edge implement, kept in
 //! one place so that the two answer alike: byte ranges and `multipart/byteranges`,
-//! conditional requests and entity tags, and the media types of Cadenza's delivery formats.
+//! conditional requests and entity tags, gzip negotiation and CORS preflights, and the media
+//! types of Cadenza's delivery formats.
 //!
 //! No I/O: callers pass the representation's metadata and get decisions back.
 
 mod conditional;
 mod media;
+mod negotiate;
 mod range;
 
 pub use conditional::{Precondition, Validators, evaluate_preconditions, if_range_matches};
 pub use media::{compressible, content_type};
+pub use negotiate::{accepts_gzip, preflight_headers};
 pub use range::{ByteRange, Multipart, RangeDecision, parse_range};
 
 /// Formats a time as an HTTP date (IMF-fixdate).

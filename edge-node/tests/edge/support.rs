@@ -55,7 +55,7 @@ impl TestObject {
 }
 
 fn xxhash(bytes: &[u8]) -> u64 {
-    edge_node::cache::fingerprint(bytes)
+    xxhash_rust::xxh3::xxh3_64(bytes)
 }
 
 /// Deterministic pseudo-random bytes.
