@@ -228,31 +228,37 @@ impl App {
     async fn record_in_catalog(&self, envelope: Envelope) -> Result<(), HandlerError> {
         let catalog = &self.catalog;
         let track = envelope.key.clone();
-        let at = chrono_ms(&envelope.occurred_at).unwrap_or_else(|| self.clock.now_ms());
+        let at = envelope
+            .occurred_at_ms()
+            .unwrap_or_else(|| self.clock.now_ms());
         let decode_error = |error: events::DecodeError| HandlerError(error.to_string());
-        let detail = if envelope.is::<TrackRejected>() {
-            Some(
-                envelope
-                    .decode::<TrackRejected>()
-                    .map_err(decode_error)?
-                    .reason,
-            )
+        // Each event is decoded once: a timeline detail, and what it changes in the media facts.
+        let (detail, update) = if envelope.is::<TrackRejected>() {
+            let event: TrackRejected = envelope.decode().map_err(decode_error)?;
+            (Some(event.reason), None)
         } else if envelope.is::<TrackFailed>() {
-            Some(
-                envelope
-                    .decode::<TrackFailed>()
-                    .map_err(decode_error)?
-                    .reason,
-            )
+            let event: TrackFailed = envelope.decode().map_err(decode_error)?;
+            (Some(event.reason), None)
         } else if envelope.is::<TrackTranscoded>() {
             let event: TrackTranscoded = envelope.decode().map_err(decode_error)?;
-            Some(format!(
+            let detail = format!(
                 "{} renditions, {} files",
                 event.renditions.len(),
                 event.files
-            ))
+            );
+            (Some(detail), Some(Update::Transcoded(event)))
+        } else if envelope.is::<TrackTagged>() {
+            (
+                None,
+                Some(Update::Tagged(envelope.decode().map_err(decode_error)?)),
+            )
+        } else if envelope.is::<TrackPublished>() {
+            (
+                None,
+                Some(Update::Published(envelope.decode().map_err(decode_error)?)),
+            )
         } else {
-            None
+            (None, None)
         };
         let entry = TimelineEntry {
             at,
@@ -261,45 +267,46 @@ impl App {
             detail,
         };
         catalog.add_timeline(&track, &entry).await?;
-
-        let mut media = None;
-        if envelope.is::<TrackTranscoded>() {
-            let event: TrackTranscoded = envelope.decode().map_err(decode_error)?;
-            let mut current = catalog.media(&track).await?.unwrap_or_default();
-            current.duration_ms = Some(event.duration_ms);
-            current.renditions = event.details;
-            media = Some(current);
-        } else if envelope.is::<TrackTagged>() {
-            let event: TrackTagged = envelope.decode().map_err(decode_error)?;
-            let mut current = catalog.media(&track).await?.unwrap_or_default();
-            current.artists = event.artists;
-            current.genre = event.genre;
-            current.year = event.year;
-            current.explicit = event.explicit;
-            current.top_tags = event.top_tags;
-            current.artwork = event.artwork;
-            media = Some(current);
-        } else if envelope.is::<TrackPublished>() {
-            let event: TrackPublished = envelope.decode().map_err(decode_error)?;
-            let mut current = catalog.media(&track).await?.unwrap_or_default();
-            current.prefix = Some(event.prefix);
-            current.duration_ms = Some(event.duration_ms);
-            current.loudness_lufs = Some(event.loudness_lufs);
-            current.gain_db = Some(event.gain_db);
-            media = Some(current);
-        }
-        if let Some(mut media) = media {
+        if let Some(update) = update {
+            let mut media = catalog.media(&track).await?.unwrap_or_default();
             media.track_id = track;
+            update.apply(&mut media);
             catalog.put_media(&media, self.clock.now_ms()).await?;
         }
         Ok(())
     }
 }
 
-fn chrono_ms(rfc3339: &str) -> Option<i64> {
-    let time = humantime::parse_rfc3339_weak(rfc3339.trim_end_matches('Z')).ok()?;
-    let elapsed = time.duration_since(std::time::UNIX_EPOCH).ok()?;
-    i64::try_from(elapsed.as_millis()).ok()
+/// What an event changes in a track's media facts.
+enum Update {
+    Transcoded(TrackTranscoded),
+    Tagged(TrackTagged),
+    Published(TrackPublished),
+}
+
+impl Update {
+    fn apply(self, media: &mut TrackMedia) {
+        match self {
+            Self::Transcoded(event) => {
+                media.duration_ms = Some(event.duration_ms);
+                media.renditions = event.details;
+            }
+            Self::Tagged(event) => {
+                media.artists = event.artists;
+                media.genre = event.genre;
+                media.year = event.year;
+                media.explicit = event.explicit;
+                media.top_tags = event.top_tags;
+                media.artwork = event.artwork;
+            }
+            Self::Published(event) => {
+                media.prefix = Some(event.prefix);
+                media.duration_ms = Some(event.duration_ms);
+                media.loudness_lufs = Some(event.loudness_lufs);
+                media.gain_db = Some(event.gain_db);
+            }
+        }
+    }
 }
 
 pub(crate) fn routes() -> OpenApiRouter<App> {

@@ -134,6 +134,15 @@ impl Envelope {
     }
 }
 
+impl Envelope {
+    /// When the event occurred, Unix ms (`None` if `occurred_at` is not RFC 3339).
+    pub fn occurred_at_ms(&self) -> Option<i64> {
+        let time = humantime::parse_rfc3339(&self.occurred_at).ok()?;
+        let elapsed = time.duration_since(UNIX_EPOCH).ok()?;
+        i64::try_from(elapsed.as_millis()).ok()
+    }
+}
+
 fn rfc3339(ms: i64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
         .to_string()
@@ -155,6 +164,12 @@ mod tests {
             provider: "sandbox".into(),
             succeeded_at_ms: 1_700_000_000_000,
         }
+    }
+
+    #[test]
+    fn occurred_at_reads_back_to_the_millisecond() {
+        let envelope = Envelope::new("k", &sample(), 1_700_000_000_123);
+        assert_eq!(envelope.occurred_at_ms(), Some(1_700_000_000_123));
     }
 
     #[test]
