@@ -522,27 +522,10 @@ fn sign_demo_track(
 /// Twenty seconds of a little tune in 44.1 kHz stereo WAV: a C-major arpeggio over a bass,
 /// each note with a soft attack and decay, so the pipeline has music to analyse.
 fn demo_wav() -> Vec<u8> {
-    const RATE: u32 = 44_100;
     let notes = [
         261.63, 329.63, 392.00, 523.25, 392.00, 329.63, 293.66, 349.23,
     ];
-    let frames = 20 * RATE as usize;
-    let data_len = (frames * 4) as u32;
-    let mut out = Vec::with_capacity(44 + frames * 4);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&RATE.to_le_bytes());
-    out.extend_from_slice(&(RATE * 4).to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for n in 0..frames {
-        let t = n as f64 / f64::from(RATE);
+    control_plane::media::wav::pcm_wav(20.0, 44_100, None, |t| {
         let beat = (t * 4.0) as usize;
         let within = t * 4.0 - beat as f64;
         let envelope = (within * 40.0).min(1.0) * (-within * 3.0).exp();
@@ -551,12 +534,8 @@ fn demo_wav() -> Vec<u8> {
         let tau = std::f64::consts::TAU;
         let melody = (tau * note * t).sin() * envelope;
         let low = (tau * bass * t).sin() * 0.5;
-        let left = 0.35 * melody + 0.2 * low;
-        let right = 0.25 * melody + 0.25 * low;
-        out.extend_from_slice(&((left * 32767.0) as i16).to_le_bytes());
-        out.extend_from_slice(&((right * 32767.0) as i16).to_le_bytes());
-    }
-    out
+        (0.35 * melody + 0.2 * low, 0.25 * melody + 0.25 * low)
+    })
 }
 
 fn endpoint(public: &TcpListener, admin: &TcpListener) -> anyhow::Result<Endpoint> {

@@ -10,9 +10,7 @@ use std::process::Command;
 use control_plane::media::analyze::Limits;
 use control_plane::media::transcode::{LADDER, package};
 
-#[path = "common/wav.rs"]
-mod common_wav;
-use common_wav::pcm_wav;
+use control_plane::media::wav::pcm_wav;
 
 /// fdk-aac's AAC-LC encoder delay, in samples.
 const PRIMING: f64 = 2048.0;

@@ -1,6 +1,7 @@
 //! The content-processing pipeline's stages: [`analyze`] (probe, decode, loudness, rejection),
 //! [`transcode`] (the AAC ladder, segmented as it is encoded) and [`package`] (CMAF boxes, HLS
-//! and DASH manifests). Tagging and fingerprinting follow.
+//! and DASH manifests), [`tags`] and [`artwork`] (tags, top tags, thumbnails), [`fingerprint`]
+//! (copy detection), and [`wav`] (synthesised audio for the demo track and the tests).
 
 pub mod analyze;
 pub mod artwork;
@@ -8,3 +9,4 @@ pub mod fingerprint;
 pub mod package;
 pub mod tags;
 pub mod transcode;
+pub mod wav;

@@ -2,8 +2,7 @@
 //! backends. One module per flow.
 
 mod support;
-#[path = "../common/wav.rs"]
-mod wav;
+use control_plane::media::wav;
 
 mod accounts;
 mod billing;

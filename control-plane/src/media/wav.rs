@@ -1,5 +1,5 @@
-//! Test audio: 16-bit stereo PCM WAV files built in memory. Shared by the integration tests
-//! and the analyser's unit tests (each includes this file as a module).
+//! Synthesised audio: 16-bit stereo PCM WAV files built in memory — the launcher's demo track,
+//! and the audio of the analyser's unit tests and the integration tests.
 
 /// A 16-bit stereo PCM WAV of `seconds` at `rate` Hz, where `sample(t)` gives the left and
 /// right values (−1..1) at `t` seconds. `declared_frames` makes the header claim another
