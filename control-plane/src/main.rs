@@ -11,8 +11,7 @@ use control_plane::config::Config;
 use control_plane::store::Clock;
 use control_plane::{App, run};
 use figment::Figment;
-use figment::providers::Serialized;
-use telemetry::{LogFormat, Shutdown};
+use telemetry::{Flags, LogFormat, Shutdown};
 
 /// Cadenza control plane: accounts, packages and playlists.
 #[derive(Debug, Parser)]
@@ -46,24 +45,15 @@ struct Cli {
 
 impl Cli {
     fn overrides(&self) -> Figment {
-        let mut figment = Figment::new();
-        macro_rules! flag {
-            ($($name:ident),*) => {$(
-                if let Some(value) = &self.$name {
-                    figment = figment.merge(Serialized::default(stringify!($name), value));
-                }
-            )*};
-        }
-        flag!(
-            data_dir,
-            listen,
-            admin_listen,
-            user_db_url,
-            inventory_db_url,
-            cache_url,
-            log_format
-        );
-        figment
+        Flags::default()
+            .set("data_dir", self.data_dir.as_ref())
+            .set("listen", self.listen)
+            .set("admin_listen", self.admin_listen)
+            .set("user_db_url", self.user_db_url.as_ref())
+            .set("inventory_db_url", self.inventory_db_url.as_ref())
+            .set("cache_url", self.cache_url.as_ref())
+            .set("log_format", self.log_format)
+            .into()
     }
 }
 

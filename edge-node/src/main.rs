@@ -7,9 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use edge_node::Config;
-use figment::Figment;
-use figment::providers::Serialized;
-use telemetry::{LogFormat, Shutdown};
+use telemetry::{Flags, LogFormat, Shutdown};
 
 /// Cadenza edge node: caches and serves media over HTTP/1.1, HTTP/2 and HTTP/3.
 #[derive(Debug, Parser)]
@@ -37,23 +35,13 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut overrides = Figment::new();
-    if let Some(listen) = cli.listen {
-        overrides = overrides.merge(Serialized::default("listen", listen));
-    }
-    if let Some(listen) = cli.tls_listen {
-        overrides = overrides.merge(Serialized::default("tls_listen", listen));
-    }
-    if let Some(admin) = cli.admin_listen {
-        overrides = overrides.merge(Serialized::default("admin_listen", admin));
-    }
-    if let Some(dir) = &cli.disk_cache_dir {
-        overrides = overrides.merge(Serialized::default("disk_cache_dir", dir));
-    }
-    if let Some(format) = cli.log_format {
-        overrides = overrides.merge(Serialized::default("log_format", format));
-    }
-    let config = match Config::load(cli.config.as_deref(), overrides) {
+    let overrides = Flags::default()
+        .set("listen", cli.listen)
+        .set("tls_listen", cli.tls_listen)
+        .set("admin_listen", cli.admin_listen)
+        .set("disk_cache_dir", cli.disk_cache_dir.as_ref())
+        .set("log_format", cli.log_format);
+    let config = match Config::load(cli.config.as_deref(), overrides.into()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("edge-node: {error}");

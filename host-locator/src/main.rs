@@ -8,11 +8,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use figment::Figment;
-use figment::providers::Serialized;
 use host_locator::config::Config;
 use host_locator::{Locator, run};
-use telemetry::{Clock, LogFormat, Shutdown};
+use telemetry::{Clock, Flags, LogFormat, Shutdown};
 
 /// Cadenza host locator: sends each player to the nearest healthy edge or ISP box.
 #[derive(Debug, Parser)]
@@ -61,20 +59,12 @@ fn main() -> ExitCode {
             }
         };
     }
-    let mut overrides = Figment::new();
-    if let Some(listen) = cli.listen {
-        overrides = overrides.merge(Serialized::default("listen", listen));
-    }
-    if let Some(admin) = cli.admin_listen {
-        overrides = overrides.merge(Serialized::default("admin_listen", admin));
-    }
-    if let Some(path) = &cli.geoip_db {
-        overrides = overrides.merge(Serialized::default("geoip_db", path));
-    }
-    if let Some(format) = cli.log_format {
-        overrides = overrides.merge(Serialized::default("log_format", format));
-    }
-    let config = match Config::load(cli.config.as_deref(), overrides) {
+    let overrides = Flags::default()
+        .set("listen", cli.listen)
+        .set("admin_listen", cli.admin_listen)
+        .set("geoip_db", cli.geoip_db.as_ref())
+        .set("log_format", cli.log_format);
+    let config = match Config::load(cli.config.as_deref(), overrides.into()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("host-locator: {error}");

@@ -7,10 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use figment::Figment;
-use figment::providers::Serialized;
 use origin::{Config, Origin, run};
-use telemetry::{LogFormat, Shutdown};
+use telemetry::{Flags, LogFormat, Shutdown};
 
 /// Cadenza origin: serves packaged media from the object store to edge nodes.
 #[derive(Debug, Parser)]
@@ -35,20 +33,12 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let mut overrides = Figment::new();
-    if let Some(listen) = cli.listen {
-        overrides = overrides.merge(Serialized::default("listen", listen));
-    }
-    if let Some(admin) = cli.admin_listen {
-        overrides = overrides.merge(Serialized::default("admin_listen", admin));
-    }
-    if let Some(url) = &cli.object_store_url {
-        overrides = overrides.merge(Serialized::default("object_store_url", url));
-    }
-    if let Some(format) = cli.log_format {
-        overrides = overrides.merge(Serialized::default("log_format", format));
-    }
-    let config = match Config::load(cli.config.as_deref(), overrides) {
+    let overrides = Flags::default()
+        .set("listen", cli.listen)
+        .set("admin_listen", cli.admin_listen)
+        .set("object_store_url", cli.object_store_url)
+        .set("log_format", cli.log_format);
+    let config = match Config::load(cli.config.as_deref(), overrides.into()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("origin: {error}");

@@ -33,6 +33,34 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Command-line flags, the last configuration layer: every flag given replaces its key.
+///
+/// `Flags::default().set("listen", cli.listen).set("log_format", cli.log_format).into()`
+#[derive(Debug)]
+pub struct Flags(Figment);
+
+impl Default for Flags {
+    fn default() -> Self {
+        Self(Figment::new())
+    }
+}
+
+impl Flags {
+    /// Sets `key` to `value` when the flag was given.
+    pub fn set<T: Serialize>(self, key: &str, value: Option<T>) -> Self {
+        match value {
+            Some(value) => Self(self.0.merge(Serialized::default(key, value))),
+            None => self,
+        }
+    }
+}
+
+impl From<Flags> for Figment {
+    fn from(flags: Flags) -> Self {
+        flags.0
+    }
+}
+
 /// Layers `defaults`, the TOML `file` (if any), `CADENZA_*` variables (nested keys with `__`,
 /// e.g. `CADENZA_AUTH__SESSION_IDLE_TTL_SECS`) and `overrides` (flags), and extracts `T`.
 ///

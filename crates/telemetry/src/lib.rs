@@ -15,7 +15,7 @@ mod shutdown;
 
 pub use admin::{Readiness, ReadinessCheck, admin_router, metrics_handle, track_http};
 pub use clock::Clock;
-pub use config::{Secret, load_layered};
+pub use config::{Flags, Secret, load_layered};
 pub use logging::{LogFormat, init_logging};
 pub use net::{client_addr, request_client_addr};
 pub use shutdown::{Shutdown, run_main, serve};
