@@ -404,7 +404,7 @@ impl DiskTier {
         let tmp = self
             .dir
             .join("tmp")
-            .join(format!("{hash:032x}-{:016x}", rand_suffix()));
+            .join(format!("{hash:032x}-{:016x}", unique_suffix()));
         let target = object_path(&self.dir, hash);
         let write = || -> std::io::Result<u64> {
             let mut file = std::fs::File::create(&tmp)?;
@@ -454,7 +454,9 @@ impl DiskTier {
     }
 }
 
-fn rand_suffix() -> u64 {
+/// A name part no other write in this process (or another process sharing the directory)
+/// uses at the same time: a counter mixed with the process id.
+fn unique_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     COUNTER.fetch_add(1, Ordering::Relaxed) ^ (std::process::id() as u64) << 40

@@ -151,6 +151,8 @@ pub struct Stats {
     pub bytes: AtomicU64,
     /// Body bytes sent from a tier.
     pub hit_bytes: AtomicU64,
+    /// Client connections open now (TCP and QUIC).
+    pub connections: AtomicU64,
 }
 
 impl Engine {

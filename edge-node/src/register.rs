@@ -105,7 +105,7 @@ pub fn spawn(
                 "site": config.site,
                 "urls": {"h1": h1, "h2": h2, "h3": h3},
                 "capacity": {"connections": config.capacity_connections, "egress_bps": config.capacity_egress_bps},
-                "load": {"connections": crate::server::open_connections(), "egress_bps": egress_bps},
+                "load": {"connections": engine.stats().connections.load(Ordering::Relaxed), "egress_bps": egress_bps},
                 "healthy": true,
                 "overloaded": false,
                 "prefixes": [],

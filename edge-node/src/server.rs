@@ -18,26 +18,25 @@ use tokio::net::TcpListener;
 use crate::engine::{Engine, Protocol, RequestContext};
 use crate::tls::Certificates;
 
-static OPEN_CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// Connections open now (TCP and QUIC).
-pub fn open_connections() -> u64 {
-    OPEN_CONNECTIONS.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Counts a connection while it lives.
-struct ConnectionGuard;
+/// Counts a connection in its engine's stats while it lives.
+struct ConnectionGuard(Engine);
 
 impl ConnectionGuard {
-    fn new() -> Self {
-        OPEN_CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Self
+    fn new(engine: &Engine) -> Self {
+        engine
+            .stats()
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Self(engine.clone())
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        OPEN_CONNECTIONS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .stats()
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -109,6 +108,7 @@ pub async fn serve_tcp(
             },
         };
         let _ = stream.set_nodelay(true);
+        let guard = ConnectionGuard::new(&engine);
         let engine = engine.clone();
         let builder = builder.clone();
         let secure = certificates.is_some();
@@ -122,7 +122,7 @@ pub async fn serve_tcp(
                     .into_owned();
                 let watched = graceful.watch(connection);
                 tokio::spawn(async move {
-                    let _guard = ConnectionGuard::new();
+                    let _guard = guard;
                     let _ = watched.await;
                 });
             }
@@ -131,7 +131,7 @@ pub async fn serve_tcp(
                 let watcher = graceful.watcher();
                 let timeout = handshake_timeout;
                 tokio::spawn(async move {
-                    let _guard = ConnectionGuard::new();
+                    let _guard = guard;
                     let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await
                     else {
                         metrics::counter!("cadenza_edge_tls_handshake_failures_total").increment(1);
@@ -171,8 +171,9 @@ pub async fn serve_h3(
         };
         let engine = engine.clone();
         let shutdown = shutdown.clone();
+        let guard = ConnectionGuard::new(&engine);
         tokio::spawn(async move {
-            let _guard = ConnectionGuard::new();
+            let _guard = guard;
             let peer = incoming.remote_address();
             let Ok(connection) = incoming.await else {
                 metrics::counter!("cadenza_edge_tls_handshake_failures_total").increment(1);
