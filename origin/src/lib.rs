@@ -215,7 +215,17 @@ async fn respond(
     let config = &origin.inner.config;
     let store = origin.inner.objects.store();
     let location = Key::from(key);
-    let meta = store.head(&location).await?;
+    // A whole-object GET — what an edge's fill is — reads the object in one call and takes the
+    // metadata from that answer; HEAD and ranges look at the metadata first.
+    let mut whole = if *method == Method::GET && !request.contains_key(header::RANGE) {
+        Some(store.get_opts(&location, GetOptions::default()).await?)
+    } else {
+        None
+    };
+    let meta = match &whole {
+        Some(result) => result.meta.clone(),
+        None => store.head(&location).await?,
+    };
     let total = meta.size;
     let etag_core = meta
         .e_tag
@@ -273,7 +283,10 @@ async fn respond(
     }
 
     if gzip {
-        let raw = store.get(&location).await?.bytes().await?;
+        let raw = match whole.take() {
+            Some(result) => result.bytes().await?,
+            None => store.get(&location).await?.bytes().await?,
+        };
         let body = gzip_bytes(&raw);
         insert(&mut headers, header::CONTENT_TYPE, media_type);
         headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -304,10 +317,10 @@ async fn respond(
         RangeDecision::Full => {
             insert(&mut headers, header::CONTENT_TYPE, media_type);
             insert(&mut headers, header::CONTENT_LENGTH, &total.to_string());
-            let body = if head {
-                Body::empty()
-            } else {
-                stream(origin, &location, &etag_core, None).await?
+            let body = match whole.take() {
+                _ if head => Body::empty(),
+                Some(result) => Body::from_stream(result.into_stream()),
+                None => stream(origin, &location, &etag_core, None).await?,
             };
             Ok((StatusCode::OK, headers, body).into_response())
         }
