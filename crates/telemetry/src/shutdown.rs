@@ -29,6 +29,14 @@ impl Shutdown {
         self.token.cancel();
     }
 
+    /// A handle that triggers with this one but can also be triggered alone (one daemon of
+    /// several in a process).
+    pub fn child(&self) -> Self {
+        Self {
+            token: self.token.child_token(),
+        }
+    }
+
     /// Whether the drain has started.
     pub fn is_triggered(&self) -> bool {
         self.token.is_cancelled()

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::Response;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use edge_node::config::TokenKey;
 use edge_node::{Addresses, Config, EdgeHooks, Engine, Listeners};
 use http::{HeaderMap, StatusCode};
@@ -314,43 +314,16 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
-/// An HTTP/3 client over one QUIC connection.
-pub struct H3Client {
-    send: h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
-    _endpoint: quinn::Endpoint,
-}
+/// An HTTP/3 client over one QUIC connection (the library's, unwrapping for tests).
+pub struct H3Client(edge_node::h3_client::H3Client);
 
 impl H3Client {
     pub async fn connect(address: SocketAddr, certificate: &[u8]) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(rustls_pki_types::CertificateDer::from(certificate.to_vec()))
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![b"h3".to_vec()];
-        let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-        endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-        let connection = endpoint
-            .connect(address, "localhost")
-            .unwrap()
-            .await
-            .unwrap();
-        let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(connection))
-            .await
-            .unwrap();
-        tokio::spawn(async move {
-            let _ = futures::future::poll_fn(|cx| driver.poll_close(cx)).await;
-        });
-        Self {
-            send,
-            _endpoint: endpoint,
-        }
+        Self(
+            edge_node::h3_client::H3Client::connect(address, "localhost", certificate)
+                .await
+                .unwrap(),
+        )
     }
 
     pub async fn get(
@@ -358,23 +331,6 @@ impl H3Client {
         path: &str,
         headers: &[(&str, &str)],
     ) -> (StatusCode, HeaderMap, Bytes) {
-        use bytes::Buf as _;
-        let mut request = http::Request::get(format!("https://localhost{path}"));
-        for (name, value) in headers {
-            request = request.header(*name, *value);
-        }
-        let mut stream = self
-            .send
-            .send_request(request.body(()).unwrap())
-            .await
-            .unwrap();
-        stream.finish().await.unwrap();
-        let response = stream.recv_response().await.unwrap();
-        let mut body = BytesMut::new();
-        while let Some(mut chunk) = stream.recv_data().await.unwrap() {
-            let bytes = chunk.copy_to_bytes(chunk.remaining());
-            body.extend_from_slice(&bytes);
-        }
-        (response.status(), response.headers().clone(), body.freeze())
+        self.0.get(path, headers).await.unwrap()
     }
 }
