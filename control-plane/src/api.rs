@@ -197,6 +197,7 @@ pub fn rfc3339(ms: i64) -> String {
         (name = "payments", description = "Checkout, card payments, provider webhooks, refunds"),
         (name = "subscriptions", description = "Subscriptions and entitlements"),
         (name = "uploads", description = "Track uploads: tus 1.0 resumable uploads and one-request uploads"),
+        (name = "play", description = "Playing: node choice, signed URLs, ad breaks, play events"),
     )
 )]
 struct ApiDoc;
@@ -224,6 +225,7 @@ pub fn router(app: App) -> Router {
         .merge(crate::uploads::routes())
         .merge(crate::processing::routes())
         .merge(crate::catalog::routes())
+        .merge(crate::play::routes())
         .split_for_parts();
     let document = openapi.clone();
     let limit = app.config.limits.max_body_bytes;

@@ -31,6 +31,29 @@ use crate::store::{Database, DatabaseKind, StoreError};
 
 /// The consumer group that persists the catalog.
 pub const CATALOG: &str = "catalog";
+/// The consumer group that keeps the play counters.
+pub const PLAY_COUNTERS: &str = "play-counters";
+
+/// One row of play counters: a track's plays on one day (UTC) in one region.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PlayCounter {
+    /// The track (or ad).
+    pub track_id: String,
+    /// `YYYY-MM-DD`, UTC.
+    pub day: String,
+    /// The site of the node that served the plays.
+    pub region: String,
+    /// Plays started.
+    pub starts: i64,
+    /// Plays heard to the end.
+    pub completes: i64,
+    /// Plays skipped.
+    pub skips: i64,
+    /// Times served as an ad.
+    pub ads: i64,
+    /// Listening, ms.
+    pub listened_ms: i64,
+}
 
 /// A track's media facts: one partition.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -99,6 +122,18 @@ pub trait CatalogStore: Send + Sync + std::fmt::Debug {
         &'a self,
         track_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<TimelineEntry>, StoreError>>;
+    /// Adds `delta` to its row's counters, once per `event_id` (again: no change).
+    fn count_play<'a>(
+        &'a self,
+        event_id: &'a str,
+        delta: &'a PlayCounter,
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// A track's play counters, by day then region.
+    fn play_counters<'a>(
+        &'a self,
+        track_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<PlayCounter>, StoreError>>;
 }
 
 /// The embedded catalog: SQLite.
@@ -201,6 +236,80 @@ impl CatalogStore for SqliteCatalog {
                 .map_err(StoreError::from)
         })
     }
+
+    fn count_play<'a>(
+        &'a self,
+        event_id: &'a str,
+        delta: &'a PlayCounter,
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { Ok(self.count_once(event_id, delta, now).await?) })
+    }
+
+    fn play_counters<'a>(
+        &'a self,
+        track_id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<PlayCounter>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT track_id, day, region, starts, completes, skips, ads, listened_ms FROM play_counters WHERE track_id = ? ORDER BY day, region",
+            )
+            .bind(track_id)
+            .fetch_all(self.db.pool())
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(PlayCounter {
+                        track_id: row.try_get("track_id")?,
+                        day: row.try_get("day")?,
+                        region: row.try_get("region")?,
+                        starts: row.try_get("starts")?,
+                        completes: row.try_get("completes")?,
+                        skips: row.try_get("skips")?,
+                        ads: row.try_get("ads")?,
+                        listened_ms: row.try_get("listened_ms")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+}
+
+impl SqliteCatalog {
+    async fn count_once(
+        &self,
+        event_id: &str,
+        delta: &PlayCounter,
+        now: i64,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.pool().begin().await?;
+        let fresh = sqlx::query(
+            "INSERT INTO counted_events (event_id, counted_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(event_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if fresh.rows_affected() == 1 {
+            sqlx::query(
+                "INSERT INTO play_counters (track_id, day, region, starts, completes, skips, ads, listened_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (track_id, day, region) DO UPDATE SET starts = starts + excluded.starts, completes = completes + excluded.completes, \
+                 skips = skips + excluded.skips, ads = ads + excluded.ads, listened_ms = listened_ms + excluded.listened_ms",
+            )
+            .bind(&delta.track_id)
+            .bind(&delta.day)
+            .bind(&delta.region)
+            .bind(delta.starts)
+            .bind(delta.completes)
+            .bind(delta.skips)
+            .bind(delta.ads)
+            .bind(delta.listened_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
 }
 
 /// Opens the catalog named by `url`: `sqlite://…` (the embedded store). Cassandra/ScyllaDB is
@@ -224,7 +333,79 @@ pub fn catalog_handler(app: App) -> Handler {
     })
 }
 
+/// The `play-counters` consumer: play and ad events add to the counters of their track, day
+/// and region; each event counts once however often it is delivered.
+pub fn play_counters_handler(app: App) -> Handler {
+    Arc::new(move |envelope: Envelope| {
+        let app = app.clone();
+        Box::pin(async move { app.count_play(envelope).await })
+    })
+}
+
 impl App {
+    async fn count_play(&self, envelope: Envelope) -> Result<(), HandlerError> {
+        use events::plays::{AdServed, PlayCompleted, PlayProgressed, PlaySkipped, PlayStarted};
+        let decode_error = |error: events::DecodeError| HandlerError(error.to_string());
+        let at = envelope
+            .occurred_at_ms()
+            .unwrap_or_else(|| self.clock.now_ms());
+        let day = crate::api::rfc3339(at)[..10].to_owned();
+        let (facts, mut delta) = if envelope.is::<PlayStarted>() {
+            let PlayStarted(facts) = envelope.decode().map_err(decode_error)?;
+            (
+                facts,
+                PlayCounter {
+                    starts: 1,
+                    ..PlayCounter::default()
+                },
+            )
+        } else if envelope.is::<PlayProgressed>() {
+            let PlayProgressed(facts) = envelope.decode().map_err(decode_error)?;
+            (facts, PlayCounter::default())
+        } else if envelope.is::<PlayCompleted>() {
+            let PlayCompleted(facts) = envelope.decode().map_err(decode_error)?;
+            (
+                facts,
+                PlayCounter {
+                    completes: 1,
+                    ..PlayCounter::default()
+                },
+            )
+        } else if envelope.is::<PlaySkipped>() {
+            let PlaySkipped(facts) = envelope.decode().map_err(decode_error)?;
+            (
+                facts,
+                PlayCounter {
+                    skips: 1,
+                    ..PlayCounter::default()
+                },
+            )
+        } else if envelope.is::<AdServed>() {
+            let served: AdServed = envelope.decode().map_err(decode_error)?;
+            let delta = PlayCounter {
+                track_id: served.ad_track_id,
+                day,
+                region: served.region,
+                ads: 1,
+                ..PlayCounter::default()
+            };
+            self.catalog
+                .count_play(&envelope.id.to_string(), &delta, self.clock.now_ms())
+                .await?;
+            return Ok(());
+        } else {
+            return Ok(());
+        };
+        delta.track_id = facts.track_id;
+        delta.day = day;
+        delta.region = facts.region;
+        delta.listened_ms = facts.listened_ms as i64;
+        self.catalog
+            .count_play(&envelope.id.to_string(), &delta, self.clock.now_ms())
+            .await?;
+        Ok(())
+    }
+
     async fn record_in_catalog(&self, envelope: Envelope) -> Result<(), HandlerError> {
         let catalog = &self.catalog;
         let track = envelope.key.clone();
@@ -320,6 +501,8 @@ pub struct CatalogEntry {
     media: Option<TrackMedia>,
     /// Processing timeline, oldest first.
     timeline: Vec<TimelineEntry>,
+    /// Play counters by day and region.
+    plays: Vec<PlayCounter>,
 }
 
 /// The catalog's view of a track; visible as the track is (anyone once ready, its uploader and
@@ -335,5 +518,6 @@ async fn get_catalog(
     Ok(Json(CatalogEntry {
         media: app.catalog.media(&id).await?,
         timeline: app.catalog.timeline(&id).await?,
+        plays: app.catalog.play_counters(&id).await?,
     }))
 }

@@ -62,6 +62,8 @@ pub struct Config {
     pub uploads: UploadsConfig,
     /// Content processing.
     pub processing: ProcessingConfig,
+    /// The play API: host locator, URL tokens, ad breaks.
+    pub play: PlayConfig,
     /// The first administrator, created at first start when no admin exists. Unset: an admin
     /// with a random password is created and its credentials are logged once.
     pub bootstrap_admin: Option<BootstrapAdmin>,
@@ -180,6 +182,56 @@ impl Default for ProcessingConfig {
     }
 }
 
+/// The play API: where it asks for nodes, how it signs URL tokens, how it spaces ad breaks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PlayConfig {
+    /// The host locator's base URL (`http://host:port`). Unset: `POST /api/v1/play` answers 503.
+    pub locator_url: Option<String>,
+    /// How long to wait for the host locator, in milliseconds.
+    pub locator_timeout_ms: u64,
+    /// URL-token keys shared with the edges (`[{id, secret}]`); the newest signs.
+    pub url_token_keys: Vec<UrlTokenKey>,
+    /// The id of the key that signs (default: the last of `url_token_keys`).
+    pub url_token_signing_key: Option<String>,
+    /// A token lives for the presentation's duration plus this margin (pauses, seeking), in
+    /// seconds.
+    pub token_margin_secs: u64,
+    /// A play this long after the previous one starts a new listening session (and a free-tier
+    /// session starts with an ad break), in seconds.
+    pub session_idle_secs: u64,
+    /// How often players should report progress, in seconds (told to them in the answer).
+    pub progress_every_secs: u64,
+    /// The control plane's public base URL, for the per-play manifests of ad-supported plays.
+    /// Unset: `http://` + the request's `Host`.
+    pub public_url: Option<String>,
+}
+
+/// One URL-token key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlTokenKey {
+    /// Key id (carried in tokens).
+    pub id: String,
+    /// The shared secret (at least 16 bytes).
+    pub secret: Secret,
+}
+
+impl Default for PlayConfig {
+    fn default() -> Self {
+        Self {
+            locator_url: None,
+            locator_timeout_ms: 2_000,
+            url_token_keys: Vec::new(),
+            url_token_signing_key: None,
+            token_margin_secs: 3_600,
+            session_idle_secs: 30 * 60,
+            progress_every_secs: 30,
+            public_url: None,
+        }
+    }
+}
+
 /// Credentials of the first administrator.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -213,6 +265,7 @@ impl Default for Config {
             catalog_url: None,
             uploads: UploadsConfig::default(),
             processing: ProcessingConfig::default(),
+            play: PlayConfig::default(),
             bootstrap_admin: None,
         }
     }
@@ -389,6 +442,42 @@ impl Config {
             return Err(invalid(
                 "limits.playlist_max_tracks",
                 "playlist limits must be positive",
+            ));
+        }
+        let play = &self.play;
+        if let Some(url) = &play.locator_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "play.locator_url",
+                "expected an http:// or https:// URL",
+            ));
+        }
+        if play
+            .url_token_keys
+            .iter()
+            .any(|key| key.secret.expose().len() < 16 || key.id.is_empty())
+        {
+            return Err(invalid(
+                "play.url_token_keys",
+                "every key needs an id and a secret of at least 16 bytes",
+            ));
+        }
+        if let Some(signing) = &play.url_token_signing_key
+            && !play.url_token_keys.iter().any(|key| &key.id == signing)
+        {
+            return Err(invalid(
+                "play.url_token_signing_key",
+                "must name one of play.url_token_keys",
+            ));
+        }
+        if play.session_idle_secs == 0
+            || play.progress_every_secs == 0
+            || play.locator_timeout_ms == 0
+        {
+            return Err(invalid(
+                "play.session_idle_secs",
+                "play intervals and timeouts must be positive",
             ));
         }
         if let Some(admin) = &self.bootstrap_admin {

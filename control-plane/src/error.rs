@@ -114,6 +114,22 @@ pub enum Error {
         /// Explanation.
         message: String,
     },
+    /// A service this request needs (the host locator, a node) is not there (503).
+    #[error("{message}")]
+    Unavailable {
+        /// Stable code.
+        code: &'static str,
+        /// Explanation.
+        message: String,
+    },
+    /// The thing exists but may not be served, e.g. a track taken down (451).
+    #[error("{message}")]
+    Blocked {
+        /// Stable code.
+        code: &'static str,
+        /// Explanation.
+        message: String,
+    },
     /// A tus chunk's checksum did not match; the chunk was dropped (460, tus's status).
     #[error("checksum mismatch")]
     ChecksumMismatch,
@@ -210,6 +226,14 @@ impl Error {
             Self::PreconditionFailed { code, message } => {
                 (StatusCode::PRECONDITION_FAILED, code, message.clone())
             }
+            Self::Unavailable { code, message } => {
+                (StatusCode::SERVICE_UNAVAILABLE, code, message.clone())
+            }
+            Self::Blocked { code, message } => (
+                StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+                code,
+                message.clone(),
+            ),
             Self::ChecksumMismatch => (
                 StatusCode::from_u16(460).expect("460 is a valid status"),
                 "checksum_mismatch",

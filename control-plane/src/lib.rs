@@ -14,6 +14,7 @@ pub mod media;
 pub mod objects;
 pub mod packages;
 pub mod payments;
+pub mod play;
 pub mod playlists;
 pub mod processing;
 pub mod store;
@@ -77,6 +78,8 @@ pub struct AppInner {
     pub upload_locks: uploads::UploadLocks,
     /// The catalog: per-track media facts and processing timelines.
     pub catalog: Arc<dyn catalog::CatalogStore>,
+    /// The play API's keys, locator client and manifest pieces.
+    pub player: play::Player,
 }
 
 impl Deref for App {
@@ -131,6 +134,8 @@ impl App {
         let logs = HashMap::from([
             (events::payments::TOPIC, users.clone()),
             (events::subscriptions::TOPIC, users.clone()),
+            // Play events are produced in User DB transactions too (with the listening clock).
+            (events::plays::TOPIC, users.clone()),
             // Track events are produced in Inventory DB transactions.
             (events::tracks::TOPIC, inventory.clone()),
         ]);
@@ -147,7 +152,10 @@ impl App {
         };
         let objects = objects::Objects::from_url(&config.object_store_url(), &config.s3)
             .context("failed to open the object store")?;
+        let player =
+            play::Player::new(&config.play).context("the play configuration is invalid")?;
         let app = Self(Arc::new(AppInner {
+            player,
             objects,
             upload_locks: uploads::UploadLocks::default(),
             catalog,
@@ -317,6 +325,16 @@ pub async fn run(
                 shutdown.clone(),
             )
             .context("failed to start the catalog consumer")?,
+    );
+    workers.push(
+        app.bus
+            .subscribe(
+                catalog::PLAY_COUNTERS,
+                events::plays::TOPIC,
+                catalog::play_counters_handler(app.clone()),
+                shutdown.clone(),
+            )
+            .context("failed to start the play-counter consumer")?,
     );
     workers.push(tokio::spawn({
         let app = app.clone();

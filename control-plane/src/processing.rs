@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
+use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use events::Envelope;
 use events::tracks::{
@@ -21,7 +22,7 @@ use events::tracks::{
     TrackTranscoded, TrackUploaded,
 };
 use futures::StreamExt as _;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use tokio::io::AsyncWriteExt as _;
 use utoipa::ToSchema;
@@ -43,6 +44,7 @@ pub const PROCESSING: &str = "processing";
 pub(crate) fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new()
         .routes(routes!(get_track))
+        .routes(routes!(block_track, unblock_track))
         .routes(routes!(track_events))
 }
 
@@ -101,6 +103,68 @@ async fn get_track(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Track>> {
     Ok(Json(load_track(&app, caller.as_ref(), &id).await?))
+}
+
+/// Why a track is taken down.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BlockRequest {
+    /// Shown to players that ask for it (1 to 500 characters).
+    pub reason: String,
+}
+
+/// Take a track down (administrators): it is never played again, whatever its status, until
+/// unblocked. URLs already handed out expire on their own.
+#[utoipa::path(put, path = "/api/v1/tracks/{id}/block", tag = "uploads", security(("bearer" = [])), params(("id" = String, Path)),
+    request_body = BlockRequest,
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn block_track(
+    app: App,
+    caller: crate::auth::AuthUser,
+    ApiPath(id): ApiPath<String>,
+    crate::api::ApiJson(request): crate::api::ApiJson<BlockRequest>,
+) -> Result<StatusCode> {
+    caller.require_admin()?;
+    let reason = request.reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(Error::invalid(
+            "reason",
+            "invalid",
+            "Give a reason of 1 to 500 characters.",
+        ));
+    }
+    set_block(&app, &id, Some(reason)).await
+}
+
+/// Put a blocked track back (administrators).
+#[utoipa::path(delete, path = "/api/v1/tracks/{id}/block", tag = "uploads", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn unblock_track(
+    app: App,
+    caller: crate::auth::AuthUser,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode> {
+    caller.require_admin()?;
+    set_block(&app, &id, None).await
+}
+
+async fn set_block(app: &App, id: &str, reason: Option<&str>) -> Result<StatusCode> {
+    let changed = sqlx::query("UPDATE tracks SET blocked_reason = ?, updated_at = ? WHERE id = ?")
+        .bind(reason)
+        .bind(app.clock.now_ms())
+        .bind(id)
+        .execute(app.inventory.database().pool())
+        .await
+        .map_err(StoreError::from)?;
+    if changed.rows_affected() == 0 {
+        return Err(Error::not_found("track_not_found", "No such track."));
+    }
+    tracing::info!(
+        message = "Track block changed.",
+        track = id,
+        blocked = reason.is_some()
+    );
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The track's progress as server-sent events: a `track` event with the track (as `GET

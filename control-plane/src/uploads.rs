@@ -121,6 +121,24 @@ fn require_artist(caller: &AuthUser) -> Result<()> {
     }
 }
 
+/// The `kind` an upload asks for: `music` (the default) or `ad`, which only administrators may
+/// upload (ads are spliced before free-tier plays).
+fn check_kind(caller: &AuthUser, metadata: &HashMap<String, String>) -> Result<()> {
+    match metadata.get("kind").map(String::as_str) {
+        None | Some("music") => Ok(()),
+        Some("ad") if caller.role == Role::Admin => Ok(()),
+        Some("ad") => Err(Error::forbidden(
+            "admin_required",
+            "Only administrators can upload ads.",
+        )),
+        Some(_) => Err(Error::invalid(
+            "metadata.kind",
+            "invalid",
+            "kind is `music` or `ad`.",
+        )),
+    }
+}
+
 fn check_tus_version(headers: &HeaderMap) -> Result<()> {
     match headers
         .get("tus-resumable")
@@ -197,7 +215,8 @@ async fn tus_options(app: App) -> Response {
 }
 
 /// Create an upload (tus creation). Headers: `Tus-Resumable: 1.0.0`, `Upload-Length`, and
-/// `Upload-Metadata` with `title` and `singer` (and optionally `album`, `filename`).
+/// `Upload-Metadata` with `title` and `singer` (and optionally `album`, `filename`, and `kind`:
+/// `music` or, for administrators, `ad`).
 #[utoipa::path(post, path = "/api/v1/uploads", tag = "uploads", security(("bearer" = [])),
     responses((status = 201, description = "Location names the upload"), (status = 403, body = ErrorBody, description = "artist_required"),
         (status = 412, body = ErrorBody), (status = 413, body = ErrorBody, description = "upload_too_large, quota_exceeded"), (status = 422, body = ErrorBody)))]
@@ -220,6 +239,7 @@ async fn create_upload(app: App, caller: AuthUser, headers: HeaderMap) -> Result
             .get("upload-metadata")
             .and_then(|value| value.to_str().ok()),
     )?;
+    check_kind(&caller, &metadata)?;
     let upload = app.create_upload(&caller.user_id, length, metadata).await?;
     let mut response = StatusCode::CREATED.into_response();
     tus_headers(&mut response);
@@ -409,8 +429,14 @@ async fn one_request_upload(
     }
     let metadata: HashMap<String, String> = query
         .into_iter()
-        .filter(|(key, _)| matches!(key.as_str(), "title" | "singer" | "album" | "filename"))
+        .filter(|(key, _)| {
+            matches!(
+                key.as_str(),
+                "title" | "singer" | "album" | "filename" | "kind"
+            )
+        })
         .collect();
+    check_kind(&caller, &metadata)?;
     let upload = app.create_upload(&caller.user_id, length, metadata).await?;
     let received = app
         .append(&caller, &upload.id, 0, None, request.into_body())
@@ -677,6 +703,10 @@ impl App {
         let title = metadata.get("title").cloned().unwrap_or_default();
         let singer = metadata.get("singer").cloned().unwrap_or_default();
         let album = metadata.get("album").cloned();
+        let kind = match metadata.get("kind").map(String::as_str) {
+            Some("ad") => "ad",
+            _ => "music",
+        };
         let event = TrackUploaded {
             track_id: upload.track_id.clone(),
             upload_id: upload.id.clone(),
@@ -706,13 +736,14 @@ impl App {
         }
         sqlx::query(
             "INSERT INTO tracks (id, name, url, uploaded_by_user_id, singer, album, duration_ms, kind, status, reason, created_at, updated_at, raw_key, raw_size) \
-             VALUES (?, ?, NULL, ?, ?, ?, NULL, 'music', 'uploaded', NULL, ?, ?, ?, ?)",
+             VALUES (?, ?, NULL, ?, ?, ?, NULL, ?, 'uploaded', NULL, ?, ?, ?, ?)",
         )
         .bind(&upload.track_id)
         .bind(&title)
         .bind(&upload.user_id)
         .bind(&singer)
         .bind(album)
+        .bind(kind)
         .bind(now)
         .bind(now)
         .bind(&key)

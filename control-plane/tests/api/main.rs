@@ -9,5 +9,6 @@ mod billing;
 mod errors;
 mod kafka;
 mod packages;
+mod play;
 mod playlists;
 mod uploads;

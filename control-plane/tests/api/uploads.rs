@@ -40,7 +40,7 @@ fn melody_wav(notes: &[f64], seconds: f64, rate: u32, gain: f64) -> Vec<u8> {
 }
 
 /// A 16-bit stereo 44.1 kHz WAV of a 440 Hz tone at −12 dBFS.
-fn tone_wav(seconds: f64) -> Vec<u8> {
+pub(crate) fn tone_wav(seconds: f64) -> Vec<u8> {
     pcm_wav(seconds, 44_100, None, |t| {
         let value = 0.25 * (2.0 * std::f64::consts::PI * 440.0 * t).sin();
         (value, value)
@@ -63,7 +63,7 @@ fn sha1_header(bytes: &[u8]) -> String {
 }
 
 impl TestApp {
-    async fn artist(&self, email: &str) -> String {
+    pub(crate) async fn artist(&self, email: &str) -> String {
         let mut body = crate::support::sign_up_body(email);
         body["role"] = json!("artist");
         let reply = self
@@ -73,7 +73,7 @@ impl TestApp {
         self.log_in(email, crate::support::PASSWORD).await
     }
 
-    async fn tus(
+    pub(crate) async fn tus(
         &self,
         method: Method,
         path: &str,
@@ -571,7 +571,12 @@ async fn one_request_upload(t: &TestApp) {
     assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
 }
 
-async fn upload_bytes(t: &TestApp, token: &str, bytes: Vec<u8>, filename: &str) -> String {
+pub(crate) async fn upload_bytes(
+    t: &TestApp,
+    token: &str,
+    bytes: Vec<u8>,
+    filename: &str,
+) -> String {
     let reply = t
         .tus(
             Method::POST,
@@ -585,7 +590,7 @@ async fn upload_bytes(t: &TestApp, token: &str, bytes: Vec<u8>, filename: &str) 
     reply.body["track_id"].as_str().unwrap().to_owned()
 }
 
-async fn process(t: &TestApp) -> usize {
+pub(crate) async fn process(t: &TestApp) -> usize {
     t.app
         .bus
         .poll(

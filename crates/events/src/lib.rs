@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub mod payments;
+pub mod plays;
 pub mod subscriptions;
 pub mod tracks;
 

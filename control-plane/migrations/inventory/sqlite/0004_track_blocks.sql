@@ -1,0 +1,2 @@
+-- A track an administrator has blocked (a takedown) is never played, whatever its status.
+ALTER TABLE tracks ADD COLUMN blocked_reason TEXT NULL;
