@@ -33,6 +33,8 @@ pub struct StackOptions {
     pub base_port: u16,
     /// Log format of every daemon.
     pub log_format: LogFormat,
+    /// The control plane's clock (tests move a manual one to simulate hours of listening).
+    pub clock: Clock,
 }
 
 /// A daemon's addresses.
@@ -77,6 +79,9 @@ pub struct EdgeEndpoint {
     pub h3: String,
     /// Admin base URL (`/metrics`, `/healthz`, `/readyz`, `/purge`).
     pub admin: String,
+    /// Its TLS certificate (PEM; self-signed in local runs), for `curl --cacert` and players
+    /// that must trust it.
+    pub certificate: PathBuf,
 }
 
 /// The demo track, packaged and playable through the edge.
@@ -117,6 +122,32 @@ pub struct StackInfo {
     pub demo: DemoAccounts,
     /// The demo track (absent if it could not be prepared; the log says why).
     pub demo_track: Option<DemoTrack>,
+    /// Every demo track and the demo ad (ids), as the catalogue holds them.
+    pub demo_catalogue: Vec<DemoEntry>,
+    /// A play of the demo track by the demo listener through the play API, ad included.
+    pub demo_play: Option<DemoPlay>,
+}
+
+/// One track of the demo catalogue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoEntry {
+    /// Track id.
+    pub id: String,
+    /// `music` or `ad`.
+    pub kind: String,
+}
+
+/// A play made through the play API at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoPlay {
+    /// The track played.
+    pub track_id: String,
+    /// The manifest on the primary node (a per-play playlist when ads are spliced in).
+    pub manifest_url: String,
+    /// The same on the fallback nodes.
+    pub fallbacks: Vec<String>,
+    /// How many ads precede the track.
+    pub ads: usize,
 }
 
 /// A running stack.
@@ -130,10 +161,22 @@ pub struct Stack {
     pub host_locator: host_locator::Locator,
     /// The token nodes register with at the host locator.
     pub node_token: String,
+    /// Each edge's own shutdown (it also follows the stack's).
+    edge_shutdowns: Vec<(String, Shutdown)>,
     tasks: Vec<JoinHandle<anyhow::Result<()>>>,
 }
 
 impl Stack {
+    /// Drains and stops one edge (as if its machine went away); the rest keep running.
+    /// Returns whether an edge of that id was running.
+    pub fn stop_edge(&self, id: &str) -> bool {
+        self.edge_shutdowns
+            .iter()
+            .find(|(edge, _)| edge == id)
+            .map(|(_, shutdown)| shutdown.trigger())
+            .is_some()
+    }
+
     /// Waits until every daemon has stopped (after the shutdown handle triggers).
     pub async fn wait(self) -> anyhow::Result<()> {
         for task in self.tasks {
@@ -169,6 +212,10 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
 
     let cp_listener = bind(port(0)).await?;
     let cp_admin = bind(port(1000)).await?;
+    let locator_listener = bind(port(2)).await?;
+    let locator_admin = bind(port(1002)).await?;
+    let node_token = secret_file(&options.data_dir, "node-token")?;
+    let token_secret = secret_file(&options.data_dir, "url-token-key")?;
     let cp_config = ControlPlaneConfig::load(
         None,
         Figment::new()
@@ -178,15 +225,22 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
             ))
             .merge(Serialized::default("listen", cp_listener.local_addr()?))
             .merge(Serialized::default("admin_listen", cp_admin.local_addr()?))
-            .merge(Serialized::default("log_format", options.log_format)),
+            .merge(Serialized::default("log_format", options.log_format))
+            .merge(Serialized::default(
+                "play.locator_url",
+                format!("http://{}", locator_listener.local_addr()?),
+            ))
+            .merge(Serialized::default(
+                "play.url_token_keys",
+                serde_json::json!([{"id": "demo", "secret": token_secret}]),
+            )),
     )
     .context("the control plane's configuration is invalid")?;
-    let app = App::build(cp_config, Clock::system()).await?;
+    let app = App::build(cp_config, options.clock.clone()).await?;
     let demo = demo_accounts(&app, &options.data_dir).await?;
 
-    let locator_listener = bind(port(2)).await?;
-    let locator_admin = bind(port(1002)).await?;
-    let node_token = secret_file(&options.data_dir, "node-token")?;
+    // The control plane asks the locator on behalf of players and forwards their address.
+    let control_plane_net = ipnet::IpNet::from(options.host);
     let locator_config = host_locator::config::Config::load(
         None,
         Figment::new()
@@ -199,6 +253,10 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
                 locator_admin.local_addr()?,
             ))
             .merge(Serialized::default("node_token", &node_token))
+            .merge(Serialized::default(
+                "trusted_proxies",
+                vec![control_plane_net],
+            ))
             .merge(Serialized::default("log_format", options.log_format)),
     )
     .context("the host locator's configuration is invalid")?;
@@ -224,7 +282,6 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
     let origin = origin::Origin::with_objects(origin_config, app.objects.clone());
     let origin_endpoint = endpoint(&origin_listener, &origin_admin)?;
 
-    let token_secret = secret_file(&options.data_dir, "url-token-key")?;
     let common = EdgeCommon {
         host: options.host,
         fill_key,
@@ -255,6 +312,7 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
             shutdown.clone(),
         )),
     ];
+    let (edge_1_shutdown, edge_2_shutdown) = (shutdown.child(), shutdown.child());
     // Two edges in two simulated places: edge-1 in Frankfurt fills from the origin; edge-2 in
     // Amsterdam fills from edge-1 first, then from the origin (a parent chain).
     let (edge_1, task) = start_edge(
@@ -266,8 +324,9 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
             ports: (port(4), port(5), port(1004)),
             parents: vec![origin_endpoint.url.clone()],
             cache_dir: options.data_dir.join("edge-1-cache"),
+            data_dir: options.data_dir.clone(),
         },
-        shutdown.clone(),
+        edge_1_shutdown.clone(),
     )
     .await?;
     tasks.push(task);
@@ -280,24 +339,56 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
             ports: (port(6), port(7), port(1006)),
             parents: vec![edge_1.url.clone(), origin_endpoint.url.clone()],
             cache_dir: options.data_dir.join("edge-2-cache"),
+            data_dir: options.data_dir.clone(),
         },
-        shutdown.clone(),
+        edge_2_shutdown.clone(),
     )
     .await?;
     tasks.push(task);
     let edge = edge_1.clone();
 
     let control_plane_endpoint = endpoint_of(cp_listener_addr, cp_admin_addr);
-    let demo_track = match demo_track(&control_plane_endpoint.url, &demo, &options.data_dir).await {
-        Ok(record) => Some(sign_demo_track(&record, &edge.url, &token_secret)?),
+    let catalogue = match demo_catalogue(&control_plane_endpoint.url, &demo, &options.data_dir)
+        .await
+    {
+        Ok(catalogue) => catalogue,
         Err(error) => {
             tracing::warn!(
-                message = "The demo track could not be prepared; the stack runs without it.",
+                message = "The demo catalogue could not be prepared; the stack runs without it.",
                 error = format!("{error:#}")
             );
-            None
+            DemoCatalogue::default()
         }
     };
+    let demo_track = match catalogue.tracks.first() {
+        Some(record) => Some(sign_demo_track(record, &edge.url, &token_secret)?),
+        None => None,
+    };
+    let demo_play = match catalogue.tracks.first() {
+        Some(record) => match demo_play(&control_plane_endpoint.url, &demo, &record.id).await {
+            Ok(play) => Some(play),
+            Err(error) => {
+                tracing::warn!(
+                    message = "The demo play could not be made.",
+                    error = format!("{error:#}")
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let demo_catalogue = catalogue
+        .tracks
+        .iter()
+        .map(|record| DemoEntry {
+            id: record.id.clone(),
+            kind: "music".to_owned(),
+        })
+        .chain(catalogue.ad.iter().map(|record| DemoEntry {
+            id: record.id.clone(),
+            kind: "ad".to_owned(),
+        }))
+        .collect();
     let info = StackInfo {
         control_plane: control_plane_endpoint,
         host_locator: locator_endpoint,
@@ -306,6 +397,8 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
         isp_boxes: Vec::new(),
         demo,
         demo_track,
+        demo_catalogue,
+        demo_play,
     };
     write_atomically(
         &options.data_dir.join("stack.json"),
@@ -316,6 +409,10 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
         control_plane: app,
         host_locator: locator,
         node_token,
+        edge_shutdowns: vec![
+            ("edge-1".to_owned(), edge_1_shutdown),
+            ("edge-2".to_owned(), edge_2_shutdown),
+        ],
         tasks,
     })
 }
@@ -340,6 +437,8 @@ struct EdgePlan {
     ports: (u16, u16, u16),
     parents: Vec<String>,
     cache_dir: PathBuf,
+    /// Where its certificate is written.
+    data_dir: PathBuf,
 }
 
 /// Binds and starts one edge, registered with the host locator.
@@ -395,6 +494,25 @@ async fn start_edge(
         .tls
         .map(|address| format!("https://localhost:{}", address.port()))
         .unwrap_or_default();
+    let certificate = plan.data_dir.join(format!("{}.pem", plan.id));
+    let pem: String = addresses
+        .certificate
+        .iter()
+        .map(|der| {
+            use base64::Engine as _;
+            let text = base64::engine::general_purpose::STANDARD.encode(der);
+            let lines: Vec<&str> = text
+                .as_bytes()
+                .chunks(64)
+                .map(|line| std::str::from_utf8(line).unwrap_or_default())
+                .collect();
+            format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                lines.join("\n")
+            )
+        })
+        .collect();
+    write_atomically(&certificate, pem.as_bytes())?;
     let endpoint = EdgeEndpoint {
         id: plan.id.to_owned(),
         url: addresses
@@ -408,59 +526,154 @@ async fn start_edge(
         },
         tls,
         admin: format!("http://{}", addresses.admin),
+        certificate,
     };
     Ok((endpoint, task))
 }
 
-/// The demo track: uploaded as the demo artist and processed by the pipeline at first start
-/// (a generated melody), then remembered in `DATA_DIR/demo-track.json`.
-async fn demo_track(
+/// What the demo catalogue became at first start (`DATA_DIR/demo-catalogue.json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct DemoCatalogue {
+    tracks: Vec<DemoTrackRecord>,
+    ad: Option<DemoTrackRecord>,
+}
+
+/// One tune of the demo catalogue: a title and a synthesiser.
+struct Tune {
+    title: &'static str,
+    kind: &'static str,
+    wav: fn() -> Vec<u8>,
+}
+
+const TUNES: [Tune; 3] = [
+    Tune {
+        title: "Cadenza Demo",
+        kind: "music",
+        wav: demo_wav,
+    },
+    Tune {
+        title: "Minor Waltz",
+        kind: "music",
+        wav: waltz_wav,
+    },
+    Tune {
+        title: "Pentatonic Drift",
+        kind: "music",
+        wav: drift_wav,
+    },
+];
+
+const AD_TUNE: Tune = Tune {
+    title: "Cadenza Premium: no ads, ever",
+    kind: "ad",
+    wav: jingle_wav,
+};
+
+/// The demo catalogue: three tunes uploaded by the demo artist and one ad uploaded by the
+/// administrator, all through the real upload API and pipeline at first start, then
+/// remembered in `DATA_DIR/demo-catalogue.json`.
+async fn demo_catalogue(
     api: &str,
     demo: &DemoAccounts,
     data_dir: &Path,
-) -> anyhow::Result<DemoTrackRecord> {
-    let path = data_dir.join("demo-track.json");
+) -> anyhow::Result<DemoCatalogue> {
+    let path = data_dir.join("demo-catalogue.json");
     if let Ok(bytes) = std::fs::read(&path) {
         return serde_json::from_slice(&bytes)
             .with_context(|| format!("{} is corrupt", path.display()));
     }
     let http = reqwest::Client::new();
+    let artist = log_in(&http, api, &demo.artist).await?;
+    let admin = log_in(&http, api, &demo.admin).await?;
+    let mut uploads = Vec::new();
+    // A data directory from before the catalogue already holds the first tune.
+    let earlier: Option<DemoTrackRecord> = std::fs::read(data_dir.join("demo-track.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    for (index, tune) in TUNES.iter().chain([&AD_TUNE]).enumerate() {
+        if index == 0
+            && let Some(record) = &earlier
+        {
+            uploads.push(record.id.clone());
+            continue;
+        }
+        let token = if tune.kind == "ad" { &admin } else { &artist };
+        uploads.push(upload(&http, api, token, tune).await?);
+    }
+    tracing::info!(
+        message = "Preparing the demo catalogue (first start only).",
+        tracks = uploads.len()
+    );
+    let mut catalogue = DemoCatalogue::default();
+    for (index, track) in uploads.into_iter().enumerate() {
+        let record = wait_until_ready(&http, api, &admin, &track).await?;
+        if index < TUNES.len() {
+            catalogue.tracks.push(record);
+        } else {
+            catalogue.ad = Some(record);
+        }
+    }
+    write_atomically(&path, &serde_json::to_vec_pretty(&catalogue)?)?;
+    Ok(catalogue)
+}
+
+async fn log_in(
+    http: &reqwest::Client,
+    api: &str,
+    credentials: &Credentials,
+) -> anyhow::Result<String> {
     let session: serde_json::Value = http
         .post(format!("{api}/api/v1/sessions"))
-        .json(&serde_json::json!({"email": demo.artist.email, "password": demo.artist.password}))
+        .json(&serde_json::json!({"email": credentials.email, "password": credentials.password}))
         .send()
         .await?
         .error_for_status()?
         .json()
         .await?;
-    let token = session["token"]
+    Ok(session["token"]
         .as_str()
         .context("the session has no token")?
-        .to_owned();
+        .to_owned())
+}
+
+async fn upload(
+    http: &reqwest::Client,
+    api: &str,
+    token: &str,
+    tune: &Tune,
+) -> anyhow::Result<String> {
     let upload: serde_json::Value = http
-        .post(format!(
-            "{api}/api/v1/tracks?title=Cadenza%20Demo&singer=Demo%20Artist&filename=demo.wav"
-        ))
-        .bearer_auth(&token)
-        .body(demo_wav())
+        .post(format!("{api}/api/v1/tracks"))
+        .query(&[
+            ("title", tune.title),
+            ("singer", "Demo Artist"),
+            ("filename", "demo.wav"),
+            ("kind", tune.kind),
+        ])
+        .bearer_auth(token)
+        .body((tune.wav)())
         .send()
         .await?
         .error_for_status()?
         .json()
         .await?;
-    let track = upload["track_id"]
+    Ok(upload["track_id"]
         .as_str()
         .context("the upload names no track")?
-        .to_owned();
-    tracing::info!(
-        message = "Preparing the demo track (first start only).",
-        track
-    );
+        .to_owned())
+}
+
+async fn wait_until_ready(
+    http: &reqwest::Client,
+    api: &str,
+    token: &str,
+    track: &str,
+) -> anyhow::Result<DemoTrackRecord> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     loop {
         let state: serde_json::Value = http
             .get(format!("{api}/api/v1/tracks/{track}"))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .send()
             .await?
             .error_for_status()?
@@ -468,26 +681,70 @@ async fn demo_track(
             .await?;
         match state["status"].as_str() {
             Some("ready") => {
-                let record = DemoTrackRecord {
-                    id: track,
+                return Ok(DemoTrackRecord {
+                    id: track.to_owned(),
                     hls: state["hls"].as_str().context("no HLS path")?.to_owned(),
                     dash: state["dash"].as_str().context("no DASH path")?.to_owned(),
-                };
-                write_atomically(&path, &serde_json::to_vec_pretty(&record)?)?;
-                return Ok(record);
+                });
             }
             Some("rejected" | "failed") => {
                 anyhow::bail!(
-                    "the demo track was {}: {}",
+                    "the demo track {track} was {}: {}",
                     state["status"],
                     state["reason"]
                 );
             }
             _ if std::time::Instant::now() > deadline => {
-                anyhow::bail!("the demo track was not ready after five minutes");
+                anyhow::bail!("the demo track {track} was not ready after five minutes");
             }
             _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
         }
+    }
+}
+
+/// A play of the first demo track by the demo listener, through the play API (so on the free
+/// package it starts with the demo ad), once the edges have registered with the locator.
+async fn demo_play(api: &str, demo: &DemoAccounts, track: &str) -> anyhow::Result<DemoPlay> {
+    let http = reqwest::Client::new();
+    let token = log_in(&http, api, &demo.listener).await?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let response = http
+            .post(format!("{api}/api/v1/play"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"track_id": track, "format": "hls", "protocol": "h1", "device": "cadenza-banner"}))
+            .send()
+            .await?;
+        if response.status().is_success() {
+            let answer: serde_json::Value = response.json().await?;
+            return Ok(DemoPlay {
+                track_id: track.to_owned(),
+                manifest_url: answer["manifest_url"]
+                    .as_str()
+                    .context("the play has no manifest")?
+                    .to_owned(),
+                fallbacks: answer["fallbacks"]
+                    .as_array()
+                    .map(|urls| {
+                        urls.iter()
+                            .filter_map(|url| url.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                ads: answer["ads"].as_array().map_or(0, Vec::len),
+            });
+        }
+        // 503 until the edges' first heartbeats reach the locator.
+        if response.status() != reqwest::StatusCode::SERVICE_UNAVAILABLE
+            || std::time::Instant::now() > deadline
+        {
+            anyhow::bail!(
+                "the demo play failed: {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
 
@@ -535,6 +792,58 @@ fn demo_wav() -> Vec<u8> {
         let melody = (tau * note * t).sin() * envelope;
         let low = (tau * bass * t).sin() * 0.5;
         (0.35 * melody + 0.2 * low, 0.25 * melody + 0.25 * low)
+    })
+}
+
+/// Eighteen seconds of a waltz in A minor, three beats to the bar, with a plucked envelope.
+fn waltz_wav() -> Vec<u8> {
+    let notes = [
+        220.00, 261.63, 329.63, 246.94, 293.66, 349.23, 207.65, 246.94, 329.63,
+    ];
+    control_plane::media::wav::pcm_wav(18.0, 44_100, None, |t| {
+        let beat = (t * 3.0) as usize;
+        let within = t * 3.0 - beat as f64;
+        let envelope = (within * 60.0).min(1.0) * (-within * 5.0).exp();
+        let note = notes[beat % notes.len()];
+        let tau = std::f64::consts::TAU;
+        let tone = (tau * note * t).sin() + 0.3 * (tau * 2.0 * note * t).sin();
+        let pad = (tau * notes[(beat / 3) % 3] / 2.0 * t).sin() * 0.3;
+        (
+            0.3 * tone * envelope + 0.15 * pad,
+            0.25 * tone * envelope + 0.2 * pad,
+        )
+    })
+}
+
+/// Sixteen seconds of slow pentatonic bells over a drone.
+fn drift_wav() -> Vec<u8> {
+    let notes = [
+        293.66, 329.63, 440.00, 493.88, 587.33, 493.88, 440.00, 329.63,
+    ];
+    control_plane::media::wav::pcm_wav(16.0, 44_100, None, |t| {
+        let beat = (t * 2.0) as usize;
+        let within = t * 2.0 - beat as f64;
+        let envelope = (within * 20.0).min(1.0) * (-within * 1.5).exp();
+        let note = notes[(beat * 3) % notes.len()];
+        let tau = std::f64::consts::TAU;
+        let bell = (tau * note * t).sin() * envelope;
+        let drone = (tau * 146.83 * t).sin() * 0.25 + (tau * 220.0 * t).sin() * 0.1;
+        (0.35 * bell + drone * 0.6, 0.3 * bell + drone * 0.7)
+    })
+}
+
+/// Eight seconds of a bright jingle: the demo ad.
+fn jingle_wav() -> Vec<u8> {
+    let notes = [523.25, 659.25, 783.99, 1046.50, 783.99, 1046.50];
+    control_plane::media::wav::pcm_wav(8.0, 44_100, None, |t| {
+        let beat = (t * 6.0) as usize;
+        let within = t * 6.0 - beat as f64;
+        let envelope = (within * 80.0).min(1.0) * (-within * 4.0).exp();
+        let note = notes[beat % notes.len()];
+        let tau = std::f64::consts::TAU;
+        let ring = ((tau * note * t).sin() + 0.5 * (tau * 3.0 * note * t).sin()) * envelope;
+        let bass = (tau * 130.81 * t).sin() * 0.2;
+        (0.3 * ring + bass, 0.3 * ring + bass)
     })
 }
 
@@ -666,6 +975,16 @@ pub fn banner(info: &StackInfo, data_dir: &Path) -> String {
         ),
         None => "  The demo track could not be prepared; see the log above.\n\n".to_owned(),
     };
+    let play = match &info.demo_play {
+        Some(play) => format!(
+            "  The demo listener's play of it through the play API ({ads} ad spliced in front, free package):\n\
+             \x20   ffplay -autoexit '{url}'\n\
+             \x20 or, without a window:  ffmpeg -i '{url}' -f null -\n\n",
+            ads = play.ads,
+            url = play.manifest_url,
+        ),
+        None => String::new(),
+    };
     format!(
         "\n  Cadenza is running.\n\n\
          \x20 Control plane   {url}   (API: {url}/api/v1/, OpenAPI: {url}/api/v1/openapi.json)\n\
@@ -674,6 +993,7 @@ pub fn banner(info: &StackInfo, data_dir: &Path) -> String {
          \x20 Origin          {origin}   (fills only; admin: {origin_admin}/metrics)\n\
          {edges}\n\
          {track}\
+         {play}\
          \x20 Demo accounts (log in with POST {url}/api/v1/sessions):\n\
          \x20   listener  {le}  /  {lp}\n\
          \x20   artist    {ae}  /  {ap}\n\

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         host: cli.host,
         base_port: cli.base_port,
         log_format: cli.log_format,
+        clock: telemetry::Clock::system(),
     };
     telemetry::run_main("cadenza", async move {
         let shutdown = Shutdown::new();

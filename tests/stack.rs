@@ -13,6 +13,7 @@ fn options(dir: &std::path::Path) -> StackOptions {
         host: "127.0.0.1".parse().unwrap(),
         base_port: 0,
         log_format: LogFormat::Human,
+        clock: telemetry::Clock::system(),
     }
 }
 
