@@ -977,10 +977,14 @@ pub fn banner(info: &StackInfo, data_dir: &Path) -> String {
     };
     let play = match &info.demo_play {
         Some(play) => format!(
-            "  The demo listener's play of it through the play API ({ads} ad spliced in front, free package):\n\
+            "  The demo listener's play of it through the play API (free package; {ads}):\n\
              \x20   ffplay -autoexit '{url}'\n\
              \x20 or, without a window:  ffmpeg -i '{url}' -f null -\n\n",
-            ads = play.ads,
+            ads = match play.ads {
+                0 => "no ad this time, one came at the start of the session".to_owned(),
+                1 => "an ad spliced in front".to_owned(),
+                n => format!("{n} ads spliced in front"),
+            },
             url = play.manifest_url,
         ),
         None => String::new(),

@@ -886,6 +886,10 @@ pub struct PlayEventRequest {
     /// The player's position in the presentation (ads included), ms.
     #[serde(default)]
     pub position_ms: u64,
+    /// The node now serving the player, when it moved to a fallback (a node id of the play's
+    /// answer); the counters go to that node's region.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// What a play event changed.
@@ -932,7 +936,7 @@ impl App {
             .execute(&mut *tx)
             .await?;
         let Some(row) = sqlx::query(
-            "SELECT track_id, format, device, node_id, region, ads_ms, duration_ms, position_ms, listened_ms, state, created_at FROM plays WHERE id = ? AND user_id = ?",
+            "SELECT track_id, format, device, node_id, region, document, ads_ms, duration_ms, position_ms, listened_ms, state, created_at FROM plays WHERE id = ? AND user_id = ?",
         )
         .bind(&request.play_id)
         .bind(&caller.user_id)
@@ -942,6 +946,27 @@ impl App {
             return Ok(Err(Error::not_found("play_not_found", "No such play of yours.")));
         };
         let state: String = row.try_get("state")?;
+        let (mut node_id, mut region): (String, String) =
+            (row.try_get("node_id")?, row.try_get("region")?);
+        if let Some(node) = &request.node {
+            let document: Option<PlayDocument> =
+                serde_json::from_str(&crate::store::long_text(&row, "document")?).ok();
+            match document.and_then(|document| {
+                document
+                    .nodes
+                    .into_iter()
+                    .find(|candidate| &candidate.id == node)
+            }) {
+                Some(candidate) => (node_id, region) = (candidate.id, candidate.site),
+                None => {
+                    return Ok(Err(Error::invalid(
+                        "node",
+                        "invalid",
+                        "Not one of this play's nodes.",
+                    )));
+                }
+            }
+        }
         let ads_ms: i64 = row.try_get("ads_ms")?;
         let duration_ms: i64 = row.try_get("duration_ms")?;
         let listened_before: i64 = row.try_get("listened_ms")?;
@@ -993,8 +1018,8 @@ impl App {
             play_id: request.play_id.clone(),
             user_id: caller.user_id.clone(),
             track_id: row.try_get("track_id")?,
-            node_id: row.try_get("node_id")?,
-            region: row.try_get("region")?,
+            node_id,
+            region,
             format: row.try_get("format")?,
             device: row.try_get("device")?,
             position_ms: position as u64,

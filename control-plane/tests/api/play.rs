@@ -278,15 +278,33 @@ async fn plays_splice_ads_for_free_listeners_and_count_events(t: &TestApp) {
         "capped at the track's end: {}",
         reply.raw
     );
+    // The player moved to the fallback: what follows counts in that node's region.
+    let mut moved = event("skip", 0);
+    moved["node"] = json!("edge-9");
     let reply = t
         .call(
             Method::POST,
             "/api/v1/play-events",
             Some(&listener),
-            Some(event("skip", 0)),
+            Some(moved.clone()),
         )
         .await;
-    assert_eq!(reply.body["state"], "skipped");
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.raw
+    );
+    moved["node"] = json!("edge-2");
+    let reply = t
+        .call(
+            Method::POST,
+            "/api/v1/play-events",
+            Some(&listener),
+            Some(moved),
+        )
+        .await;
+    assert_eq!(reply.body["state"], "skipped", "{}", reply.raw);
     let reply = t
         .call(
             Method::POST,
@@ -308,7 +326,6 @@ async fn plays_splice_ads_for_free_listeners_and_count_events(t: &TestApp) {
         )
         .await
         .unwrap();
-    // Delivered again: nothing changes.
     let entry = t
         .call(
             Method::GET,
@@ -318,16 +335,44 @@ async fn plays_splice_ads_for_free_listeners_and_count_events(t: &TestApp) {
         )
         .await;
     let plays = &entry.body["plays"];
-    assert_eq!(plays.as_array().unwrap().len(), 1, "{}", entry.raw);
+    assert_eq!(plays.as_array().unwrap().len(), 2, "{}", entry.raw);
+    let row = |region: &str| {
+        plays
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["region"] == region)
+            .unwrap_or_else(|| panic!("no {region} row: {plays}"))
+            .clone()
+    };
+    let (first, second) = (row("site-1"), row("site-2"));
     assert_eq!(
-        (
-            plays[0]["starts"].as_i64(),
-            plays[0]["skips"].as_i64(),
-            plays[0]["region"].as_str()
-        ),
-        (Some(1), Some(1), Some("site-1"))
+        (first["starts"].as_i64(), first["skips"].as_i64()),
+        (Some(1), Some(0))
     );
-    assert_eq!(plays[0]["listened_ms"], 9000);
+    assert_eq!(first["listened_ms"], 9000);
+    assert_eq!(
+        (second["starts"].as_i64(), second["skips"].as_i64()),
+        (Some(0), Some(1))
+    );
+    // An event counted twice (a redelivery) counts once.
+    let delta = control_plane::catalog::PlayCounter {
+        track_id: "redelivered".to_owned(),
+        day: "2026-01-01".to_owned(),
+        region: "site-1".to_owned(),
+        starts: 1,
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        t.app
+            .catalog
+            .count_play("one-event", &delta, 0)
+            .await
+            .unwrap();
+    }
+    let counted = t.app.catalog.play_counters("redelivered").await.unwrap();
+    assert_eq!(counted.len(), 1);
+    assert_eq!(counted[0].starts, 1);
     let ad_entry = t
         .call(
             Method::GET,
