@@ -315,7 +315,7 @@ async fn wait_for_counter(
     track: &str,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    for _ in 0..200 {
+    for _ in 0..600 {
         let (status, entry) = api
             .get(&format!("/api/v1/tracks/{track}/catalog"), token)
             .await;
@@ -373,7 +373,7 @@ async fn a_subscriber_uploads_plays_and_is_counted_over_every_protocol() {
         .await;
     assert!(status < 300, "{paid}");
     let mut ads_per_hour = -1;
-    for _ in 0..100 {
+    for _ in 0..600 {
         let (_, entitlements) = api.get("/api/v1/me/entitlements", &listener).await;
         ads_per_hour = entitlements["free_ads_per_hour"].as_i64().unwrap();
         if ads_per_hour == 0 {
@@ -1057,7 +1057,7 @@ async fn a_player_falls_back_when_its_edge_dies_mid_playback() {
 
     // The locator soon stops offering the dead edge.
     let mut gone = false;
-    for _ in 0..100 {
+    for _ in 0..300 {
         let (status, next) = api
             .post(
                 "/api/v1/play",

@@ -274,6 +274,14 @@ fn entitlements_key(user_id: &str) -> String {
     format!("entitlements:{user_id}")
 }
 
+fn entitlements_generation_key(user_id: &str) -> String {
+    format!("entitlements-generation:{user_id}")
+}
+
+/// How long an entitlements generation is kept: twice the longest entry's life, so no entry
+/// computed under an older generation outlives the newer one.
+const ENTITLEMENTS_GENERATION_TTL: Duration = Duration::from_secs(600);
+
 /// The account-update consumer's handler.
 pub fn account_update_handler(app: App) -> Handler {
     Arc::new(move |envelope: Envelope| {
@@ -400,8 +408,18 @@ impl App {
         Ok(true)
     }
 
-    /// Drops the cached entitlements of a user.
+    /// Drops the cached entitlements of a user. A new generation is set first, so that an
+    /// entry computed from the database before the change and written after this call (a
+    /// reader racing the change) is never served: entries carry the generation they were
+    /// computed under.
     pub(crate) async fn forget_entitlements(&self, user_id: &str) {
+        self.cache
+            .set_json(
+                &entitlements_generation_key(user_id),
+                &crate::store::new_id(),
+                ENTITLEMENTS_GENERATION_TTL,
+            )
+            .await;
         self.cache.delete(&[entitlements_key(user_id)]).await;
     }
 
@@ -410,11 +428,16 @@ impl App {
     pub async fn entitlements(&self, user_id: &str) -> Result<Entitlements> {
         let now = self.clock.now_ms();
         let key = entitlements_key(user_id);
+        let generation: Option<String> = self
+            .cache
+            .get_json(&entitlements_generation_key(user_id))
+            .await;
         if let Some(cached) = self
             .cache
-            .get_json::<(Entitlements, Option<i64>)>(&key)
+            .get_json::<(Entitlements, Option<i64>, Option<String>)>(&key)
             .await
             && cached.1.is_none_or(|until| until > now)
+            && cached.2 == generation
         {
             return Ok(Entitlements {
                 until_ms: cached.1,
@@ -484,7 +507,11 @@ impl App {
             None => Duration::from_secs(300),
         };
         self.cache
-            .set_json(&key, &(entitlements.clone(), entitlements.until_ms), ttl)
+            .set_json(
+                &key,
+                &(entitlements.clone(), entitlements.until_ms, generation),
+                ttl,
+            )
             .await;
         Ok(entitlements)
     }

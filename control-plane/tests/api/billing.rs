@@ -158,12 +158,26 @@ async fn paying_activates_a_subscription(t: &TestApp) {
     );
 
     // Before the account-update service runs, the listener is still on the free package.
-    assert_eq!(t.entitlements(&token).await["source"], "free");
+    let free = t.entitlements(&token).await;
+    assert_eq!(free["source"], "free");
     assert_eq!(t.account_update().await, 1);
     let entitlements = t.entitlements(&token).await;
     assert_eq!(entitlements["package_name"], "Premium");
     assert_eq!(entitlements["free_ads_per_hour"], 0);
     assert_eq!(entitlements["source"], "subscription");
+    // A reader that computed the free package before the change and wrote it to the cache
+    // after the change's invalidation (a race) is not believed: its entry carries the
+    // generation it was computed under, which the invalidation replaced.
+    let user_id = paid.body["user_id"].as_str().unwrap();
+    t.app
+        .cache
+        .set_json(
+            &format!("entitlements:{user_id}"),
+            &json!([free, null, null]),
+            std::time::Duration::from_secs(300),
+        )
+        .await;
+    assert_eq!(t.entitlements(&token).await["package_name"], "Premium");
     let subscriptions = t
         .call(Method::GET, "/api/v1/subscriptions/me", Some(&token), None)
         .await;
