@@ -164,3 +164,123 @@ fn skip_notice(what: &str) {
     use std::io::Write as _;
     let _ = writeln!(std::io::stderr(), "skipped: {what}");
 }
+
+/// Ogg Opus (made by ffmpeg's libopus, an independent encoder) decodes to the source's length
+/// (the header's pre-skip dropped) and loudness, in stereo and mono; the pipeline then packages
+/// it like any other upload.
+#[test]
+fn ogg_opus_uploads_decode_to_the_source_length_and_loudness() {
+    if !ffmpeg_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.wav");
+    std::fs::write(&source, wav(6.0, 48_000)).unwrap();
+    let reference = control_plane::media::analyze::analyze(
+        std::io::Cursor::new(std::fs::read(&source).unwrap()),
+        Some("wav"),
+        &Limits::default(),
+    )
+    .unwrap();
+    for (name, channels) in [("stereo.opus", "2"), ("mono.opus", "1")] {
+        let opus = dir.path().join(name);
+        let encoded = Command::new("ffmpeg")
+            .args(["-v", "error", "-nostdin", "-y", "-i"])
+            .arg(&source)
+            .args(["-ac", channels, "-c:a", "libopus", "-b:a", "128k"])
+            .arg(&opus)
+            .output()
+            .expect("ffmpeg runs");
+        assert!(
+            encoded.status.success(),
+            "{}",
+            String::from_utf8_lossy(&encoded.stderr)
+        );
+        let analysis = control_plane::media::analyze::analyze(
+            std::io::Cursor::new(std::fs::read(&opus).unwrap()),
+            Some("opus"),
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(analysis.sample_rate, 48_000, "{name}");
+        assert_eq!(analysis.channels, channels.parse::<usize>().unwrap());
+        assert_eq!(analysis.bad_packets, 0);
+        // The pre-skip is dropped; the last packet's padding (at most 20 ms) may remain.
+        let extra = analysis.duration_ms as i64 - reference.duration_ms as i64;
+        assert!(
+            (0..=25).contains(&extra),
+            "{name}: {} ms",
+            analysis.duration_ms
+        );
+        if channels == "2" {
+            let drift = (analysis.integrated_lufs - reference.integrated_lufs).abs();
+            assert!(drift < 0.5, "{name}: {} LUFS", analysis.integrated_lufs);
+        }
+        let out = dir.path().join(format!("{name}-out"));
+        let packaged = package(
+            std::io::Cursor::new(std::fs::read(&opus).unwrap()),
+            Some("opus"),
+            &Limits::default(),
+            &LADDER,
+            &out,
+        );
+        assert!(packaged.is_ok(), "{name}: {packaged:?}");
+    }
+}
+
+/// Truncated files of every supported format (made by ffmpeg from one source, cut in half) get a
+/// clear outcome and never a panic: a rejection where the container declares its length (WAV,
+/// FLAC, M4A) and otherwise the shorter track the bytes hold (MP3, Ogg), never longer.
+#[test]
+fn truncated_files_of_every_format_get_a_clear_outcome() {
+    if !ffmpeg_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.wav");
+    std::fs::write(&source, wav(8.0, 44_100)).unwrap();
+    for (extension, codec, declares_length) in [
+        ("wav", "pcm_s16le", true),
+        ("flac", "flac", true),
+        ("m4a", "aac", true),
+        ("mp3", "libmp3lame", false),
+        ("ogg", "libvorbis", false),
+        ("opus", "libopus", false),
+    ] {
+        let file = dir.path().join(format!("whole.{extension}"));
+        let encoded = Command::new("ffmpeg")
+            .args(["-v", "error", "-nostdin", "-y", "-i"])
+            .arg(&source)
+            .args(["-c:a", codec])
+            .arg(&file)
+            .output()
+            .expect("ffmpeg runs");
+        if !encoded.status.success() {
+            panic!("{extension}: {}", String::from_utf8_lossy(&encoded.stderr));
+        }
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes.truncate(bytes.len() / 2);
+        let outcome = control_plane::media::analyze::analyze(
+            std::io::Cursor::new(bytes),
+            Some(extension),
+            &Limits::default(),
+        );
+        match outcome {
+            Err(rejection) => assert!(
+                matches!(rejection.code(), "corrupt" | "not_audio"),
+                "{extension}: {rejection}"
+            ),
+            Ok(analysis) => {
+                assert!(
+                    !declares_length,
+                    "{extension}: a truncated file was accepted"
+                );
+                assert!(
+                    analysis.duration_ms < 6_000,
+                    "{extension}: {} ms from half the bytes",
+                    analysis.duration_ms
+                );
+            }
+        }
+    }
+}

@@ -7,14 +7,15 @@
 //! is held at a time, whatever the track's length. A declared length beyond the limit is
 //! refused before anything is decoded.
 //!
-//! Formats: MP3, AAC and ALAC-free M4A/MP4, FLAC, WAV, Ogg Vorbis (symphonia). Ogg Opus is not
-//! decoded yet (symphonia has no Opus decoder).
+//! Formats: MP3, AAC and ALAC-free M4A/MP4, FLAC, WAV, Ogg Vorbis (symphonia), and Ogg Opus
+//! (symphonia's Ogg reader with the pure-Rust `opus-decoder`, mono or stereo; the pre-skip the
+//! Opus header declares is dropped).
 
 use std::io::{Read, Seek};
 
 use ebur128::{EbuR128, Mode};
 use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::{CODEC_TYPE_NULL, DecoderOptions};
+use symphonia::core::codecs::{CODEC_TYPE_NULL, CODEC_TYPE_OPUS, DecoderOptions};
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::FormatOptions;
 use symphonia::core::io::{MediaSource, MediaSourceStream};
@@ -290,10 +291,7 @@ where
     {
         return Err(too_long());
     }
-    let mut decoder = symphonia::default::get_codecs()
-        .make(&params, &DecoderOptions::default())
-        .map_err(|error| Rejection::NotAudio(format!("unsupported codec ({error})")))?;
-    let mut buffer: Option<SampleBuffer<f32>> = None;
+    let mut decoder = PacketDecoder::new(&params, sample_rate)?;
     let (mut frames, mut packets, mut bad_packets, mut channels) = (0u64, 0u64, 0u64, 0usize);
     loop {
         let packet = match format.next_packet() {
@@ -314,31 +312,14 @@ where
             continue;
         }
         packets += 1;
-        let decoded = match decoder.decode(&packet) {
-            Ok(decoded) => decoded,
-            Err(SymphoniaError::DecodeError(_)) => {
-                bad_packets += 1;
-                continue;
-            }
-            Err(error) => return Err(Rejection::Corrupt(format!("decoding failed ({error})"))),
+        let Some((samples, packet_channels)) = decoder.decode(&packet, sample_rate)? else {
+            bad_packets += 1;
+            continue;
         };
-        let spec = *decoded.spec();
-        if spec.rate != sample_rate {
-            return Err(Rejection::Corrupt(
-                "the sample rate changes mid-stream".to_owned(),
-            ));
+        channels = packet_channels;
+        if samples.is_empty() {
+            continue;
         }
-        channels = spec.channels.count();
-        if channels == 0 || channels > 8 {
-            return Err(Rejection::Corrupt(format!("{channels} channels")));
-        }
-        let buffer =
-            buffer.get_or_insert_with(|| SampleBuffer::new(decoded.capacity() as u64, spec));
-        if buffer.capacity() < decoded.capacity() * channels {
-            *buffer = SampleBuffer::new(decoded.capacity() as u64, spec);
-        }
-        buffer.copy_interleaved_ref(decoded);
-        let samples = buffer.samples();
         frames += (samples.len() / channels) as u64;
         if frames > max_frames {
             return Err(too_long());
@@ -368,6 +349,108 @@ where
         frames,
         bad_packets,
     })
+}
+
+/// One track's decoder: symphonia's, or Opus (which symphonia 0.5 demuxes but cannot decode).
+enum PacketDecoder {
+    Symphonia {
+        decoder: Box<dyn symphonia::core::codecs::Decoder>,
+        buffer: Option<SampleBuffer<f32>>,
+    },
+    Opus {
+        decoder: Box<opus_decoder::OpusDecoder>,
+        pcm: Vec<f32>,
+        channels: usize,
+        /// Frames still to drop from the start (the header's pre-skip).
+        skip: usize,
+    },
+}
+
+impl PacketDecoder {
+    fn new(
+        params: &symphonia::core::codecs::CodecParameters,
+        sample_rate: u32,
+    ) -> Result<Self, Rejection> {
+        if params.codec == CODEC_TYPE_OPUS {
+            let channels = params.channels.map_or(0, |channels| channels.count());
+            if !(1..=2).contains(&channels) {
+                return Err(Rejection::NotAudio(format!(
+                    "unsupported codec (Opus with {channels} channels; mono and stereo are decoded)"
+                )));
+            }
+            let decoder =
+                opus_decoder::OpusDecoder::new(sample_rate, channels).map_err(|error| {
+                    Rejection::NotAudio(format!("unsupported codec (Opus: {error})"))
+                })?;
+            return Ok(Self::Opus {
+                pcm: vec![0.0; opus_decoder::OpusDecoder::MAX_FRAME_SIZE_48K * channels],
+                decoder: Box::new(decoder),
+                channels,
+                skip: params.delay.unwrap_or(0) as usize,
+            });
+        }
+        let decoder = symphonia::default::get_codecs()
+            .make(params, &DecoderOptions::default())
+            .map_err(|error| Rejection::NotAudio(format!("unsupported codec ({error})")))?;
+        Ok(Self::Symphonia {
+            decoder,
+            buffer: None,
+        })
+    }
+
+    /// Decodes one packet into interleaved samples and their channel count; `None` for a
+    /// damaged packet (counted and skipped by the caller).
+    fn decode(
+        &mut self,
+        packet: &symphonia::core::formats::Packet,
+        sample_rate: u32,
+    ) -> Result<Option<(&[f32], usize)>, Rejection> {
+        match self {
+            Self::Symphonia { decoder, buffer } => {
+                let decoded = match decoder.decode(packet) {
+                    Ok(decoded) => decoded,
+                    Err(SymphoniaError::DecodeError(_)) => return Ok(None),
+                    Err(error) => {
+                        return Err(Rejection::Corrupt(format!("decoding failed ({error})")));
+                    }
+                };
+                let spec = *decoded.spec();
+                if spec.rate != sample_rate {
+                    return Err(Rejection::Corrupt(
+                        "the sample rate changes mid-stream".to_owned(),
+                    ));
+                }
+                let channels = spec.channels.count();
+                if channels == 0 || channels > 8 {
+                    return Err(Rejection::Corrupt(format!("{channels} channels")));
+                }
+                let buffer = buffer
+                    .get_or_insert_with(|| SampleBuffer::new(decoded.capacity() as u64, spec));
+                if buffer.capacity() < decoded.capacity() * channels {
+                    *buffer = SampleBuffer::new(decoded.capacity() as u64, spec);
+                }
+                buffer.copy_interleaved_ref(decoded);
+                Ok(Some((buffer.samples(), channels)))
+            }
+            Self::Opus {
+                decoder,
+                pcm,
+                channels,
+                skip,
+            } => {
+                let frames = match decoder.decode_float(&packet.data, pcm, false) {
+                    Ok(frames) => frames,
+                    Err(_) => return Ok(None),
+                };
+                let dropped = (*skip).min(frames);
+                *skip -= dropped;
+                Ok(Some((
+                    &pcm[dropped * *channels..frames * *channels],
+                    *channels,
+                )))
+            }
+        }
+    }
 }
 
 /// Loudness and peaks, fed block by block.
