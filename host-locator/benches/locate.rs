@@ -295,6 +295,15 @@ fn bench(c: &mut Criterion) {
             ))
         })
     });
+    group.bench_function("part_nearest_sites_memo", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % addresses.len();
+            black_box(host_locator::select::nearest_sites_memo(
+                &snapshot, placed[i],
+            ))
+        })
+    });
     group.finish();
     // Still real answers after the measurements.
     let request = Request {

@@ -34,7 +34,7 @@ use crate::config::Config;
 use crate::error::{Error, FieldError};
 use crate::geo::{GeoIp, GeoPoint};
 use crate::registry::{Format, Protocol, Registration, Registry, Upsert};
-use crate::select::{Client, Params, Request as Want, nearest_sites, select};
+use crate::select::{Client, Params, Request as Want, nearest_sites_memo, select};
 
 /// Largest registration body (an ISP box may list many prefixes).
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -141,11 +141,11 @@ impl Locator {
     pub fn locate(&self, ip: IpAddr, fixed: Option<GeoPoint>, want: &Want<'_>) -> Located {
         let (location, source, country) = self.place(ip, fixed);
         let snapshot = self.registry.snapshot();
-        let near = nearest_sites(&snapshot, location, false);
+        let near = nearest_sites_memo(&snapshot, location);
         let client = Client { ip, location };
         let answer = select(
             &snapshot,
-            &near,
+            near.as_slice(),
             &client,
             want,
             self.clock.now_ms(),

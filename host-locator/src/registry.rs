@@ -485,6 +485,9 @@ pub struct Snapshot {
     pub v6: PrefixMap<ipnet::Ipv6Net, Vec<usize>>,
     /// Changes whenever the snapshot is rebuilt (keys memoised answers).
     pub generation: u64,
+    /// The nearest sites of the places clients were placed at (sites do not move within a
+    /// snapshot, so the answer for a place holds until the next one).
+    pub near: crate::select::NearMemo,
 }
 
 impl Snapshot {
@@ -537,6 +540,7 @@ impl Snapshot {
             v4,
             v6,
             generation,
+            near: crate::select::NearMemo::default(),
         }
     }
 }

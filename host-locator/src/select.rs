@@ -128,6 +128,98 @@ pub fn rendezvous_weight(track: u64, node: u64) -> u64 {
 /// How many nearest sites are ranked by load before falling back to a full scan.
 const NEAR_SITES: usize = 8;
 
+/// The nearest sites of a place: at most [`NEAR_SITES`] `(site, distance km)`, nearest first.
+#[derive(Debug, Clone, Copy)]
+pub struct Near {
+    sites: [(usize, f64); NEAR_SITES],
+    len: usize,
+}
+
+impl Near {
+    /// The sites, nearest first.
+    pub fn as_slice(&self) -> &[(usize, f64)] {
+        &self.sites[..self.len]
+    }
+}
+
+/// [`nearest_sites`] answers by place, per snapshot: 32 shards of bounded maps (a full shard
+/// is cleared and refills), so memory stays bounded whatever the traffic.
+#[derive(Debug)]
+pub struct NearMemo {
+    shards: Box<[std::sync::Mutex<NearShard>]>,
+}
+
+type NearShard = std::collections::HashMap<(u64, u64), Near, PlaceHasher>;
+
+const NEAR_SHARDS: usize = 32;
+const NEAR_SHARD_CAPACITY: usize = 4096;
+
+impl Default for NearMemo {
+    fn default() -> Self {
+        Self {
+            shards: (0..NEAR_SHARDS)
+                .map(|_| std::sync::Mutex::new(NearShard::default()))
+                .collect(),
+        }
+    }
+}
+
+impl NearMemo {
+    fn key(point: GeoPoint) -> (u64, u64) {
+        (point.lat.to_bits(), point.lon.to_bits())
+    }
+
+    fn shard(&self, key: (u64, u64)) -> &std::sync::Mutex<NearShard> {
+        let mixed = (key.0 ^ key.1.rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59;
+        &self.shards[mixed as usize % NEAR_SHARDS]
+    }
+}
+
+/// Hashes a place's coordinate bits with one multiplication (places come from the GeoIP file
+/// or the configuration, and each shard is bounded anyway).
+type PlaceHasher = std::hash::BuildHasherDefault<PlaceHash>;
+
+#[derive(Debug, Default)]
+pub struct PlaceHash(u64);
+
+impl std::hash::Hasher for PlaceHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0 ^ value).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// The nearest few sites of `point` (as [`nearest_sites`] without `all`), remembered per
+/// snapshot and place: clients of one city share the scan.
+pub fn nearest_sites_memo(snapshot: &Snapshot, point: GeoPoint) -> Near {
+    let key = NearMemo::key(point);
+    let shard = snapshot.near.shard(key);
+    if let Some(near) = shard.lock().expect("near-site memo lock").get(&key) {
+        return *near;
+    }
+    let found = nearest_sites(snapshot, point, false);
+    let mut near = Near {
+        sites: [(usize::MAX, 0.0); NEAR_SITES],
+        len: found.len(),
+    };
+    near.sites[..found.len()].copy_from_slice(&found);
+    let mut shard = shard.lock().expect("near-site memo lock");
+    if shard.len() >= NEAR_SHARD_CAPACITY {
+        shard.clear();
+    }
+    shard.insert(key, near);
+    near
+}
+
 /// The sites of `snapshot` by plain distance from `point`, nearest first (at most
 /// [`NEAR_SITES`]; all of them when `all`).
 pub fn nearest_sites(snapshot: &Snapshot, point: GeoPoint, all: bool) -> Vec<(usize, f64)> {
@@ -478,6 +570,37 @@ mod tests {
         Client {
             ip: ip.parse().unwrap(),
             location: GeoPoint { lat, lon },
+        }
+    }
+
+    #[test]
+    fn remembered_nearest_sites_are_the_scanned_ones() {
+        let registry = registry(&[
+            edge("a1", "fra", 50.11, 8.68),
+            edge("b1", "ams", 52.37, 4.90),
+            edge("c1", "par", 48.86, 2.35),
+        ]);
+        let snapshot = registry.snapshot();
+        for point in [
+            GeoPoint {
+                lat: 51.0,
+                lon: 5.0,
+            },
+            GeoPoint {
+                lat: 48.0,
+                lon: 3.0,
+            },
+        ] {
+            let scanned = nearest_sites(&snapshot, point, false);
+            assert_eq!(
+                nearest_sites_memo(&snapshot, point).as_slice(),
+                &scanned[..]
+            );
+            // From the memo the second time, the same.
+            assert_eq!(
+                nearest_sites_memo(&snapshot, point).as_slice(),
+                &scanned[..]
+            );
         }
     }
 
