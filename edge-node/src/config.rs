@@ -59,6 +59,9 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// Time a client has to send its request head, seconds.
     pub header_timeout_secs: u64,
+    /// A connection whose client takes no response bytes for this long is closed, seconds
+    /// (slow or stalled readers; TCP listeners — QUIC has its own idle timeout).
+    pub send_timeout_secs: u64,
     /// Connection to a parent, milliseconds.
     pub upstream_connect_timeout_ms: u64,
     /// A parent's response head, milliseconds.
@@ -110,6 +113,7 @@ impl Default for Config {
             max_uri_bytes: 4096,
             max_header_bytes: 16 * 1024,
             header_timeout_secs: 10,
+            send_timeout_secs: 60,
             upstream_connect_timeout_ms: 2_000,
             upstream_first_byte_timeout_ms: 10_000,
             upstream_idle_timeout_ms: 10_000,
@@ -156,6 +160,12 @@ impl Config {
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid("tls_cert", "give tls_cert and tls_key together"));
+        }
+        if self.header_timeout_secs == 0 || self.send_timeout_secs == 0 {
+            return Err(invalid(
+                "send_timeout_secs",
+                "client timeouts (header_timeout_secs, send_timeout_secs) must be positive",
+            ));
         }
         if self.parents.is_empty() {
             return Err(invalid("parents", "at least one parent (the origin)"));

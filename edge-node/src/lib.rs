@@ -17,6 +17,7 @@ pub mod h3_client;
 pub mod hooks;
 pub mod register;
 pub mod server;
+pub mod stall;
 pub mod tls;
 pub mod upstream;
 

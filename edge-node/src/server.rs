@@ -94,6 +94,7 @@ pub async fn serve_tcp(
 ) {
     let builder = builder(&engine);
     let handshake_timeout = Duration::from_secs(engine.config().header_timeout_secs);
+    let send_timeout = Duration::from_secs(engine.config().send_timeout_secs);
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -108,6 +109,7 @@ pub async fn serve_tcp(
             },
         };
         let _ = stream.set_nodelay(true);
+        let stream = crate::stall::SendTimeout::new(stream, send_timeout);
         let guard = ConnectionGuard::new(&engine);
         let engine = engine.clone();
         let builder = builder.clone();

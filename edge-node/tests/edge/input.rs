@@ -250,3 +250,42 @@ async fn http2_continuation_flood_is_cut_off() {
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
+    let origin = TestOrigin::start().await;
+    // Larger than every socket buffer between the two, so the node's writes must stall.
+    let big = bytes_of(48 * 1024 * 1024, 9);
+    origin.put(
+        "/assets/big",
+        TestObject::new(big.clone(), "public, max-age=60"),
+    );
+    let mut config = edge_config(vec![origin.url()]);
+    config.send_timeout_secs = 1;
+    let edge = TestEdge::start_with(config).await;
+    // Warm the cache, so the stall is on the client side only.
+    let warm = edge.h1.get(edge.http("/assets/big")).send().await.unwrap();
+    assert_eq!(warm.bytes().await.unwrap().len(), big.len());
+
+    let mut socket = tokio::net::TcpStream::connect(edge.addresses.cleartext.unwrap())
+        .await
+        .unwrap();
+    socket
+        .write_all(b"GET /assets/big HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    // Take nothing for a while: the node gives up on this client.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut received))
+        .await
+        .expect("the node closed the stalled connection");
+    assert!(
+        read.is_err() || received.len() < big.len(),
+        "a stalled client got the whole object ({} bytes)",
+        received.len()
+    );
+    // A reader that keeps reading gets everything, and the node still serves others.
+    let again = edge.h1.get(edge.http("/assets/big")).send().await.unwrap();
+    assert_eq!(again.bytes().await.unwrap(), big);
+}
