@@ -29,7 +29,7 @@ need h2load nghttp2-client
 need openssl openssl
 if ! command -v oha >/dev/null 2>&1; then
   echo "installing oha (with HTTP/3) from crates.io; this takes a few minutes once"
-  cargo install -q oha --features http3 >/dev/null
+  cargo install -q --locked oha --features http3 >/dev/null
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 

@@ -2,6 +2,11 @@
 //! without progress (nginx's `send_timeout`), so a client that requests and never reads
 //! cannot hold a connection, its task and its buffers for ever. Wraps the TCP stream under
 //! TLS and hyper.
+//!
+//! The hot path stays off the timer wheel: a write that goes through only notes progress; the
+//! one timer per connection is armed at the first stall and, when it fires, re-armed if any
+//! write went through meanwhile. A stalled peer is therefore cut off between one and two
+//! timeouts after its last progress.
 
 use std::io;
 use std::pin::Pin;
@@ -16,9 +21,11 @@ use tokio::time::Sleep;
 pub struct SendTimeout<T> {
     inner: T,
     timeout: Duration,
-    /// One timer per connection, re-armed at each stall (no allocation per stall).
+    /// One timer per connection (no allocation per stall).
     clock: Pin<Box<Sleep>>,
     armed: bool,
+    /// A write went through since the timer was (re)armed.
+    progressed: bool,
 }
 
 impl<T> SendTimeout<T> {
@@ -29,6 +36,7 @@ impl<T> SendTimeout<T> {
             timeout,
             clock: Box::pin(tokio::time::sleep(timeout)),
             armed: false,
+            progressed: false,
         }
     }
 
@@ -36,12 +44,19 @@ impl<T> SendTimeout<T> {
     fn stall(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.armed {
             self.armed = true;
+            self.progressed = false;
             let deadline = tokio::time::Instant::now() + self.timeout;
             self.clock.as_mut().reset(deadline);
         }
-        if self.clock.as_mut().poll(cx).is_ready() {
-            metrics::counter!("cadenza_edge_send_timeouts_total").increment(1);
-            return true;
+        while self.clock.as_mut().poll(cx).is_ready() {
+            if !self.progressed {
+                metrics::counter!("cadenza_edge_send_timeouts_total").increment(1);
+                return true;
+            }
+            // Bytes moved during this period: give the peer another one.
+            self.progressed = false;
+            let deadline = tokio::time::Instant::now() + self.timeout;
+            self.clock.as_mut().reset(deadline);
         }
         false
     }
@@ -72,7 +87,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SendTimeout<T> {
     ) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write(cx, buf) {
             Poll::Ready(result) => {
-                self.armed = false;
+                self.progressed = true;
                 Poll::Ready(result)
             }
             Poll::Pending if self.stall(cx) => Poll::Ready(Err(timed_out())),
@@ -87,7 +102,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SendTimeout<T> {
     ) -> Poll<io::Result<usize>> {
         match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
             Poll::Ready(result) => {
-                self.armed = false;
+                self.progressed = true;
                 Poll::Ready(result)
             }
             Poll::Pending if self.stall(cx) => Poll::Ready(Err(timed_out())),
@@ -102,7 +117,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SendTimeout<T> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match Pin::new(&mut self.inner).poll_flush(cx) {
             Poll::Ready(result) => {
-                self.armed = false;
+                self.progressed = true;
                 Poll::Ready(result)
             }
             Poll::Pending if self.stall(cx) => Poll::Ready(Err(timed_out())),
