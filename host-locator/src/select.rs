@@ -339,7 +339,8 @@ pub fn select(
 }
 
 /// The primary edge (by rendezvous weight) of each site in order, then returns the other
-/// usable edges as spares `(node, weight, distance)`.
+/// usable edges as spares `(node, weight, distance)` — collected only when the primaries did
+/// not fill the answer (the common case needs none, so it allocates none).
 fn pick_edges(
     snapshot: &Snapshot,
     sites: &[(usize, f64, f64)],
@@ -350,27 +351,17 @@ fn pick_edges(
 ) -> Vec<(usize, u64, f64)> {
     let nodes = &snapshot.nodes;
     // The primary edge of each site first (independent failure domains), then the rest.
-    let mut rest: Vec<(usize, u64, f64)> = Vec::new();
+    let mut primaries = 0;
     for &(site, distance, _) in sites {
         if candidates.len() >= params.max_candidates {
             break;
         }
-        let mut best: Option<(u64, usize)> = None;
-        for &index in &snapshot.sites[site].edges {
-            if !usable(index) {
-                continue;
-            }
-            let weight = rendezvous_weight(track, nodes[index].hash);
-            match best {
-                Some((top, _)) if top >= weight => rest.push((index, weight, distance)),
-                _ => {
-                    if let Some((top, previous)) = best {
-                        rest.push((previous, top, distance));
-                    }
-                    best = Some((weight, index));
-                }
-            }
-        }
+        let best = snapshot.sites[site]
+            .edges
+            .iter()
+            .filter(|&&index| usable(index))
+            .map(|&index| (rendezvous_weight(track, nodes[index].hash), index))
+            .max();
         if let Some((_, index)) = best {
             let reason = if candidates.is_empty() {
                 Reason::NearestEdge
@@ -382,6 +373,20 @@ fn pick_edges(
                 reason,
                 distance_km: distance,
             });
+            primaries += 1;
+        }
+    }
+    let mut rest: Vec<(usize, u64, f64)> = Vec::new();
+    if candidates.len() >= params.max_candidates {
+        return rest;
+    }
+    // Too few sites: the other usable edges of the sites seen are the spares.
+    let chosen = &candidates[candidates.len() - primaries..];
+    for &(site, distance, _) in sites {
+        for &index in &snapshot.sites[site].edges {
+            if usable(index) && !chosen.iter().any(|candidate| candidate.node == index) {
+                rest.push((index, rendezvous_weight(track, nodes[index].hash), distance));
+            }
         }
     }
     rest
