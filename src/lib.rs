@@ -495,23 +495,13 @@ async fn start_edge(
         .map(|address| format!("https://localhost:{}", address.port()))
         .unwrap_or_default();
     let certificate = plan.data_dir.join(format!("{}.pem", plan.id));
-    let pem: String = addresses
-        .certificate
-        .iter()
-        .map(|der| {
-            use base64::Engine as _;
-            let text = base64::engine::general_purpose::STANDARD.encode(der);
-            let lines: Vec<&str> = text
-                .as_bytes()
-                .chunks(64)
-                .map(|line| std::str::from_utf8(line).unwrap_or_default())
-                .collect();
-            format!(
-                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-                lines.join("\n")
-            )
-        })
-        .collect();
+    let pem = pem::encode_many(
+        &addresses
+            .certificate
+            .iter()
+            .map(|der| pem::Pem::new("CERTIFICATE", der.clone()))
+            .collect::<Vec<_>>(),
+    );
     write_atomically(&certificate, pem.as_bytes())?;
     let endpoint = EdgeEndpoint {
         id: plan.id.to_owned(),

@@ -350,56 +350,54 @@ impl App {
             .occurred_at_ms()
             .unwrap_or_else(|| self.clock.now_ms());
         let day = crate::api::rfc3339(at)[..10].to_owned();
-        let (facts, mut delta) = if envelope.is::<PlayStarted>() {
-            let PlayStarted(facts) = envelope.decode().map_err(decode_error)?;
-            (
-                facts,
-                PlayCounter {
-                    starts: 1,
-                    ..PlayCounter::default()
-                },
-            )
-        } else if envelope.is::<PlayProgressed>() {
-            let PlayProgressed(facts) = envelope.decode().map_err(decode_error)?;
-            (facts, PlayCounter::default())
-        } else if envelope.is::<PlayCompleted>() {
-            let PlayCompleted(facts) = envelope.decode().map_err(decode_error)?;
-            (
-                facts,
-                PlayCounter {
-                    completes: 1,
-                    ..PlayCounter::default()
-                },
-            )
-        } else if envelope.is::<PlaySkipped>() {
-            let PlaySkipped(facts) = envelope.decode().map_err(decode_error)?;
-            (
-                facts,
-                PlayCounter {
-                    skips: 1,
-                    ..PlayCounter::default()
-                },
-            )
-        } else if envelope.is::<AdServed>() {
+        // Which row the event counts on, and what it adds there.
+        let (track_id, region, delta) = if envelope.is::<AdServed>() {
             let served: AdServed = envelope.decode().map_err(decode_error)?;
             let delta = PlayCounter {
-                track_id: served.ad_track_id,
-                day,
-                region: served.region,
                 ads: 1,
                 ..PlayCounter::default()
             };
-            self.catalog
-                .count_play(&envelope.id.to_string(), &delta, self.clock.now_ms())
-                .await?;
-            return Ok(());
+            (served.ad_track_id, served.region, delta)
         } else {
-            return Ok(());
+            let (facts, delta) = if envelope.is::<PlayStarted>() {
+                let PlayStarted(facts) = envelope.decode().map_err(decode_error)?;
+                let delta = PlayCounter {
+                    starts: 1,
+                    ..PlayCounter::default()
+                };
+                (facts, delta)
+            } else if envelope.is::<PlayProgressed>() {
+                let PlayProgressed(facts) = envelope.decode().map_err(decode_error)?;
+                (facts, PlayCounter::default())
+            } else if envelope.is::<PlayCompleted>() {
+                let PlayCompleted(facts) = envelope.decode().map_err(decode_error)?;
+                let delta = PlayCounter {
+                    completes: 1,
+                    ..PlayCounter::default()
+                };
+                (facts, delta)
+            } else if envelope.is::<PlaySkipped>() {
+                let PlaySkipped(facts) = envelope.decode().map_err(decode_error)?;
+                let delta = PlayCounter {
+                    skips: 1,
+                    ..PlayCounter::default()
+                };
+                (facts, delta)
+            } else {
+                return Ok(());
+            };
+            let delta = PlayCounter {
+                listened_ms: facts.listened_ms as i64,
+                ..delta
+            };
+            (facts.track_id, facts.region, delta)
         };
-        delta.track_id = facts.track_id;
-        delta.day = day;
-        delta.region = facts.region;
-        delta.listened_ms = facts.listened_ms as i64;
+        let delta = PlayCounter {
+            track_id,
+            day,
+            region,
+            ..delta
+        };
         self.catalog
             .count_play(&envelope.id.to_string(), &delta, self.clock.now_ms())
             .await?;

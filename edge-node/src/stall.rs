@@ -40,6 +40,23 @@ impl<T> SendTimeout<T> {
         }
     }
 
+    /// A write's outcome, with the clock applied: progress is noted; a pending write arms the
+    /// clock (if it is not running) and fails once the peer made no progress for a period.
+    fn watch<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        outcome: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        match outcome {
+            Poll::Ready(result) => {
+                self.progressed = true;
+                Poll::Ready(result)
+            }
+            Poll::Pending if self.stall(cx) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     /// After a pending write: arms the clock (once per stall) and reports whether it ran out.
     fn stall(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.armed {
@@ -85,14 +102,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SendTimeout<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Ready(result) => {
-                self.progressed = true;
-                Poll::Ready(result)
-            }
-            Poll::Pending if self.stall(cx) => Poll::Ready(Err(timed_out())),
-            Poll::Pending => Poll::Pending,
-        }
+        let outcome = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, outcome)
     }
 
     fn poll_write_vectored(
@@ -100,14 +111,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SendTimeout<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Ready(result) => {
-                self.progressed = true;
-                Poll::Ready(result)
-            }
-            Poll::Pending if self.stall(cx) => Poll::Ready(Err(timed_out())),
-            Poll::Pending => Poll::Pending,
-        }
+        let outcome = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, outcome)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -115,14 +120,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SendTimeout<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_flush(cx) {
-            Poll::Ready(result) => {
-                self.progressed = true;
-                Poll::Ready(result)
-            }
-            Poll::Pending if self.stall(cx) => Poll::Ready(Err(timed_out())),
-            Poll::Pending => Poll::Pending,
-        }
+        let outcome = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, outcome)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

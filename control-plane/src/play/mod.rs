@@ -270,16 +270,32 @@ struct Piece {
     track_id: String,
     /// `media/{track}/{version}/`.
     prefix: String,
-    token: String,
     duration_ms: u64,
     ad: bool,
 }
 
-impl Piece {
-    /// The piece's version directory on `node`, with its token: `{node}/t/{token}/{prefix}`.
-    fn base(&self, node: &str) -> String {
-        format!("{node}/t/{}/{}", self.token, self.prefix)
-    }
+/// Each piece's URL token for its version directory. Tokens are not stored: they are signed
+/// again from the play's own issue and expiry times (Unix seconds), which gives the same token
+/// while the signing key is the same.
+fn piece_tokens(
+    keyring: &url_token::Keyring,
+    pieces: &[Piece],
+    issued: u64,
+    expires: u64,
+) -> Result<Vec<String>> {
+    pieces
+        .iter()
+        .map(|piece| {
+            keyring
+                .sign(&format!("/{}", piece.prefix), issued, expires, None)
+                .map_err(|error| Error::Internal(anyhow::anyhow!(error)))
+        })
+        .collect()
+}
+
+/// A piece's version directory on `node`, under its token: `{node}/t/{token}/{prefix}`.
+fn piece_base(node: &str, token: &str, piece: &Piece) -> String {
+    format!("{node}/t/{token}/{}", piece.prefix)
 }
 
 /// One candidate from the host locator.
@@ -377,11 +393,6 @@ impl App {
             .entitlements(&caller.user_id)
             .await?
             .free_ads_per_hour();
-        let ads = if per_hour > 0 {
-            self.ready_ads().await?
-        } else {
-            Vec::new()
-        };
         let candidates = self
             .locate(locator, &request, &device, client, &track.id)
             .await?;
@@ -392,12 +403,10 @@ impl App {
                 caller,
                 &play_id,
                 &track,
-                &ads,
                 per_hour,
                 &candidates,
                 &request,
                 &device,
-                keyring,
             )
         })
         .await?;
@@ -418,6 +427,7 @@ impl App {
             ),
         };
         let document = &decided.document;
+        let tokens = piece_tokens(keyring, &document.pieces, decided.issued, decided.expires)?;
         let nodes: Vec<PlayNode> = document
             .nodes
             .iter()
@@ -427,6 +437,7 @@ impl App {
                 site: node.site.clone(),
                 reason: node.reason.clone(),
                 url: node.url.clone(),
+                // Ads: the per-play manifest here. None: the packaged one on the node.
                 manifest_url: if decided.ad.is_some() {
                     format!(
                         "{public}/api/v1/plays/{play_id}/{index}/{}",
@@ -435,33 +446,25 @@ impl App {
                 } else {
                     format!(
                         "{}{}",
-                        document.pieces[0].base(&node.url),
+                        piece_base(&node.url, &tokens[0], &document.pieces[0]),
                         request.format.manifest()
                     )
                 },
             })
             .collect();
         let primary = &nodes[0].url;
-        let mut starts_at = 0;
-        let ads_view = document
-            .pieces
+        // One break holds one ad, at the start.
+        let ads_view: Vec<PlayAd> = decided
+            .ad
             .iter()
-            .filter(|piece| piece.ad)
-            .map(|piece| {
-                let ad = PlayAd {
-                    name: ads
-                        .iter()
-                        .find(|ad| ad.id == piece.track_id)
-                        .map(|ad| ad.name.clone())
-                        .unwrap_or_default(),
-                    track_id: piece.track_id.clone(),
-                    starts_at_ms: starts_at,
-                    duration_ms: piece.duration_ms,
-                };
-                starts_at += piece.duration_ms;
-                ad
+            .map(|(ad, _)| PlayAd {
+                track_id: ad.id.clone(),
+                name: ad.name.clone(),
+                starts_at_ms: 0,
+                duration_ms: ad.duration_ms,
             })
             .collect();
+        let starts_at: u64 = ads_view.iter().map(|ad| ad.duration_ms).sum();
         tracing::info!(
             message = "Play started.",
             play = play_id,
@@ -500,7 +503,7 @@ impl App {
             ads: ads_view,
             track_starts_at_ms: starts_at,
             duration_ms: starts_at + track.duration_ms,
-            expires_at: crate::api::rfc3339(decided.expires_at_ms),
+            expires_at: crate::api::rfc3339(decided.expires as i64 * 1000),
             progress_every_secs: config.progress_every_secs,
             play_id,
         })
@@ -562,14 +565,13 @@ impl App {
     }
 
     /// Ads ready to splice, in a stable order (the rotation walks it).
-    async fn ready_ads(&self) -> Result<Vec<Ad>> {
+    async fn ready_ads(&self) -> Result<Vec<Ad>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, name, url, duration_ms FROM tracks \
              WHERE kind = 'ad' AND status = 'ready' AND blocked_reason IS NULL AND url IS NOT NULL ORDER BY id",
         )
         .fetch_all(self.inventory.database().pool())
-        .await
-        .map_err(StoreError::from)?;
+        .await?;
         rows.iter()
             .map(|row| {
                 Ok(Ad {
@@ -583,7 +585,7 @@ impl App {
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(|error| Error::Store(error.into()))
+            .map_err(StoreError::from)
     }
 
     /// The host locator's ranked nodes for this client (nodes without a URL for the
@@ -668,12 +670,10 @@ impl App {
         caller: &AuthUser,
         play_id: &str,
         track: &PlayableTrack,
-        ads: &[Ad],
         per_hour: i64,
         candidates: &[Candidate],
         request: &PlayRequest,
         device: &str,
-        keyring: &url_token::Keyring,
     ) -> Result<Decided, StoreError> {
         let config = &self.config.play;
         let now = self.clock.now_ms();
@@ -724,14 +724,17 @@ impl App {
             now,
             config.session_idle_secs as i64 * 1000,
         );
+        // The ads are read only when a break is due (most plays have none).
         let ad = match reason {
-            Some(reason) if !ads.is_empty() => Some((
-                ads[ads_served.rem_euclid(ads.len() as i64) as usize].clone(),
-                reason,
-            )),
-            Some(_) => {
-                metrics::counter!("cadenza_ad_breaks_unfilled_total").increment(1);
-                None
+            Some(reason) => {
+                let mut ads = self.ready_ads().await?;
+                if ads.is_empty() {
+                    metrics::counter!("cadenza_ad_breaks_unfilled_total").increment(1);
+                    None
+                } else {
+                    let turn = ads_served.rem_euclid(ads.len() as i64) as usize;
+                    Some((ads.swap_remove(turn), reason))
+                }
             }
             None => None,
         };
@@ -739,17 +742,11 @@ impl App {
         let total_secs = (ads_ms + track.duration_ms).div_ceil(1000);
         let now_secs = (now / 1000).max(0) as u64;
         let expires = now_secs + total_secs + config.token_margin_secs;
-        let sign = |prefix: &str| {
-            keyring
-                .sign(&format!("/{prefix}"), now_secs, expires, None)
-                .map_err(|error| StoreError::Database(sqlx::Error::Protocol(error.to_string())))
-        };
         let mut pieces = Vec::new();
         if let Some((ad, _)) = &ad {
             pieces.push(Piece {
                 track_id: ad.id.clone(),
                 prefix: ad.prefix.clone(),
-                token: sign(&ad.prefix)?,
                 duration_ms: ad.duration_ms,
                 ad: true,
             });
@@ -757,7 +754,6 @@ impl App {
         pieces.push(Piece {
             track_id: track.id.clone(),
             prefix: track.prefix.clone(),
-            token: sign(&track.prefix)?,
             duration_ms: track.duration_ms,
             ad: false,
         });
@@ -835,8 +831,9 @@ impl App {
         tx.commit().await?;
         Ok(Decided {
             document,
-            ad: ad.map(|(ad, reason)| (ad.id, reason)),
-            expires_at_ms: expires as i64 * 1000,
+            ad,
+            issued: now_secs,
+            expires,
         })
     }
 }
@@ -844,8 +841,10 @@ impl App {
 /// What the transaction decided.
 struct Decided {
     document: PlayDocument,
-    ad: Option<(String, ads::BreakReason)>,
-    expires_at_ms: i64,
+    ad: Option<(Ad, ads::BreakReason)>,
+    /// The play's URL tokens' issue and expiry times, Unix seconds.
+    issued: u64,
+    expires: u64,
 }
 
 /// An unguessable play id: it is the capability that opens the per-play manifests.
@@ -1075,6 +1074,26 @@ async fn play_manifest(
         serde_json::from_str(&crate::store::long_text(&row, "document").map_err(StoreError::from)?)
             .map_err(|error| Error::Internal(error.into()))?;
     let node = &document.nodes.get(node).ok_or_else(not_found)?.url;
+    let Some(keyring) = &app.player.keyring else {
+        return Err(Error::Unavailable {
+            code: "play_unavailable",
+            message: "This control plane has no URL-token keys configured.".to_owned(),
+        });
+    };
+    let bases = || -> Result<Vec<String>> {
+        let tokens = piece_tokens(
+            keyring,
+            &document.pieces,
+            (created_at / 1000).max(0) as u64,
+            (expires_at / 1000).max(0) as u64,
+        )?;
+        Ok(document
+            .pieces
+            .iter()
+            .zip(&tokens)
+            .map(|(piece, token)| piece_base(node, token, piece))
+            .collect())
+    };
     let (body, content_type) = if file == "master.m3u8" {
         let track = document.pieces.last().ok_or_else(not_found)?;
         let master = app.piece(&format!("{}master.m3u8", track.prefix)).await?;
@@ -1097,8 +1116,9 @@ async fn play_manifest(
             .pieces
             .iter()
             .zip(&texts)
-            .map(|(piece, text)| manifests::DashPiece {
-                base: piece.base(node),
+            .zip(bases()?)
+            .map(|((piece, text), base)| manifests::DashPiece {
+                base,
                 mpd: text,
                 ad: piece.ad.then_some(piece.track_id.as_str()),
             })
@@ -1124,8 +1144,9 @@ async fn play_manifest(
             .pieces
             .iter()
             .zip(&texts)
-            .map(|(piece, text)| manifests::HlsPiece {
-                base: format!("{}{rendition}/", piece.base(node)),
+            .zip(bases()?)
+            .map(|((piece, text), base)| manifests::HlsPiece {
+                base: format!("{base}{rendition}/"),
                 playlist: text,
                 ad: piece.ad.then_some(piece.track_id.as_str()),
             })
