@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use base64::Engine as _;
 use bytes::Bytes;
 use cadenza::{Stack, StackOptions, start};
 use edge_node::h3_client::H3Client;
@@ -191,18 +190,29 @@ impl Via {
     }
 }
 
+/// A text body.
+async fn get_text(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+/// The first rendition a master lists: its URI, its media playlist's URL and text.
+async fn first_media_playlist(http: &reqwest::Client, master: &str) -> (String, String, String) {
+    let master_text = get_text(http, master).await;
+    let rendition = master_text
+        .lines()
+        .find(|line| line.ends_with(".m3u8"))
+        .unwrap()
+        .to_owned();
+    let media_url = resolve(master, &rendition);
+    let media = get_text(http, &media_url).await;
+    (rendition, media_url, media)
+}
+
 /// The edge's certificate, DER, from the PEM the stack wrote.
 fn certificate_der(path: &Path) -> Vec<u8> {
-    let pem = std::fs::read_to_string(path).unwrap();
-    let body: String = pem
-        .lines()
-        .skip_while(|line| !line.starts_with("-----BEGIN"))
-        .skip(1)
-        .take_while(|line| !line.starts_with("-----END"))
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
+    pem::parse(std::fs::read(path).unwrap())
         .unwrap()
+        .into_contents()
 }
 
 /// `base` + `relative` (a playlist's URI).
@@ -734,27 +744,7 @@ async fn a_free_listener_hears_n_ads_an_hour_spread_evenly() {
             .contains("/1/master.m3u8")
     );
     let http = reqwest::Client::new();
-    let master_text = http
-        .get(&master)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let rendition = master_text
-        .lines()
-        .find(|line| line.ends_with(".m3u8"))
-        .unwrap();
-    let media_url = resolve(&master, rendition);
-    let media = http
-        .get(&media_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, _, media) = first_media_playlist(&http, &master).await;
     assert_eq!(media.matches("#EXT-X-DISCONTINUITY").count(), 1, "{media}");
     assert_eq!(media.matches("#EXT-X-MAP:").count(), 2);
     assert!(
@@ -776,14 +766,7 @@ async fn a_free_listener_hears_n_ads_an_hour_spread_evenly() {
             .all(|line| line.starts_with(edge.as_str()))
     );
     let mpd_url = master.replace("master.m3u8", "manifest.mpd");
-    let mpd = http
-        .get(&mpd_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let mpd = get_text(&http, &mpd_url).await;
     assert_eq!(mpd.matches("<Period ").count(), 2, "{mpd}");
     assert!(mpd.contains("<Period id=\"ad-1\" start=\"PT0.000S\""));
     let missing = http
@@ -978,27 +961,7 @@ async fn a_player_falls_back_when_its_edge_dies_mid_playback() {
     let http = reqwest::Client::new();
 
     // The player reads the playlists and the first segment from the primary…
-    let master_text = http
-        .get(&master)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let rendition = master_text
-        .lines()
-        .find(|line| line.ends_with(".m3u8"))
-        .unwrap();
-    let media_url = resolve(&master, rendition);
-    let media = http
-        .get(&media_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (rendition, media_url, media) = first_media_playlist(&http, &master).await;
     let segments: Vec<String> = media
         .lines()
         .filter(|line| line.ends_with(".m4s"))
@@ -1023,15 +986,8 @@ async fn a_player_falls_back_when_its_edge_dies_mid_playback() {
     // The fallback URL serves the rest, byte for byte what the origin has.
     let fallback_master = http.get(&fallback).send().await.unwrap();
     assert_eq!(fallback_master.status(), 200);
-    let fallback_media_url = resolve(&fallback, rendition);
-    let fallback_media = http
-        .get(&fallback_media_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let fallback_media_url = resolve(&fallback, &rendition);
+    let fallback_media = get_text(&http, &fallback_media_url).await;
     let rest: Vec<String> = fallback_media
         .lines()
         .filter(|line| line.ends_with(".m4s"))

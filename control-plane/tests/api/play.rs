@@ -130,10 +130,7 @@ async fn plays_splice_ads_for_free_listeners_and_count_events(t: &TestApp) {
     let ad = upload_ad(t, &admin).await;
     assert!(process(t).await >= 2);
 
-    t.sign_up("listener@example.com").await;
-    let listener = t
-        .log_in("listener@example.com", crate::support::PASSWORD)
-        .await;
+    let listener = t.user("listener@example.com").await;
     // An ad is not playable as a track.
     let reply = t
         .call(
@@ -447,10 +444,7 @@ async fn concurrent_first_plays_serve_one_ad(t: &TestApp) {
     let track = upload_bytes(t, &artist, tone_wav(6.0), "song.wav").await;
     upload_ad(t, &admin).await;
     assert!(process(t).await >= 2);
-    t.sign_up("listener@example.com").await;
-    let listener = t
-        .log_in("listener@example.com", crate::support::PASSWORD)
-        .await;
+    let listener = t.user("listener@example.com").await;
     let plays = futures::future::join_all((0..6).map(|_| {
         t.call(
             Method::POST,
@@ -473,10 +467,7 @@ async fn concurrent_first_plays_serve_one_ad(t: &TestApp) {
 async fn play_fails_cleanly_without_a_locator_or_a_node(t: &TestApp) {
     let artist = t.artist("singer@example.com").await;
     let track = upload_bytes(t, &artist, tone_wav(6.0), "song.wav").await;
-    t.sign_up("listener@example.com").await;
-    let listener = t
-        .log_in("listener@example.com", crate::support::PASSWORD)
-        .await;
+    let listener = t.user("listener@example.com").await;
     let body = json!({"track_id": track, "format": "hls"});
     // Not configured.
     let reply = t
@@ -499,10 +490,7 @@ async fn play_fails_cleanly_without_a_locator_or_a_node(t: &TestApp) {
     };
     let artist = with_empty.artist("singer@example.com").await;
     let track = upload_bytes(&with_empty, &artist, tone_wav(6.0), "song.wav").await;
-    with_empty.sign_up("listener@example.com").await;
-    let listener = with_empty
-        .log_in("listener@example.com", crate::support::PASSWORD)
-        .await;
+    let listener = with_empty.user("listener@example.com").await;
     let body = json!({"track_id": track, "format": "hls"});
     let reply = with_empty
         .call(
