@@ -935,7 +935,7 @@ impl App {
             .execute(&mut *tx)
             .await?;
         let Some(row) = sqlx::query(
-            "SELECT track_id, format, device, node_id, region, document, ads_ms, duration_ms, position_ms, listened_ms, state, created_at FROM plays WHERE id = ? AND user_id = ?",
+            "SELECT track_id, format, device, node_id, region, ads_ms, duration_ms, position_ms, listened_ms, state, created_at FROM plays WHERE id = ? AND user_id = ?",
         )
         .bind(&request.play_id)
         .bind(&caller.user_id)
@@ -948,8 +948,13 @@ impl App {
         let (mut node_id, mut region): (String, String) =
             (row.try_get("node_id")?, row.try_get("region")?);
         if let Some(node) = &request.node {
+            // The document (the play's nodes) is read only for an event that names a node.
+            let text = sqlx::query("SELECT document FROM plays WHERE id = ?")
+                .bind(&request.play_id)
+                .fetch_one(&mut *tx)
+                .await?;
             let document: Option<PlayDocument> =
-                serde_json::from_str(&crate::store::long_text(&row, "document")?).ok();
+                serde_json::from_str(&crate::store::long_text(&text, "document")?).ok();
             match document.and_then(|document| {
                 document
                     .nodes
