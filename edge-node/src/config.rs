@@ -70,6 +70,11 @@ pub struct Config {
     pub upstream_idle_timeout_ms: u64,
     /// Concurrent HTTP/2 and HTTP/3 streams per connection.
     pub max_concurrent_streams: u32,
+    /// Receive and send buffer asked for the HTTP/3 UDP socket, bytes (the kernel caps it at
+    /// `net.core.rmem_max`/`wmem_max`). The default queues a burst of acknowledgements and
+    /// requests from many connections instead of dropping datagrams (which QUIC would have to
+    /// detect and resend).
+    pub quic_socket_buffer_bytes: usize,
     /// Registration with the host locator. Unset: the node does not register.
     pub locator: Option<crate::register::LocatorConfig>,
     /// Log line format.
@@ -118,6 +123,7 @@ impl Default for Config {
             upstream_first_byte_timeout_ms: 10_000,
             upstream_idle_timeout_ms: 10_000,
             max_concurrent_streams: 256,
+            quic_socket_buffer_bytes: 4 * 1024 * 1024,
             locator: None,
             log_format: LogFormat::Human,
             drain_grace_secs: 5,

@@ -133,9 +133,10 @@ pub fn start(
         let (certificates, identity) = tls::Certificates::load(files)?;
         addresses.certificate = identity.chain().iter().map(|der| der.to_vec()).collect();
         if config.http3 {
-            let endpoint = quinn::Endpoint::server(
+            let endpoint = quic_endpoint(
                 identity.quic_config(config.max_concurrent_streams)?,
                 address,
+                config.quic_socket_buffer_bytes,
             )
             .with_context(|| format!("failed to bind HTTP/3 on udp {address}"))?;
             engine.set_h3_port(address.port());
@@ -225,6 +226,44 @@ pub fn start(
         Ok(())
     });
     Ok((addresses, handle))
+}
+
+/// Binds the HTTP/3 endpoint on `address` over UDP with socket buffers of `buffer_bytes`
+/// (as much of it as the kernel grants; what it granted is logged when it is less).
+fn quic_endpoint(
+    config: quinn::ServerConfig,
+    address: std::net::SocketAddr,
+    buffer_bytes: usize,
+) -> anyhow::Result<quinn::Endpoint> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    if address.is_ipv6() && address.ip().is_unspecified() {
+        // `[::]` takes IPv4 clients too where the system allows it.
+        let _ = socket.set_only_v6(false);
+    }
+    // Best effort: an unprivileged process gets at most the sysctl maximum.
+    let _ = socket.set_recv_buffer_size(buffer_bytes);
+    let _ = socket.set_send_buffer_size(buffer_bytes);
+    // Linux reports twice the size asked for (its bookkeeping overhead included).
+    let granted = socket.recv_buffer_size()?.min(socket.send_buffer_size()?) / 2;
+    if granted < buffer_bytes {
+        tracing::info!(
+            message = "QUIC socket buffers smaller than configured; raise net.core.rmem_max and wmem_max for more.",
+            configured = buffer_bytes,
+            granted
+        );
+    }
+    socket.bind(&address.into())?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(config),
+        socket.into(),
+        Arc::new(quinn::TokioRuntime),
+    )?)
 }
 
 /// Builds the engine with the default hooks, binds, serves until `shutdown`, and drains.
