@@ -180,6 +180,44 @@ pub async fn serve(
 mod tests {
     use super::*;
 
+    /// The scheduler `run_main` gives a daemon's future.
+    fn flavor_under_run_main() -> tokio::runtime::RuntimeFlavor {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        run_main("test", async move {
+            sender.send(tokio::runtime::Handle::current().runtime_flavor())?;
+            Ok(())
+        });
+        receiver.recv().expect("the future ran")
+    }
+
+    /// `run_main` fits the runtime to the CPUs the process may use; the one-CPU case runs this
+    /// test again in a child confined by `taskset -c 0`.
+    #[test]
+    fn the_runtime_fits_the_cpus() {
+        use tokio::runtime::RuntimeFlavor;
+        if std::env::var_os("CADENZA_TEST_ONE_CPU").is_some() {
+            assert_eq!(flavor_under_run_main(), RuntimeFlavor::CurrentThread);
+            return;
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let expected = if cpus == 1 {
+            RuntimeFlavor::CurrentThread
+        } else {
+            RuntimeFlavor::MultiThread
+        };
+        assert_eq!(flavor_under_run_main(), expected);
+
+        let status = std::process::Command::new("taskset")
+            .args(["-c", "0"])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", "shutdown::tests::the_runtime_fits_the_cpus"])
+            .env("CADENZA_TEST_ONE_CPU", "1")
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("taskset (util-linux) runs the one-CPU case");
+        assert!(status.success(), "the one-CPU case failed: {status}");
+    }
+
     #[tokio::test]
     async fn serve_returns_after_trigger() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
