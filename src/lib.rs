@@ -279,7 +279,7 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
     origin_config
         .validate()
         .context("the origin's configuration is invalid")?;
-    let origin = origin::Origin::with_objects(origin_config, app.objects.clone());
+    let origin = origin::Origin::with_objects(origin_config, app.objects.clone())?;
     let origin_endpoint = endpoint(&origin_listener, &origin_admin)?;
 
     let common = EdgeCommon {

@@ -35,6 +35,12 @@ pub struct Config {
     /// Key presented to parents (`Authorization: Bearer …`), and accepted from child edges
     /// in place of a URL token.
     pub fill_key: Option<Secret>,
+    /// PEM CA certificates that `https://` parents' certificates must chain to.
+    pub parent_ca: Option<PathBuf>,
+    /// PEM certificate presented to `https://` parents (mutual TLS), with `fill_client_key`.
+    pub fill_client_cert: Option<PathBuf>,
+    /// PEM private key of `fill_client_cert`.
+    pub fill_client_key: Option<PathBuf>,
     /// Host names served (the `Host`/`:authority` without port). Empty: any.
     pub hosts: Vec<String>,
     /// URL-token keys, by id.
@@ -106,6 +112,9 @@ impl Default for Config {
             purge_key: None,
             parents: vec!["http://127.0.0.1:8083".to_owned()],
             fill_key: None,
+            parent_ca: None,
+            fill_client_cert: None,
+            fill_client_key: None,
             hosts: Vec::new(),
             token_keys: Vec::new(),
             token_prefixes: vec!["/media/".to_owned()],
@@ -187,6 +196,12 @@ impl Config {
             .is_none_or(|key| key.expose().len() < 16)
         {
             return Err(invalid("fill_key", "required, at least 16 characters"));
+        }
+        if self.fill_client_cert.is_some() != self.fill_client_key.is_some() {
+            return Err(invalid(
+                "fill_client_cert",
+                "fill_client_cert and fill_client_key go together",
+            ));
         }
         if self
             .purge_key

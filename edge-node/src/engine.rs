@@ -177,6 +177,13 @@ impl Engine {
                 })
                 .collect(),
             &fill_key,
+            &crate::upstream::ParentTls {
+                ca: config.parent_ca.clone(),
+                client: config
+                    .fill_client_cert
+                    .clone()
+                    .zip(config.fill_client_key.clone()),
+            },
             Duration::from_millis(config.upstream_connect_timeout_ms),
             Duration::from_millis(config.upstream_first_byte_timeout_ms),
             Duration::from_millis(config.upstream_idle_timeout_ms),

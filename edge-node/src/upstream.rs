@@ -1,8 +1,10 @@
 //! The parent chain: an ordered list of parents (another edge, then the origin), each tried in
 //! turn with timeouts; the first that answers without a server error wins.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// A parent to fill from.
@@ -10,6 +12,15 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 pub struct Parent {
     /// Base URL, without a trailing slash.
     pub base: String,
+}
+
+/// How the edge meets `https://` parents.
+#[derive(Debug, Clone, Default)]
+pub struct ParentTls {
+    /// PEM CA certificates the parents' certificates must chain to.
+    pub ca: Option<PathBuf>,
+    /// PEM certificate and key presented to parents (mutual TLS).
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// What a fill asks its parents for.
@@ -42,20 +53,46 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// A client for `parents` with the given timeouts, authenticating with `fill_key`.
+    /// A client for `parents` with the given timeouts, authenticating with `fill_key` (and,
+    /// over TLS, with the client certificate of `tls`).
     pub fn new(
         parents: Vec<Parent>,
         fill_key: &str,
+        tls: &ParentTls,
         connect_timeout: Duration,
         first_byte_timeout: Duration,
         idle_timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(connect_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &tls.ca {
+            let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .with_context(|| format!("{} is not a PEM certificate file", ca.display()))?;
+            for root in roots {
+                builder = builder.add_root_certificate(root);
+            }
+        }
+        if let Some((cert, key)) = &tls.client {
+            let mut pem =
+                std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?;
+            pem.push(b'\n');
+            pem.extend(
+                std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?,
+            );
+            let identity = reqwest::Identity::from_pem(&pem).with_context(|| {
+                format!(
+                    "{} and {} are not a PEM certificate and key",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+            builder = builder.identity(identity);
+        }
+        let client = builder.build()?;
         let mut fill_key = HeaderValue::from_str(&format!("Bearer {fill_key}"))?;
         fill_key.set_sensitive(true);
         Ok(Self {

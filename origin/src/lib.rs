@@ -5,9 +5,11 @@
 //! headers that edges pass on to browser players.
 //!
 //! Only edges fill from it: every GET and HEAD must carry the shared fill key
-//! (`Authorization: Bearer …`).
+//! (`Authorization: Bearer …`) or come over a mutual-TLS connection whose client certificate
+//! the configured fill CA issued.
 
 pub mod config;
+mod tls;
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -49,20 +51,26 @@ pub struct Origin {
 struct Inner {
     config: Config,
     objects: Objects,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Origin {
     /// Opens the object store of `config`.
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let objects = Objects::from_url(&config.object_store_url, &config.s3)?;
-        Ok(Self::with_objects(config, objects))
+        Self::with_objects(config, objects)
     }
 
-    /// An origin over an already opened store.
-    pub fn with_objects(config: Config, objects: Objects) -> Self {
-        Self {
-            inner: Arc::new(Inner { config, objects }),
-        }
+    /// An origin over an already opened store (its certificates read now, when TLS is on).
+    pub fn with_objects(config: Config, objects: Objects) -> anyhow::Result<Self> {
+        let tls = tls::server_config(&config)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                objects,
+                tls,
+            }),
+        })
     }
 
     /// The public router.
@@ -94,9 +102,25 @@ pub async fn run(
     tracing::info!(
         message = "Origin listening.",
         address = %listener.local_addr()?,
-        store = origin.inner.objects.kind()
+        store = origin.inner.objects.kind(),
+        tls = origin.inner.tls.is_some(),
+        mutual_tls = origin.inner.config.fill_client_ca.is_some()
     );
-    telemetry::serve(listener, origin.router(), shutdown, grace).await?;
+    match origin.inner.tls.clone() {
+        Some(config) => {
+            let verified_clients = origin.inner.config.fill_client_ca.is_some();
+            tls::serve(
+                listener,
+                origin.router(),
+                config,
+                verified_clients,
+                shutdown,
+                grace,
+            )
+            .await;
+        }
+        None => telemetry::serve(listener, origin.router(), shutdown, grace).await?,
+    }
     admin_task.await??;
     Ok(())
 }
@@ -137,7 +161,11 @@ async fn serve(State(origin): State<Origin>, request: Request) -> Response {
         );
         return response;
     }
-    if !authorised(request.headers(), config) {
+    let verified = request
+        .extensions()
+        .get::<tls::VerifiedFillClient>()
+        .is_some();
+    if !verified && !authorised(request.headers(), config) {
         return error(
             StatusCode::UNAUTHORIZED,
             "fill_key_required",

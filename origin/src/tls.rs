@@ -1,0 +1,130 @@
+//! TLS for fills, and mutual TLS as the alternative to the shared key: with `fill_client_ca`
+//! set, a connection completes its handshake only with a client certificate issued by that
+//! CA, and every request on it may fill.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use telemetry::Shutdown;
+use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+
+use crate::Config;
+
+/// Set on a request whose connection presented a client certificate the fill CA verified.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct VerifiedFillClient;
+
+fn certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let certificates = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{} is not a PEM certificate file", path.display()))?;
+    if certificates.is_empty() {
+        anyhow::bail!("{} holds no certificate", path.display());
+    }
+    Ok(certificates)
+}
+
+/// The rustls configuration `config` asks for: `None` for cleartext.
+pub(crate) fn server_config(config: &Config) -> anyhow::Result<Option<Arc<ServerConfig>>> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let chain = certificates(cert)?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .with_context(|| format!("{} is not a PEM private key", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match &config.fill_client_ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for certificate in certificates(ca)? {
+                roots
+                    .add(certificate)
+                    .with_context(|| format!("{} holds an unusable CA", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .context("fill_client_ca")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut server = builder.with_single_cert(chain, key)?;
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(server)))
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown`, then drains for at most `grace`.
+/// `verified_clients`: every handshake checked a client certificate (mutual TLS).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    tls: Arc<ServerConfig>,
+    verified_clients: bool,
+    shutdown: Shutdown,
+    grace: Duration,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer): (_, SocketAddr) = tokio::select! {
+            () = shutdown.wait() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(message = "Accept failed.", error = %error);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let router = router.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+            else {
+                metrics::counter!("cadenza_origin_tls_handshake_failures_total").increment(1);
+                return;
+            };
+            let service = hyper::service::service_fn(
+                move |mut request: http::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    if verified_clients {
+                        request.extensions_mut().insert(VerifiedFillClient);
+                    }
+                    router.clone().oneshot(request.map(axum::body::Body::new))
+                },
+            );
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            let _ = watcher.watch(connection).await;
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(message = "Drain grace period elapsed; closing the remaining connections.");
+        }
+    }
+}
