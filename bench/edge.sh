@@ -11,7 +11,8 @@
 # over HTTP/1.1 (wrk), HTTP/2 over TLS (h2load) and, for Cadenza only, HTTP/3 (oha built with
 # its http3 feature; installed by this script with cargo if missing). Servers run on core 0
 # (nginx with one worker, Cadenza with one runtime thread's worth of CPU), load generators on
-# core 1. Prints requests/s, p99 latency and the ratios the issue sets as targets:
+# core 1. Prints requests/s, p99 latency, the server's CPU per request, how busy the load
+# generator's core was, and the ratios the issue sets as targets:
 #   HTTP/1.1 segment hits  >= 1.0x nginx proxy_cache
 #   TLS HTTP/2             >= 1.0x nginx
 #   HTTP/3                 >= 0.5x Cadenza's own HTTP/2
@@ -79,6 +80,7 @@ max_concurrent_streams = 1000
 EOF
 CADENZA_LOG=warn taskset -c 0 "$EDGE_BIN" --config "$WORK/edge.toml" >"$WORK/edge.log" 2>&1 &
 PIDS+=($!)
+EDGE_PID=$!
 
 cat >"$WORK/nginx.conf" <<EOF
 # The workers run as root only so that they can read and write this private scratch directory.
@@ -123,6 +125,8 @@ http {
 }
 EOF
 taskset -c 0 nginx -c "$WORK/nginx.conf" -p "$WORK"
+for _ in $(seq 1 50); do [ -s "$WORK/nginx.pid" ] && break; sleep 0.1; done
+NGINX_WORKER=$(pgrep -P "$(cat "$WORK/nginx.pid")" | head -1)
 
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$EDGE_ADMIN/healthz" >/dev/null && break; sleep 0.1; done
 # Warm both caches.
@@ -163,23 +167,35 @@ run_oha3() {
   python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["summary"]["requestsPerSec"], d["latencyPercentiles"]["p99"]*1000)' <<<"$out"
 }
 
-printf "%-44s %12s %10s\n" "measurement" "requests/s" "p99 ms"
+# What each run cost: the server's CPU time per request (from /proc/PID/stat), and how busy the
+# load generator's core was (from /proc/stat) — near 100 % means the load tool, not the
+# server, set the rate.
+TICK=$(getconf CLK_TCK)
+server_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+core1_jiffies() { awk '$1 == "cpu1" {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat; }
+
+printf "%-44s %12s %10s %16s %12s\n" "measurement" "requests/s" "p99 ms" "server us/req" "load core %"
 declare -A RPS
 measure() {
-  local name=$1; shift
-  local result
+  local name=$1 pid=$2; shift 2
+  local result t0 t1 c0 c1
+  t0=$(server_ticks "$pid"); c0=$(core1_jiffies)
   result=$("$@")
+  t1=$(server_ticks "$pid"); c1=$(core1_jiffies)
   RPS[$name]=$(awk '{print $1}' <<<"$result")
-  printf "%-44s %12s %10s\n" "$name" "$(awk '{printf "%.0f", $1}' <<<"$result")" "$(awk '{printf "%.2f", $2}' <<<"$result")"
+  printf "%-44s %12s %10s %16s %12s\n" "$name" "$(awk '{printf "%.0f", $1}' <<<"$result")" \
+    "$(awk '{printf "%.2f", $2}' <<<"$result")" \
+    "$(awk -v t="$((t1 - t0))" -v hz="$TICK" -v d="$DURATION" '{ if ($1 > 0) printf "%.1f", t / hz * 1e6 / ($1 * d); else print "n/a" }' <<<"$result")" \
+    "$(awk -v a="$c0" -v b="$c1" 'BEGIN { split(a, x, " "); split(b, y, " "); if (y[2] > x[2]) printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2]); else print "n/a" }')"
 }
 for object in seg.m4s list.m3u8; do
-  measure "h1 $object  cadenza edge" run_wrk "http://127.0.0.1:$EDGE_PORT/public/bench/$object"
-  measure "h1 $object  nginx static" run_wrk "http://127.0.0.1:$NGINX_STATIC/public/bench/$object"
-  measure "h1 $object  nginx proxy_cache" run_wrk "http://127.0.0.1:$NGINX_CACHE/public/bench/$object"
-  measure "h2-tls $object  cadenza edge" run_h2load "https://127.0.0.1:$EDGE_TLS/public/bench/$object"
-  measure "h2-tls $object  nginx static" run_h2load "https://127.0.0.1:$NGINX_TLS_STATIC/public/bench/$object"
-  measure "h2-tls $object  nginx proxy_cache" run_h2load "https://127.0.0.1:$NGINX_TLS_CACHE/public/bench/$object"
-  measure "h3 $object  cadenza edge" run_oha3 "https://127.0.0.1:$EDGE_TLS/public/bench/$object"
+  measure "h1 $object  cadenza edge" "$EDGE_PID" run_wrk "http://127.0.0.1:$EDGE_PORT/public/bench/$object"
+  measure "h1 $object  nginx static" "$NGINX_WORKER" run_wrk "http://127.0.0.1:$NGINX_STATIC/public/bench/$object"
+  measure "h1 $object  nginx proxy_cache" "$NGINX_WORKER" run_wrk "http://127.0.0.1:$NGINX_CACHE/public/bench/$object"
+  measure "h2-tls $object  cadenza edge" "$EDGE_PID" run_h2load "https://127.0.0.1:$EDGE_TLS/public/bench/$object"
+  measure "h2-tls $object  nginx static" "$NGINX_WORKER" run_h2load "https://127.0.0.1:$NGINX_TLS_STATIC/public/bench/$object"
+  measure "h2-tls $object  nginx proxy_cache" "$NGINX_WORKER" run_h2load "https://127.0.0.1:$NGINX_TLS_CACHE/public/bench/$object"
+  measure "h3 $object  cadenza edge" "$EDGE_PID" run_oha3 "https://127.0.0.1:$EDGE_TLS/public/bench/$object"
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
