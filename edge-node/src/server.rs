@@ -96,18 +96,7 @@ pub async fn serve_tcp(
     let handshake_timeout = Duration::from_secs(engine.config().header_timeout_secs);
     let send_timeout = Duration::from_secs(engine.config().send_timeout_secs);
     let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            () = shutdown.wait() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(message = "Accept failed.", error = %error);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer)) = telemetry::accept(&listener, &shutdown).await {
         let _ = stream.set_nodelay(true);
         let stream = crate::stall::SendTimeout::new(stream, send_timeout);
         let guard = ConnectionGuard::new(&engine);
@@ -148,12 +137,7 @@ pub async fn serve_tcp(
         }
     }
     drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!(message = "Drain grace period elapsed; closing the remaining connections.");
-        }
-    }
+    telemetry::drain_within(graceful.shutdown(), grace).await;
 }
 
 /// Serves HTTP/3 on `endpoint` until `shutdown`.

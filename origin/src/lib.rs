@@ -107,18 +107,7 @@ pub async fn run(
         mutual_tls = origin.inner.config.fill_client_ca.is_some()
     );
     match origin.inner.tls.clone() {
-        Some(config) => {
-            let verified_clients = origin.inner.config.fill_client_ca.is_some();
-            tls::serve(
-                listener,
-                origin.router(),
-                config,
-                verified_clients,
-                shutdown,
-                grace,
-            )
-            .await;
-        }
+        Some(config) => tls::serve(listener, origin.router(), config, shutdown, grace).await,
         None => telemetry::serve(listener, origin.router(), shutdown, grace).await?,
     }
     admin_task.await??;

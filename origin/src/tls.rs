@@ -2,7 +2,6 @@
 //! set, a connection completes its handshake only with a client certificate issued by that
 //! CA, and every request on it may fill.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,46 +68,44 @@ pub(crate) fn server_config(config: &Config) -> anyhow::Result<Option<Arc<Server
     Ok(Some(Arc::new(server)))
 }
 
+/// Time a client has to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves `router` over TLS on `listener` until `shutdown`, then drains for at most `grace`.
-/// `verified_clients`: every handshake checked a client certificate (mutual TLS).
+/// Requests on a connection whose client certificate was verified carry
+/// [`VerifiedFillClient`].
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     tls: Arc<ServerConfig>,
-    verified_clients: bool,
     shutdown: Shutdown,
     grace: Duration,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, peer): (_, SocketAddr) = tokio::select! {
-            () = shutdown.wait() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(message = "Accept failed.", error = %error);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer)) = telemetry::accept(&listener, &shutdown).await {
         let acceptor = acceptor.clone();
         let router = router.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let Ok(Ok(stream)) =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
             else {
                 metrics::counter!("cadenza_origin_tls_handshake_failures_total").increment(1);
                 return;
             };
+            // rustls reports peer certificates only when the client verifier accepted them.
+            let verified = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .is_some_and(|chain| !chain.is_empty());
             let service = hyper::service::service_fn(
                 move |mut request: http::Request<hyper::body::Incoming>| {
                     request.extensions_mut().insert(ConnectInfo(peer));
-                    if verified_clients {
+                    if verified {
                         request.extensions_mut().insert(VerifiedFillClient);
                     }
                     router.clone().oneshot(request.map(axum::body::Body::new))
@@ -121,10 +118,5 @@ pub(crate) async fn serve(
         });
     }
     drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!(message = "Drain grace period elapsed; closing the remaining connections.");
-        }
-    }
+    telemetry::drain_within(graceful.shutdown(), grace).await;
 }

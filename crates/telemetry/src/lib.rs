@@ -18,4 +18,4 @@ pub use clock::Clock;
 pub use config::{Flags, Secret, load_layered};
 pub use logging::{LogFormat, init_logging};
 pub use net::{client_addr, request_client_addr};
-pub use shutdown::{Shutdown, run_main, serve};
+pub use shutdown::{Shutdown, accept, drain_within, run_main, serve};

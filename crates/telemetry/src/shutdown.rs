@@ -112,7 +112,8 @@ where
     F: std::future::Future<Output = anyhow::Result<()>>,
 {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
-    let runtime = if cpus == 1 {
+    let single_cpu = cpus == 1;
+    let runtime = if single_cpu {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -130,7 +131,7 @@ where
         message = "Async runtime started.",
         daemon = name,
         cpus,
-        scheduler = if cpus == 1 {
+        scheduler = if single_cpu {
             "current-thread"
         } else {
             "multi-thread"
@@ -146,6 +147,40 @@ where
             );
             eprintln!("{name}: {error:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The next connection on `listener`, or `None` once `shutdown` triggers. A failed accept
+/// (such as running out of file descriptors) is logged and retried after a short pause
+/// instead of ending the server — for servers with their own connection loop.
+pub async fn accept(
+    listener: &TcpListener,
+    shutdown: &Shutdown,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            () = shutdown.wait() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => return Some(accepted),
+                Err(error) => {
+                    tracing::warn!(message = "Accept failed.", error = %error);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+}
+
+/// Waits for `drained` (the in-flight connections finishing) for at most `grace`.
+pub async fn drain_within(drained: impl std::future::Future<Output = ()>, grace: Duration) {
+    tokio::select! {
+        () = drained => {}
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(
+                message = "Drain grace period elapsed; closing the remaining connections.",
+                grace_ms = grace.as_millis() as u64
+            );
         }
     }
 }
