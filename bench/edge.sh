@@ -13,7 +13,8 @@
 # (nginx with one worker, Cadenza with one runtime thread's worth of CPU), load generators on
 # core 1. Prints requests/s, p99 latency, the server's CPU per request, how busy the load
 # generator's core was, and the ratios the issue sets as targets:
-#   HTTP/1.1 segment hits  >= 1.0x nginx proxy_cache
+#   HTTP/1.1 segment hits  >= 1.0x nginx proxy_cache (and, since wrk's core can be the limit,
+#                          the CPU each server spends per request, compared the other way round)
 #   TLS HTTP/2             >= 1.0x nginx
 #   HTTP/3                 >= 0.5x Cadenza's own HTTP/2
 set -euo pipefail
@@ -175,7 +176,7 @@ server_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 core1_jiffies() { awk '$1 == "cpu1" {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat; }
 
 printf "%-44s %12s %10s %16s %12s\n" "measurement" "requests/s" "p99 ms" "server us/req" "load core %"
-declare -A RPS
+declare -A RPS US
 measure() {
   local name=$1 pid=$2; shift 2
   local result t0 t1 c0 c1
@@ -183,9 +184,10 @@ measure() {
   result=$("$@")
   t1=$(server_ticks "$pid"); c1=$(core1_jiffies)
   RPS[$name]=$(awk '{print $1}' <<<"$result")
+  US[$name]=$(awk -v t="$((t1 - t0))" -v hz="$TICK" -v d="$DURATION" '{ if ($1 > 0) printf "%.1f", t / hz * 1e6 / ($1 * d); else print "n/a" }' <<<"$result")
   printf "%-44s %12s %10s %16s %12s\n" "$name" "$(awk '{printf "%.0f", $1}' <<<"$result")" \
     "$(awk '{printf "%.2f", $2}' <<<"$result")" \
-    "$(awk -v t="$((t1 - t0))" -v hz="$TICK" -v d="$DURATION" '{ if ($1 > 0) printf "%.1f", t / hz * 1e6 / ($1 * d); else print "n/a" }' <<<"$result")" \
+    "${US[$name]}" \
     "$(awk -v a="$c0" -v b="$c1" 'BEGIN { split(a, x, " "); split(b, y, " "); if (y[2] > x[2]) printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2]); else print "n/a" }')"
 }
 for object in seg.m4s list.m3u8; do
@@ -204,6 +206,7 @@ echo "ratios (target in brackets)"
 for object in seg.m4s list.m3u8; do
   echo "  $object h1 cadenza / nginx proxy_cache    $(ratio "${RPS["h1 $object  cadenza edge"]}" "${RPS["h1 $object  nginx proxy_cache"]}")   [>= 1.0 for the segment]"
   echo "  $object h1 cadenza / nginx static         $(ratio "${RPS["h1 $object  cadenza edge"]}" "${RPS["h1 $object  nginx static"]}")"
+  echo "  $object h1 CPU per request, nginx proxy_cache / cadenza $(ratio "${US["h1 $object  nginx proxy_cache"]}" "${US["h1 $object  cadenza edge"]}")   [> 1.0: the edge spends less]"
   echo "  $object h2-tls cadenza / nginx proxy_cache $(ratio "${RPS["h2-tls $object  cadenza edge"]}" "${RPS["h2-tls $object  nginx proxy_cache"]}")   [>= 1.0]"
   echo "  $object h2-tls cadenza / nginx static      $(ratio "${RPS["h2-tls $object  cadenza edge"]}" "${RPS["h2-tls $object  nginx static"]}")   [>= 1.0]"
   echo "  $object h3 / cadenza h2-tls                $(ratio "${RPS["h3 $object  cadenza edge"]}" "${RPS["h2-tls $object  cadenza edge"]}")   [>= 0.5]"

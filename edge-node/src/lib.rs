@@ -196,6 +196,9 @@ pub fn start(
             let (memory, disk) = gauges.cache().sizes();
             metrics::gauge!("cadenza_edge_cache_bytes", "tier" => "memory").set(memory as f64);
             metrics::gauge!("cadenza_edge_cache_bytes", "tier" => "disk").set(disk as f64);
+            let (sealed, sealed_cap) = sealed_bytes::census();
+            metrics::gauge!("cadenza_edge_sealed_bodies").set(sealed as f64);
+            metrics::gauge!("cadenza_edge_sealed_bodies_cap").set(sealed_cap as f64);
             metrics::gauge!("cadenza_edge_fills_in_progress")
                 .set(gauges.fills_in_progress() as f64);
         }

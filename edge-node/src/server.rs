@@ -15,7 +15,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use telemetry::Shutdown;
 use tokio::net::TcpListener;
 
+use sealed_bytes::ZeroCopyStream;
+
 use crate::engine::{Engine, Protocol, RequestContext};
+use crate::stall::SendTimeout;
 use crate::tls::Certificates;
 
 /// Counts a connection in its engine's stats while it lives.
@@ -98,7 +101,6 @@ pub async fn serve_tcp(
     let graceful = GracefulShutdown::new();
     while let Some((stream, peer)) = telemetry::accept(&listener, &shutdown).await {
         let _ = stream.set_nodelay(true);
-        let stream = crate::stall::SendTimeout::new(stream, send_timeout);
         let guard = ConnectionGuard::new(&engine);
         let engine = engine.clone();
         let builder = builder.clone();
@@ -108,6 +110,8 @@ pub async fn serve_tcp(
         });
         match &certificates {
             None => {
+                // Cleartext: cached bodies leave by sendfile(2) from sealed memory.
+                let stream = SendTimeout::new(ZeroCopyStream::new(stream), send_timeout);
                 let connection = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .into_owned();
@@ -121,6 +125,7 @@ pub async fn serve_tcp(
                 let acceptor = tokio_rustls::TlsAcceptor::from(certificates.current());
                 let watcher = graceful.watcher();
                 let timeout = handshake_timeout;
+                let stream = SendTimeout::new(stream, send_timeout);
                 tokio::spawn(async move {
                     let _guard = guard;
                     let Ok(Ok(tls)) = tokio::time::timeout(timeout, acceptor.accept(stream)).await

@@ -125,6 +125,9 @@ async fn ranges_are_byte_exact_over_http1() {
     let (origin, edge, path, body) = setup("h1").await;
     over_reqwest(edge.h1.clone(), edge.http(&path), body, 1_000).await;
     assert_eq!(origin.hits(&path), 1);
+    // The cached body is in sealed memory, so the cleartext answers above left by sendfile.
+    let (object, _) = edge.engine.cache().get(&path).await.unwrap();
+    assert!(sealed_bytes::is_sealed(&object.body));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

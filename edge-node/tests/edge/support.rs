@@ -209,6 +209,7 @@ async fn serve(State(state): State<Arc<OriginState>>, request: Request) -> Respo
 /// An edge node running in this process.
 #[derive(Debug)]
 pub struct TestEdge {
+    pub engine: Engine,
     pub addresses: Addresses,
     pub shutdown: Shutdown,
     pub h1: reqwest::Client,
@@ -254,7 +255,8 @@ impl TestEdge {
         let listeners = Listeners::bind(&config).await.unwrap();
         let engine = Engine::new(config, Arc::new(EdgeHooks)).unwrap();
         let shutdown = Shutdown::new();
-        let (addresses, _task) = edge_node::start(engine, listeners, shutdown.clone()).unwrap();
+        let (addresses, _task) =
+            edge_node::start(engine.clone(), listeners, shutdown.clone()).unwrap();
         let keyring = url_token::Keyring::new(
             vec![url_token::Key::new("k1", TOKEN_SECRET.as_bytes()).unwrap()],
             "k1",
@@ -274,6 +276,7 @@ impl TestEdge {
                 .http2_prior_knowledge()
                 .build()
                 .unwrap(),
+            engine,
             addresses,
             shutdown,
             keyring,

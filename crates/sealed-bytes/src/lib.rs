@@ -1,0 +1,313 @@
+//! Cached bodies the kernel sends without copying them.
+//!
+//! An edge serving a 100 KB segment from memory spends about a third of its CPU copying the
+//! body into the socket (`writev`); nginx avoids that copy with `sendfile(2)` from its cache
+//! files. This crate gives Cadenza the same: [`share`] moves a body into a *sealed* memory
+//! file (`memfd_create`, then sealed against writing, growing and shrinking) and hands back
+//! ordinary [`Bytes`] that read the file through a read-only mapping; [`ZeroCopyStream`]
+//! wraps a TCP stream and, when a write hands it a slice of such bytes, sends that slice with
+//! `sendfile(2)` from the memory file instead of copying it. Everything else (HTTP framing,
+//! TLS, HTTP/2 and HTTP/3) keeps using the bytes as bytes.
+//!
+//! The pages stay valid after the body is evicted: the kernel holds its own references to the
+//! pages it queued, and the seals guarantee nobody changes them meanwhile.
+//!
+//! Each sealed body holds one file descriptor and one mapping, so their number is capped (half
+//! the open-files limit, which the first sealing raises to its hard limit, and half the
+//! kernel's `vm.max_map_count`); beyond the cap, and for bodies under [`MIN_LEN`], [`share`]
+//! keeps the bytes on the heap and they are sent by copying, as before.
+//!
+//! Why this crate allows `unsafe`: mapping a file is unsafe in general because another
+//! process could change or truncate it under the mapping. A sealed memory file can be changed
+//! by no one, so its read-only mapping is an immutable byte slice; that one call, in
+//! `sealed::map`, is the crate's only unsafe code.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Bodies shorter than this stay on the heap: a sealed body costs a file descriptor, a
+/// mapping and whole pages, and for small bodies the copy is cheaper than the extra syscall.
+pub const MIN_LEN: usize = 16 * 1024;
+
+#[cfg(target_os = "linux")]
+mod sealed;
+
+/// `bytes` moved into a sealed memory file when it is at least [`MIN_LEN`] long and the cap
+/// allows; otherwise (and where the kernel refuses) `bytes` itself. Already sealed bytes are
+/// returned as they are.
+pub fn share(bytes: Bytes) -> Bytes {
+    #[cfg(target_os = "linux")]
+    {
+        if bytes.len() >= MIN_LEN && sealed::lookup(&bytes).is_none() {
+            return sealed::seal(&bytes).unwrap_or(bytes);
+        }
+    }
+    bytes
+}
+
+/// A copy of `data`, sealed when [`share`] would seal it, on the heap otherwise.
+pub fn copy_from_slice(data: &[u8]) -> Bytes {
+    #[cfg(target_os = "linux")]
+    {
+        if data.len() >= MIN_LEN
+            && let Some(bytes) = sealed::seal(data)
+        {
+            return bytes;
+        }
+    }
+    Bytes::copy_from_slice(data)
+}
+
+/// Whether `bytes` lie in a sealed memory file (and so are sent without copying).
+pub fn is_sealed(bytes: &[u8]) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        sealed::lookup(bytes).is_some()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = bytes;
+        false
+    }
+}
+
+/// How many sealed bodies are alive, and how many may be.
+pub fn census() -> (usize, usize) {
+    #[cfg(target_os = "linux")]
+    {
+        sealed::census()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        (0, 0)
+    }
+}
+
+/// A TCP stream whose writes send slices of sealed bytes with `sendfile(2)` and everything
+/// else with `sendmsg(2)` (flagged `MSG_MORE` when a sealed slice follows, so that a response
+/// head and its body leave in the same segments).
+#[derive(Debug)]
+pub struct ZeroCopyStream {
+    inner: TcpStream,
+}
+
+impl ZeroCopyStream {
+    /// Wraps `inner`.
+    pub fn new(inner: TcpStream) -> Self {
+        Self { inner }
+    }
+
+    /// The stream.
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.inner
+    }
+
+    fn poll_send(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        loop {
+            match self.inner.poll_write_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            }
+            // A `WouldBlock` clears the readiness, so the next poll registers for it.
+            match self
+                .inner
+                .try_io(tokio::io::Interest::WRITABLE, || send(&self.inner, bufs))
+            {
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                outcome => return Poll::Ready(outcome),
+            }
+        }
+    }
+}
+
+/// Writes `bufs` in order, sealed slices with `sendfile`, runs of others with `sendmsg`; stops
+/// at the first short write. `WouldBlock` only when nothing went out.
+#[cfg(target_os = "linux")]
+fn send(socket: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    use rustix::net::{SendAncillaryBuffer, SendFlags};
+
+    let mut written = 0usize;
+    let mut rest = bufs;
+    while !rest.is_empty() {
+        let found = rest
+            .iter()
+            .enumerate()
+            .find_map(|(at, buf)| sealed::lookup(buf).map(|hit| (at, hit)));
+        let (outcome, wanted) = match found {
+            Some((0, (file, mut offset))) => {
+                let len = rest[0].len();
+                rest = &rest[1..];
+                let outcome = rustix::fs::sendfile(socket, &*file, Some(&mut offset), len);
+                (outcome, len)
+            }
+            found => {
+                let plain = found.map_or(rest.len(), |(at, _)| at);
+                let run = &rest[..plain];
+                rest = &rest[plain..];
+                let mut flags = SendFlags::NOSIGNAL;
+                if !rest.is_empty() {
+                    flags |= SendFlags::MORE;
+                }
+                let wanted = run.iter().map(|buf| buf.len()).sum();
+                let outcome =
+                    rustix::net::sendmsg(socket, run, &mut SendAncillaryBuffer::default(), flags);
+                (outcome, wanted)
+            }
+        };
+        match outcome {
+            Ok(sent) => {
+                written += sent;
+                if sent < wanted {
+                    break;
+                }
+            }
+            Err(_) if written > 0 => break,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(written)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send(socket: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    socket.try_write_vectored(bufs)
+}
+
+impl AsyncRead for ZeroCopyStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ZeroCopyStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_send(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_send(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    fn pattern(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect()
+    }
+
+    #[test]
+    fn large_bodies_are_sealed_small_ones_stay_on_the_heap() {
+        let data = pattern(100_000, 1);
+        let sealed = share(Bytes::from(data.clone()));
+        assert_eq!(&sealed[..], &data[..]);
+        assert!(is_sealed(&sealed));
+        assert!(is_sealed(&sealed.slice(10..20_000)));
+        // Sharing again keeps the same memory.
+        let again = share(sealed.clone());
+        assert_eq!(again.as_ptr(), sealed.as_ptr());
+
+        let small = share(Bytes::from(pattern(1000, 2)));
+        assert!(!is_sealed(&small));
+        let copied = copy_from_slice(&data);
+        assert_eq!(&copied[..], &data[..]);
+        assert!(is_sealed(&copied));
+        assert!(!is_sealed(&data));
+
+        let (live, cap) = census();
+        assert!(live >= 2 && live <= cap);
+        drop(copied);
+        drop(again);
+        drop(sealed);
+    }
+
+    #[tokio::test]
+    async fn a_stream_sends_sealed_and_plain_slices_in_order() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let body = share(Bytes::from(pattern(3 << 20, 7)));
+        assert!(is_sealed(&body));
+        let head = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        let tail = pattern(5000, 9);
+        let mut expected = head.clone();
+        expected.extend_from_slice(&body[1000..]);
+        expected.extend_from_slice(&tail);
+        let sent = {
+            let body = body.clone();
+            let head = head.clone();
+            let tail = tail.clone();
+            tokio::spawn(async move {
+                let (stream, _) = listener.accept().await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let mut stream = ZeroCopyStream::new(stream);
+                let parts: [&[u8]; 3] = [&head, &body[1000..], &tail];
+                let total: usize = parts.iter().map(|part| part.len()).sum();
+                let mut done = 0;
+                while done < total {
+                    // The slices still to go, the first one cut where the last write stopped.
+                    let mut skip = done;
+                    let mut bufs = Vec::new();
+                    for part in parts {
+                        if skip >= part.len() {
+                            skip -= part.len();
+                            continue;
+                        }
+                        bufs.push(IoSlice::new(&part[skip..]));
+                        skip = 0;
+                    }
+                    done += stream.write_vectored(&bufs).await.unwrap();
+                }
+                stream.shutdown().await.unwrap();
+                // The body may go now; what was queued stays intact.
+                drop(body);
+            })
+        };
+        drop(body);
+        let mut client = TcpStream::connect(address).await.unwrap();
+        // Read slowly at first so that the sender sees full socket buffers.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).await.unwrap();
+        sent.await.unwrap();
+        assert_eq!(received.len(), expected.len());
+        assert!(received == expected, "the bytes differ");
+    }
+}

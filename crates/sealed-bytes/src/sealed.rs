@@ -1,0 +1,153 @@
+//! Sealed memory files, their read-only mappings, and the registry that tells a write which
+//! memory file (and offset) a slice of bytes came from.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+
+use bytes::Bytes;
+use memmap2::Mmap;
+use rustix::fs::{MemfdFlags, SealFlags};
+
+/// Live sealed bodies by the address their mapping starts at.
+static REGISTRY: RwLock<BTreeMap<usize, Region>> = RwLock::new(BTreeMap::new());
+/// How many there are (read without the lock, so that writes of plain bytes skip it).
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static CAP: OnceLock<usize> = OnceLock::new();
+
+#[derive(Debug)]
+struct Region {
+    end: usize,
+    file: Arc<File>,
+}
+
+/// The owner of a sealed body's mapping: unregisters it, then unmaps and closes.
+#[derive(Debug)]
+struct Mapping {
+    map: Mmap,
+    file: Arc<File>,
+}
+
+impl AsRef<[u8]> for Mapping {
+    fn as_ref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        let start = self.map.as_ptr() as usize;
+        REGISTRY
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&start);
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// At most this many sealed bodies at once: half the open-files limit (raised to its hard
+/// limit first) and half the kernel's limit on mappings.
+fn cap() -> usize {
+    *CAP.get_or_init(|| {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        if let (Some(current), Some(maximum)) = (limit.current, limit.maximum)
+            && current < maximum
+        {
+            let _ = setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(maximum),
+                    maximum: Some(maximum),
+                },
+            );
+        }
+        let files = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+        let maps = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .unwrap_or(65_530);
+        usize::try_from((files / 2).min(maps / 2)).unwrap_or(usize::MAX)
+    })
+}
+
+/// How many sealed bodies are alive, and how many may be.
+pub(crate) fn census() -> (usize, usize) {
+    (LIVE.load(Ordering::Relaxed), cap())
+}
+
+/// `data` copied into a new sealed memory file and mapped; `None` when the cap is reached or
+/// the kernel refuses (the caller keeps the bytes on the heap).
+pub(crate) fn seal(data: &[u8]) -> Option<Bytes> {
+    if data.is_empty() {
+        return None;
+    }
+    // Reserve a place under the cap first, so that concurrent sealings cannot overshoot it.
+    let cap = cap();
+    if LIVE
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |live| {
+            (live < cap).then_some(live + 1)
+        })
+        .is_err()
+    {
+        return None;
+    }
+    match map(data) {
+        Some(mapping) => {
+            let start = mapping.map.as_ptr() as usize;
+            REGISTRY
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(
+                    start,
+                    Region {
+                        end: start + mapping.map.len(),
+                        file: mapping.file.clone(),
+                    },
+                );
+            Some(Bytes::from_owner(mapping))
+        }
+        None => {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+fn map(data: &[u8]) -> Option<Mapping> {
+    let fd = rustix::fs::memfd_create(
+        "cadenza-body",
+        MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+    )
+    .ok()?;
+    let mut file = File::from(fd);
+    file.write_all(data).ok()?;
+    rustix::fs::fcntl_add_seals(
+        &file,
+        SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
+    )
+    .ok()?;
+    // SAFETY: the file is a memory file of our own whose seals forbid every writer (this
+    // process included) from changing, growing or shrinking it, and the seals cannot be
+    // removed; its read-only mapping therefore never changes under the slice it backs.
+    #[allow(unsafe_code)]
+    let map = unsafe { Mmap::map(&file) }.ok()?;
+    Some(Mapping {
+        map,
+        file: Arc::new(file),
+    })
+}
+
+/// The sealed memory file `slice` lies in, and its offset there.
+pub(crate) fn lookup(slice: &[u8]) -> Option<(Arc<File>, u64)> {
+    if slice.is_empty() || LIVE.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let start = slice.as_ptr() as usize;
+    let end = start + slice.len();
+    let registry = REGISTRY.read().unwrap_or_else(PoisonError::into_inner);
+    let (&base, region) = registry.range(..=start).next_back()?;
+    (end <= region.end).then(|| (region.file.clone(), (start - base) as u64))
+}
