@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The edge node against nginx, in the same run, with the same load tools and settings.
 #
-#   bench/edge.sh                      # 10 s per measurement, 64 connections
-#   DURATION=20 CONNECTIONS=128 bench/edge.sh
+#   bench/edge.sh                      # 3 rounds of 5 s per measurement, 64 connections
+#   ROUNDS=5 DURATION=10 CONNECTIONS=128 bench/edge.sh
 #
 # Serves one ~100 KB segment and one ~1 KB playlist from
 #   - a warm Cadenza edge (filled once from Cadenza's origin, then every request a memory hit),
@@ -12,14 +12,17 @@
 # its http3 feature; installed by this script with cargo if missing). Servers run on core 0
 # (nginx with one worker, Cadenza with one runtime thread's worth of CPU), load generators on
 # core 1. Prints requests/s, p99 latency, the server's CPU per request, how busy the load
-# generator's core was, and the ratios the issue sets as targets:
+# generator's core was, and the ratios the issue sets as targets. This machine drifts by tens of
+# per cent within minutes, so every peer is measured once per round, rounds follow each other,
+# and each ratio is the median of the rounds' ratios (each round's own ratio beside it):
 #   HTTP/1.1 segment hits  >= 1.0x nginx proxy_cache (and, since wrk's core can be the limit,
 #                          the CPU each server spends per request, compared the other way round)
 #   TLS HTTP/2             >= 1.0x nginx
 #   HTTP/3                 >= 0.5x Cadenza's own HTTP/2
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 H2_STREAMS=${H2_STREAMS:-10}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cadenza-target}"
@@ -175,39 +178,54 @@ TICK=$(getconf CLK_TCK)
 server_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 core1_jiffies() { awk '$1 == "cpu1" {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat; }
 
-printf "%-44s %12s %10s %16s %12s\n" "measurement" "requests/s" "p99 ms" "server us/req" "load core %"
+printf "%-52s %12s %10s %16s %12s\n" "round: measurement" "requests/s" "p99 ms" "server us/req" "load core %"
 declare -A RPS US
 measure() {
-  local name=$1 pid=$2; shift 2
+  local round=$1 name=$2 pid=$3; shift 3
   local result t0 t1 c0 c1
   t0=$(server_ticks "$pid"); c0=$(core1_jiffies)
   result=$("$@")
   t1=$(server_ticks "$pid"); c1=$(core1_jiffies)
-  RPS[$name]=$(awk '{print $1}' <<<"$result")
-  US[$name]=$(awk -v t="$((t1 - t0))" -v hz="$TICK" -v d="$DURATION" '{ if ($1 > 0) printf "%.1f", t / hz * 1e6 / ($1 * d); else print "n/a" }' <<<"$result")
-  printf "%-44s %12s %10s %16s %12s\n" "$name" "$(awk '{printf "%.0f", $1}' <<<"$result")" \
+  RPS["$round|$name"]=$(awk '{print $1}' <<<"$result")
+  US["$round|$name"]=$(awk -v t="$((t1 - t0))" -v hz="$TICK" -v d="$DURATION" '{ if ($1 > 0) printf "%.1f", t / hz * 1e6 / ($1 * d); else print "n/a" }' <<<"$result")
+  printf "%-52s %12s %10s %16s %12s\n" "$round: $name" "$(awk '{printf "%.0f", $1}' <<<"$result")" \
     "$(awk '{printf "%.2f", $2}' <<<"$result")" \
-    "${US[$name]}" \
+    "${US["$round|$name"]}" \
     "$(awk -v a="$c0" -v b="$c1" 'BEGIN { split(a, x, " "); split(b, y, " "); if (y[2] > x[2]) printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2]); else print "n/a" }')"
 }
-for object in seg.m4s list.m3u8; do
-  measure "h1 $object  cadenza edge" "$EDGE_PID" run_wrk "http://127.0.0.1:$EDGE_PORT/public/bench/$object"
-  measure "h1 $object  nginx static" "$NGINX_WORKER" run_wrk "http://127.0.0.1:$NGINX_STATIC/public/bench/$object"
-  measure "h1 $object  nginx proxy_cache" "$NGINX_WORKER" run_wrk "http://127.0.0.1:$NGINX_CACHE/public/bench/$object"
-  measure "h2-tls $object  cadenza edge" "$EDGE_PID" run_h2load "https://127.0.0.1:$EDGE_TLS/public/bench/$object"
-  measure "h2-tls $object  nginx static" "$NGINX_WORKER" run_h2load "https://127.0.0.1:$NGINX_TLS_STATIC/public/bench/$object"
-  measure "h2-tls $object  nginx proxy_cache" "$NGINX_WORKER" run_h2load "https://127.0.0.1:$NGINX_TLS_CACHE/public/bench/$object"
-  measure "h3 $object  cadenza edge" "$EDGE_PID" run_oha3 "https://127.0.0.1:$EDGE_TLS/public/bench/$object"
+for round in $(seq 1 "$ROUNDS"); do
+  for object in seg.m4s list.m3u8; do
+    measure "$round" "h1 $object  cadenza edge" "$EDGE_PID" run_wrk "http://127.0.0.1:$EDGE_PORT/public/bench/$object"
+    measure "$round" "h1 $object  nginx static" "$NGINX_WORKER" run_wrk "http://127.0.0.1:$NGINX_STATIC/public/bench/$object"
+    measure "$round" "h1 $object  nginx proxy_cache" "$NGINX_WORKER" run_wrk "http://127.0.0.1:$NGINX_CACHE/public/bench/$object"
+    measure "$round" "h2-tls $object  cadenza edge" "$EDGE_PID" run_h2load "https://127.0.0.1:$EDGE_TLS/public/bench/$object"
+    measure "$round" "h2-tls $object  nginx static" "$NGINX_WORKER" run_h2load "https://127.0.0.1:$NGINX_TLS_STATIC/public/bench/$object"
+    measure "$round" "h2-tls $object  nginx proxy_cache" "$NGINX_WORKER" run_h2load "https://127.0.0.1:$NGINX_TLS_CACHE/public/bench/$object"
+    measure "$round" "h3 $object  cadenza edge" "$EDGE_PID" run_oha3 "https://127.0.0.1:$EDGE_TLS/public/bench/$object"
+  done
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+# The median over rounds of A / B requests/s ("rps") or of B / A CPU per request ("cpu"), then
+# every round's value.
+over_rounds() {
+  local kind=$1 a=$2 b=$3 values=() round
+  for round in $(seq 1 "$ROUNDS"); do
+    if [ "$kind" = rps ]; then
+      values+=("$(ratio "${RPS["$round|$a"]}" "${RPS["$round|$b"]}")")
+    else
+      values+=("$(ratio "${US["$round|$b"]}" "${US["$round|$a"]}")")
+    fi
+  done
+  printf "%s  (%s)" "$(printf '%s\n' "${values[@]}" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}')" "${values[*]}"
+}
 echo
-echo "ratios (target in brackets)"
+echo "ratios: median of $ROUNDS rounds (each round's), target in brackets"
 for object in seg.m4s list.m3u8; do
-  echo "  $object h1 cadenza / nginx proxy_cache    $(ratio "${RPS["h1 $object  cadenza edge"]}" "${RPS["h1 $object  nginx proxy_cache"]}")   [>= 1.0 for the segment]"
-  echo "  $object h1 cadenza / nginx static         $(ratio "${RPS["h1 $object  cadenza edge"]}" "${RPS["h1 $object  nginx static"]}")"
-  echo "  $object h1 CPU per request, nginx proxy_cache / cadenza $(ratio "${US["h1 $object  nginx proxy_cache"]}" "${US["h1 $object  cadenza edge"]}")   [> 1.0: the edge spends less]"
-  echo "  $object h2-tls cadenza / nginx proxy_cache $(ratio "${RPS["h2-tls $object  cadenza edge"]}" "${RPS["h2-tls $object  nginx proxy_cache"]}")   [>= 1.0]"
-  echo "  $object h2-tls cadenza / nginx static      $(ratio "${RPS["h2-tls $object  cadenza edge"]}" "${RPS["h2-tls $object  nginx static"]}")   [>= 1.0]"
-  echo "  $object h3 / cadenza h2-tls                $(ratio "${RPS["h3 $object  cadenza edge"]}" "${RPS["h2-tls $object  cadenza edge"]}")   [>= 0.5]"
+  echo "  $object h1 cadenza / nginx proxy_cache               $(over_rounds rps "h1 $object  cadenza edge" "h1 $object  nginx proxy_cache")   [>= 1.0 for the segment]"
+  echo "  $object h1 CPU per request, nginx proxy_cache / cadenza $(over_rounds cpu "h1 $object  cadenza edge" "h1 $object  nginx proxy_cache")   [> 1.0: the edge spends less]"
+  echo "  $object h1 cadenza / nginx static                    $(over_rounds rps "h1 $object  cadenza edge" "h1 $object  nginx static")"
+  echo "  $object h2-tls cadenza / nginx proxy_cache           $(over_rounds rps "h2-tls $object  cadenza edge" "h2-tls $object  nginx proxy_cache")   [>= 1.0]"
+  echo "  $object h2-tls cadenza / nginx static                $(over_rounds rps "h2-tls $object  cadenza edge" "h2-tls $object  nginx static")   [>= 1.0]"
+  echo "  $object h3 / cadenza h2-tls                          $(over_rounds rps "h3 $object  cadenza edge" "h2-tls $object  cadenza edge")   [>= 0.5]"
 done
