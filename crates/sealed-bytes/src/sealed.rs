@@ -81,11 +81,14 @@ pub(crate) fn census() -> (usize, usize) {
 /// `data` copied into a new sealed memory file and mapped; `None` when the cap is reached or
 /// the kernel refuses (the caller keeps the bytes on the heap).
 pub(crate) fn seal(data: &[u8]) -> Option<Bytes> {
+    seal_under(data, cap())
+}
+
+fn seal_under(data: &[u8], cap: usize) -> Option<Bytes> {
     if data.is_empty() {
         return None;
     }
     // Reserve a place under the cap first, so that concurrent sealings cannot overshoot it.
-    let cap = cap();
     if LIVE
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |live| {
             (live < cap).then_some(live + 1)
@@ -150,4 +153,26 @@ pub(crate) fn lookup(slice: &[u8]) -> Option<(Arc<File>, u64)> {
     let registry = REGISTRY.read().unwrap_or_else(PoisonError::into_inner);
     let (&base, region) = registry.range(..=start).next_back()?;
     (end <= region.end).then(|| (region.file.clone(), (start - base) as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn at_the_cap_bodies_are_refused_and_a_dropped_body_frees_its_place() {
+        let data = vec![7u8; 20_000];
+        let first = seal_under(&data, usize::MAX).unwrap();
+        // `first` holds a place, so a cap of one (or none) leaves none.
+        assert!(seal_under(&data, 1).is_none());
+        assert!(seal_under(&data, 0).is_none());
+        assert!(lookup(&first).is_some());
+        let address = first.as_ptr() as usize;
+        drop(first);
+        let registry = REGISTRY.read().unwrap_or_else(PoisonError::into_inner);
+        assert!(
+            !registry.contains_key(&address),
+            "the mapping is unregistered"
+        );
+    }
 }
