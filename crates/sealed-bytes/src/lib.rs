@@ -34,6 +34,11 @@ use tokio::net::TcpStream;
 /// mapping and whole pages, and for small bodies the copy is cheaper than the extra syscall.
 pub const MIN_LEN: usize = 16 * 1024;
 
+/// Shorter slices (response heads, small ranges) are copied even when sealed: the copy costs
+/// less than a second syscall, and the registry is not consulted for them.
+#[cfg(target_os = "linux")]
+const MIN_SENDFILE: usize = 4096;
+
 #[cfg(target_os = "linux")]
 mod sealed;
 
@@ -142,6 +147,7 @@ fn send(socket: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let found = rest
             .iter()
             .enumerate()
+            .filter(|(_, buf)| buf.len() >= MIN_SENDFILE)
             .find_map(|(at, buf)| sealed::lookup(buf).map(|hit| (at, hit)));
         let (outcome, wanted) = match found {
             Some((0, (file, mut offset))) => {
