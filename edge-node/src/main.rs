@@ -9,6 +9,12 @@ use clap::Parser;
 use edge_node::Config;
 use telemetry::{Flags, LogFormat, Shutdown};
 
+/// mimalloc: glibc's malloc, free and consolidation passes took about 10 % of the edge's CPU
+/// on small HTTP/2 responses; with mimalloc each such response costs about 8 % less CPU
+/// (11.0–11.2 µs against 12.0–12.3 µs, measured alternately here).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Cadenza edge node: caches and serves media over HTTP/1.1, HTTP/2 and HTTP/3.
 #[derive(Debug, Parser)]
 #[command(version)]
