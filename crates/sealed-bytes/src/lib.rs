@@ -39,6 +39,10 @@ pub const MIN_LEN: usize = 16 * 1024;
 #[cfg(target_os = "linux")]
 const MIN_SENDFILE: usize = 4096;
 
+/// The most slices one `sendmsg` takes (Linux's `UIO_MAXIOV`).
+#[cfg(target_os = "linux")]
+const IOV_MAX: usize = 1024;
+
 #[cfg(target_os = "linux")]
 mod sealed;
 
@@ -157,7 +161,8 @@ fn send(socket: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
                 (outcome, len)
             }
             found => {
-                let plain = found.map_or(rest.len(), |(at, _)| at);
+                // At most IOV_MAX slices per call; the rest go in the next round.
+                let plain = found.map_or(rest.len(), |(at, _)| at).min(IOV_MAX);
                 let run = &rest[..plain];
                 rest = &rest[plain..];
                 let mut flags = SendFlags::NOSIGNAL;
@@ -314,6 +319,31 @@ mod tests {
         client.read_to_end(&mut received).await.unwrap();
         sent.await.unwrap();
         assert_eq!(received.len(), expected.len());
+        assert!(received == expected, "the bytes differ");
+    }
+
+    #[tokio::test]
+    async fn more_slices_than_one_sendmsg_takes_are_sent_in_rounds() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let pieces: Vec<Vec<u8>> = (0..3000).map(|i| pattern(10, i as u8)).collect();
+        let expected: Vec<u8> = pieces.concat();
+        let sender = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut stream = ZeroCopyStream::new(stream);
+            let mut done = 0;
+            while done < pieces.len() * 10 {
+                let (whole, part) = (done / 10, done % 10);
+                let mut bufs = vec![IoSlice::new(&pieces[whole][part..])];
+                bufs.extend(pieces[whole + 1..].iter().map(|piece| IoSlice::new(piece)));
+                done += stream.write_vectored(&bufs).await.unwrap();
+            }
+            stream.shutdown().await.unwrap();
+        });
+        let mut client = TcpStream::connect(address).await.unwrap();
+        let mut received = Vec::new();
+        client.read_to_end(&mut received).await.unwrap();
+        sender.await.unwrap();
         assert!(received == expected, "the bytes differ");
     }
 }
