@@ -9,7 +9,6 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A certificate and its key.
@@ -31,15 +30,8 @@ impl Clone for Identity {
 impl Identity {
     /// Reads a PEM chain and key.
     pub fn from_files(cert: &Path, key: &Path) -> anyhow::Result<Self> {
-        let chain = CertificateDer::pem_file_iter(cert)
-            .with_context(|| format!("cannot read {}", cert.display()))?
-            .collect::<Result<Vec<_>, _>>()
-            .with_context(|| format!("{} is not a PEM certificate chain", cert.display()))?;
-        if chain.is_empty() {
-            anyhow::bail!("{} holds no certificate", cert.display());
-        }
-        let key = PrivateKeyDer::from_pem_file(key)
-            .with_context(|| format!("{} is not a PEM private key", key.display()))?;
+        let chain = telemetry::pem::certificates(cert)?;
+        let key = telemetry::pem::private_key(key)?;
         Ok(Self { chain, key })
     }
 

@@ -2,7 +2,6 @@
 //! set, a connection completes its handshake only with a client certificate issued by that
 //! CA, and every request on it may fill.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,8 +13,6 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use telemetry::Shutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
@@ -26,32 +23,20 @@ use crate::Config;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct VerifiedFillClient;
 
-fn certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let certificates = CertificateDer::pem_file_iter(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("{} is not a PEM certificate file", path.display()))?;
-    if certificates.is_empty() {
-        anyhow::bail!("{} holds no certificate", path.display());
-    }
-    Ok(certificates)
-}
-
 /// The rustls configuration `config` asks for: `None` for cleartext.
 pub(crate) fn server_config(config: &Config) -> anyhow::Result<Option<Arc<ServerConfig>>> {
     let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
         return Ok(None);
     };
-    let chain = certificates(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .with_context(|| format!("{} is not a PEM private key", key.display()))?;
+    let chain = telemetry::pem::certificates(cert)?;
+    let key = telemetry::pem::private_key(key)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
     let builder = match &config.fill_client_ca {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for certificate in certificates(ca)? {
+            for certificate in telemetry::pem::certificates(ca)? {
                 roots
                     .add(certificate)
                     .with_context(|| format!("{} holds an unusable CA", ca.display()))?;

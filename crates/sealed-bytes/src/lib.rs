@@ -111,11 +111,6 @@ impl ZeroCopyStream {
         Self { inner }
     }
 
-    /// The stream.
-    pub fn get_ref(&self) -> &TcpStream {
-        &self.inner
-    }
-
     fn poll_send(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         loop {
             match self.inner.poll_write_ready(cx) {

@@ -1,6 +1,7 @@
 //! The runtime every Cadenza daemon shares: structured logs, Prometheus metrics, the admin
 //! port (`/metrics`, `/healthz`, `/readyz`), HTTP request metrics, graceful shutdown, layered
-//! configuration with redacted secrets, and the client address behind trusted proxies.
+//! configuration with redacted secrets and the PEM files it names ([`pem`]), and the client
+//! address behind trusted proxies.
 //!
 //! Daemons call [`init_logging`] once from `main`, build their public router with
 //! [`track_http`] as a layer, serve it with [`serve`], and serve [`admin_router`] on a
@@ -11,6 +12,7 @@ mod clock;
 mod config;
 mod logging;
 mod net;
+pub mod pem;
 mod shutdown;
 
 pub use admin::{Readiness, ReadinessCheck, admin_router, metrics_handle, track_http};
