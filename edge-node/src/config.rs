@@ -65,6 +65,9 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// Time a client has to send its request head, seconds.
     pub header_timeout_secs: u64,
+    /// A persistent cleartext HTTP/1.1 connection idle this long between requests is closed,
+    /// seconds.
+    pub idle_timeout_secs: u64,
     /// A connection whose client takes no response bytes for this long is closed, seconds
     /// (slow or stalled readers; TCP listeners — QUIC has its own idle timeout).
     pub send_timeout_secs: u64,
@@ -127,6 +130,7 @@ impl Default for Config {
             max_uri_bytes: 4096,
             max_header_bytes: 16 * 1024,
             header_timeout_secs: 10,
+            idle_timeout_secs: 60,
             send_timeout_secs: 60,
             upstream_connect_timeout_ms: 2_000,
             upstream_first_byte_timeout_ms: 10_000,
@@ -176,10 +180,13 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid("tls_cert", "give tls_cert and tls_key together"));
         }
-        if self.header_timeout_secs == 0 || self.send_timeout_secs == 0 {
+        if self.header_timeout_secs == 0
+            || self.send_timeout_secs == 0
+            || self.idle_timeout_secs == 0
+        {
             return Err(invalid(
                 "send_timeout_secs",
-                "client timeouts (header_timeout_secs, send_timeout_secs) must be positive",
+                "client timeouts (header_timeout_secs, idle_timeout_secs, send_timeout_secs) must be positive",
             ));
         }
         if self.parents.is_empty() {

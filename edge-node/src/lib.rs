@@ -13,6 +13,7 @@ pub mod config;
 pub mod engine;
 pub mod fill;
 pub mod freshness;
+mod h1;
 pub mod h3_client;
 pub mod hooks;
 pub mod register;

@@ -1,4 +1,4 @@
-//! Listeners: cleartext HTTP/1.1 and h2c, HTTP/1.1 and HTTP/2 over TLS (ALPN), and HTTP/3 over
+//! Listeners: cleartext HTTP/1.1 (the loop in [`crate::h1`]) and h2c, HTTP/1.1 and HTTP/2 over TLS (ALPN), and HTTP/3 over
 //! QUIC. Each turns requests into the engine's protocol-free calls and streams its responses.
 
 use std::convert::Infallible;
@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use sealed_bytes::ZeroCopyStream;
 
 use crate::engine::{Engine, Protocol, RequestContext};
+use crate::h1;
 use crate::stall::SendTimeout;
 use crate::tls::Certificates;
 
@@ -96,29 +97,47 @@ pub async fn serve_tcp(
     grace: Duration,
 ) {
     let builder = builder(&engine);
-    let handshake_timeout = Duration::from_secs(engine.config().header_timeout_secs);
-    let send_timeout = Duration::from_secs(engine.config().send_timeout_secs);
+    let config = engine.config();
+    let handshake_timeout = Duration::from_secs(config.header_timeout_secs);
+    let send_timeout = Duration::from_secs(config.send_timeout_secs);
+    let limits = h1::Limits {
+        header_timeout: handshake_timeout,
+        idle_timeout: Duration::from_secs(config.idle_timeout_secs),
+        max_head_bytes: config.max_header_bytes,
+        max_uri_bytes: config.max_uri_bytes,
+    };
     let graceful = GracefulShutdown::new();
+    // Cleartext HTTP/1.1 connections are Cadenza's own loop's, not hyper's: each holds a
+    // sender, and the drain waits until every one is dropped.
+    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
     while let Some((stream, peer)) = telemetry::accept(&listener, &shutdown).await {
         let _ = stream.set_nodelay(true);
         let guard = ConnectionGuard::new(&engine);
         let engine = engine.clone();
         let builder = builder.clone();
         let secure = certificates.is_some();
-        let service = hyper::service::service_fn(move |request| {
-            answer(engine.clone(), request, peer, secure)
-        });
+        let service = {
+            let engine = engine.clone();
+            hyper::service::service_fn(move |request| answer(engine.clone(), request, peer, secure))
+        };
         match &certificates {
             None => {
                 // Cleartext: cached bodies leave by sendfile(2) from sealed memory.
                 let stream = SendTimeout::new(ZeroCopyStream::new(stream), send_timeout);
-                let connection = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                let watched = graceful.watch(connection);
+                let watcher = graceful.watcher();
+                let shutdown = shutdown.clone();
+                let open = open.clone();
                 tokio::spawn(async move {
                     let _guard = guard;
-                    let _ = watched.await;
+                    let _open = open;
+                    if let h1::Ended::Http2(stream) =
+                        h1::serve(&engine, stream, peer, limits, &shutdown).await
+                    {
+                        let connection = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .into_owned();
+                        let _ = watcher.watch(connection).await;
+                    }
                 });
             }
             Some(certificates) => {
@@ -142,7 +161,15 @@ pub async fn serve_tcp(
         }
     }
     drop(listener);
-    telemetry::drain_within(graceful.shutdown(), grace).await;
+    drop(open);
+    telemetry::drain_within(
+        async move {
+            graceful.shutdown().await;
+            let _ = all_closed.recv().await;
+        },
+        grace,
+    )
+    .await;
 }
 
 /// Serves HTTP/3 on `endpoint` until `shutdown`.

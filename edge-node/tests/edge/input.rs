@@ -16,7 +16,8 @@ async fn hostile_ranges() {
         TestObject::new(body.clone(), "public, max-age=600"),
     );
     let edge = TestEdge::start(vec![origin.url()]).await;
-    let thousands = format!("bytes={}", vec!["0-0"; 5_000].join(","));
+    // Thousands of ranges, within the 16 KiB head limit.
+    let thousands = format!("bytes={}", vec!["0-0"; 3_000].join(","));
     let overlapping = "bytes=0-100,50-150,100-200".to_owned();
     for (range, status, len) in [
         ("bytes=abc", 200, 10_000),

@@ -4,6 +4,7 @@ mod support;
 
 mod caching;
 mod certificates;
+mod http1;
 mod input;
 mod ranges;
 mod restart;
