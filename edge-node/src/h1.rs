@@ -166,8 +166,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
             .then(|| Instant::now() + self.limits.header_timeout);
         loop {
             if !self.buffer.is_empty() {
-                let deadline =
-                    *deadline.get_or_insert_with(|| Instant::now() + self.limits.header_timeout);
+                deadline.get_or_insert_with(|| Instant::now() + self.limits.header_timeout);
                 if self.first
                     && H2_PREFACE
                         .starts_with(&self.buffer[..self.buffer.len().min(H2_PREFACE.len())])
@@ -182,22 +181,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                         Err((status, code, message)) => return Next::Refuse(status, code, message),
                     }
                 }
-                let read = self.io.read_buf(&mut self.buffer);
-                let outcome = tokio::select! {
-                    () = shutdown.wait() => return Next::Close,
-                    outcome = tokio::time::timeout_at(deadline, read) => outcome,
-                };
-                match outcome {
-                    Ok(Ok(read)) if read > 0 => {}
-                    _ => return Next::Close,
-                }
-                continue;
             }
+            let wait = deadline.unwrap_or_else(|| Instant::now() + self.limits.idle_timeout);
             let read = self.io.read_buf(&mut self.buffer);
-            let wait = match deadline {
-                Some(deadline) => deadline,
-                None => Instant::now() + self.limits.idle_timeout,
-            };
             let outcome = tokio::select! {
                 () = shutdown.wait() => return Next::Close,
                 outcome = tokio::time::timeout_at(wait, read) => outcome,
