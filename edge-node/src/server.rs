@@ -1,5 +1,6 @@
-//! Listeners: cleartext HTTP/1.1 (the loop in [`crate::h1`]) and h2c, HTTP/1.1 and HTTP/2 over TLS (ALPN), and HTTP/3 over
-//! QUIC. Each turns requests into the engine's protocol-free calls and streams its responses.
+//! Listeners: cleartext HTTP/1.1 (the loop in [`crate::h1`]) and h2c, HTTP/1.1 and HTTP/2 over
+//! TLS (ALPN), and HTTP/3 over QUIC. Each turns requests into the engine's protocol-free calls
+//! and streams its responses.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -107,9 +108,9 @@ pub async fn serve_tcp(
         max_uri_bytes: config.max_uri_bytes,
     };
     let graceful = GracefulShutdown::new();
-    // Cleartext HTTP/1.1 connections are Cadenza's own loop's, not hyper's: each holds a
-    // sender, and the drain waits until every one is dropped.
-    let (open, mut all_closed) = tokio::sync::mpsc::channel::<()>(1);
+    // Cleartext HTTP/1.1 connections are Cadenza's own loop's, not hyper's: the drain waits
+    // for their tasks as well as for hyper's connections.
+    let cleartext = tokio_util::task::TaskTracker::new();
     while let Some((stream, peer)) = telemetry::accept(&listener, &shutdown).await {
         let _ = stream.set_nodelay(true);
         let guard = ConnectionGuard::new(&engine);
@@ -126,10 +127,8 @@ pub async fn serve_tcp(
                 let stream = SendTimeout::new(ZeroCopyStream::new(stream), send_timeout);
                 let watcher = graceful.watcher();
                 let shutdown = shutdown.clone();
-                let open = open.clone();
-                tokio::spawn(async move {
+                cleartext.spawn(async move {
                     let _guard = guard;
-                    let _open = open;
                     if let h1::Ended::Http2(stream) =
                         h1::serve(&engine, stream, peer, limits, &shutdown).await
                     {
@@ -161,11 +160,11 @@ pub async fn serve_tcp(
         }
     }
     drop(listener);
-    drop(open);
+    cleartext.close();
     telemetry::drain_within(
         async move {
             graceful.shutdown().await;
-            let _ = all_closed.recv().await;
+            cleartext.wait().await;
         },
         grace,
     )
