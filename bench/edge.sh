@@ -164,10 +164,11 @@ run_h2load() {
   p99=$(sort -n -k3 "$log" | awk '{a[NR]=$3} END {i=int(NR*0.99); if (i<1) i=1; printf "%.2f", a[i]/1000}')
   echo "$rps $p99"
 }
-# oha over HTTP/3: requests/s and p99 (ms).
+# oha over HTTP/3: requests/s and p99 (ms). One worker thread, as wrk and h2load have (oha's
+# default is one per physical core, which on a machine with two would share the pinned core).
 run_oha3() {
   local out
-  out=$(taskset -c 1 oha --no-tui --insecure --http-version 3 -z "${DURATION}s" -c "$CONNECTIONS" --output-format json "$1" 2>/dev/null)
+  out=$(taskset -c 1 oha --no-tui --insecure --http-version 3 --worker-threads 1 -z "${DURATION}s" -c "$CONNECTIONS" --output-format json "$1" 2>/dev/null)
   python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["summary"]["requestsPerSec"], d["latencyPercentiles"]["p99"]*1000)' <<<"$out"
 }
 
