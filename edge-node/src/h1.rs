@@ -254,9 +254,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         for field in request.headers.iter() {
             let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| BAD)?;
             if name == header::CONTENT_LENGTH {
-                let value = std::str::from_utf8(field.value)
+                // 1*DIGIT (RFC 9110 §8.6): `u64::from_str` alone would take a leading `+`,
+                // which a proxy in front may read differently.
+                let digits = field.value.trim_ascii();
+                if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+                    return Err(BAD);
+                }
+                let value = std::str::from_utf8(digits)
                     .ok()
-                    .and_then(|value| value.trim().parse::<u64>().ok())
+                    .and_then(|digits| digits.parse::<u64>().ok())
                     .ok_or(BAD)?;
                 if content_length.is_some_and(|known| known != value) {
                     return Err(BAD);
@@ -662,6 +668,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(body.has_body);
+        let empty = parse(b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length:  0 \r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!empty.has_body && empty.keep_alive);
     }
 
     #[test]
@@ -670,6 +680,10 @@ mod tests {
             &b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
             b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: -1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: +0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0x10\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length:\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             b"GET / HTTP/3.0\r\nHost: h\r\n\r\n",
             b"GET /\x01 HTTP/1.1\r\nHost: h\r\n\r\n",
