@@ -123,15 +123,20 @@ pub async fn serve_tcp(
         };
         match &certificates {
             None => {
-                // Cleartext: cached bodies leave by sendfile(2) from sealed memory.
-                let stream = SendTimeout::new(ZeroCopyStream::new(stream), send_timeout);
+                // Cleartext: cached bodies leave by sendfile(2) from sealed memory. An
+                // HTTP/1.1 response head leaves at once; HTTP/2 frame headers wait for their
+                // payload.
+                let mut stream = ZeroCopyStream::new(stream);
+                stream.set_cork(false);
+                let stream = SendTimeout::new(stream, send_timeout);
                 let watcher = graceful.watcher();
                 let shutdown = shutdown.clone();
                 cleartext.spawn(async move {
                     let _guard = guard;
-                    if let h1::Ended::Http2(stream) =
+                    if let h1::Ended::Http2(mut stream) =
                         h1::serve(&engine, stream, peer, limits, &shutdown).await
                     {
+                        stream.get_mut().get_mut().set_cork(true);
                         let connection = builder
                             .serve_connection(TokioIo::new(stream), service)
                             .into_owned();

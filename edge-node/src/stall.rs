@@ -40,6 +40,11 @@ impl<T> SendTimeout<T> {
         }
     }
 
+    /// The wrapped I/O object.
+    pub fn get_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
     /// A write's outcome, with the clock applied: progress is noted; a pending write arms the
     /// clock (if it is not running) and fails once the peer made no progress for a period.
     fn watch<R>(

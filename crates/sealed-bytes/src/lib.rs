@@ -98,17 +98,27 @@ pub fn census() -> (usize, usize) {
 }
 
 /// A TCP stream whose writes send slices of sealed bytes with `sendfile(2)` and everything
-/// else with `sendmsg(2)` (flagged `MSG_MORE` when a sealed slice follows, so that a response
-/// head and its body leave in the same segments).
+/// else with `sendmsg(2)`.
 #[derive(Debug)]
 pub struct ZeroCopyStream {
     inner: TcpStream,
+    cork: bool,
 }
 
 impl ZeroCopyStream {
-    /// Wraps `inner`.
+    /// Wraps `inner`; plain bytes written right before a sealed slice wait for it
+    /// (`MSG_MORE`), so that, say, an HTTP/2 frame header leaves with its payload.
     pub fn new(inner: TcpStream) -> Self {
-        Self { inner }
+        Self { inner, cork: true }
+    }
+
+    /// Whether plain bytes right before a sealed slice wait for it (`MSG_MORE`) or leave at
+    /// once. Uncorked suits a response head of a few hundred bytes: measured on loopback with
+    /// a 100 KB body, corking the head onto the body's pages cost the sender about a fifth
+    /// more CPU per response (and the two ends together about 5 % more) than sending it
+    /// first, as nginx does with `tcp_nopush off`.
+    pub fn set_cork(&mut self, cork: bool) {
+        self.cork = cork;
     }
 
     fn poll_send(&self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
@@ -119,10 +129,9 @@ impl ZeroCopyStream {
                 Poll::Pending => return Poll::Pending,
             }
             // A `WouldBlock` clears the readiness, so the next poll registers for it.
-            match self
-                .inner
-                .try_io(tokio::io::Interest::WRITABLE, || send(&self.inner, bufs))
-            {
+            match self.inner.try_io(tokio::io::Interest::WRITABLE, || {
+                send(&self.inner, bufs, self.cork)
+            }) {
                 Err(error)
                     if matches!(
                         error.kind(),
@@ -134,10 +143,11 @@ impl ZeroCopyStream {
     }
 }
 
-/// Writes `bufs` in order, sealed slices with `sendfile`, runs of others with `sendmsg`; stops
-/// at the first short write. `WouldBlock` only when nothing went out.
+/// Writes `bufs` in order, sealed slices with `sendfile`, runs of others with `sendmsg`
+/// (flagged `MSG_MORE` before a sealed slice when `cork`); stops at the first short write.
+/// `WouldBlock` only when nothing went out.
 #[cfg(target_os = "linux")]
-fn send(socket: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+fn send(socket: &TcpStream, bufs: &[IoSlice<'_>], cork: bool) -> io::Result<usize> {
     use rustix::net::{SendAncillaryBuffer, SendFlags};
 
     let mut written = 0usize;
@@ -161,7 +171,7 @@ fn send(socket: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
                 let run = &rest[..plain];
                 rest = &rest[plain..];
                 let mut flags = SendFlags::NOSIGNAL;
-                if !rest.is_empty() {
+                if cork && !rest.is_empty() {
                     flags |= SendFlags::MORE;
                 }
                 let wanted = run.iter().map(|buf| buf.len()).sum();
@@ -185,7 +195,7 @@ fn send(socket: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn send(socket: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+fn send(socket: &TcpStream, bufs: &[IoSlice<'_>], _cork: bool) -> io::Result<usize> {
     socket.try_write_vectored(bufs)
 }
 
@@ -267,6 +277,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_sends_sealed_and_plain_slices_in_order() {
+        sends_in_order(true).await;
+        sends_in_order(false).await;
+    }
+
+    /// Sends a head, most of a sealed body and a plain tail in as many writes as it takes,
+    /// and checks what the client read.
+    async fn sends_in_order(cork: bool) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let body = share(Bytes::from(pattern(3 << 20, 7)));
@@ -284,6 +301,7 @@ mod tests {
                 let (stream, _) = listener.accept().await.unwrap();
                 stream.set_nodelay(true).unwrap();
                 let mut stream = ZeroCopyStream::new(stream);
+                stream.set_cork(cork);
                 let parts: [&[u8]; 3] = [&head, &body[1000..], &tail];
                 let total: usize = parts.iter().map(|part| part.len()).sum();
                 let mut done = 0;
