@@ -180,14 +180,14 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid("tls_cert", "give tls_cert and tls_key together"));
         }
-        if self.header_timeout_secs == 0
-            || self.send_timeout_secs == 0
-            || self.idle_timeout_secs == 0
-        {
-            return Err(invalid(
-                "send_timeout_secs",
-                "client timeouts (header_timeout_secs, idle_timeout_secs, send_timeout_secs) must be positive",
-            ));
+        for (field, secs) in [
+            ("header_timeout_secs", self.header_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("send_timeout_secs", self.send_timeout_secs),
+        ] {
+            if secs == 0 {
+                return Err(invalid(field, "client timeouts must be positive"));
+            }
         }
         if self.parents.is_empty() {
             return Err(invalid("parents", "at least one parent (the origin)"));
@@ -244,5 +244,33 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_zero_client_timeout_is_refused_by_its_own_name() {
+        // Whatever else the defaults lack, it is not a timeout.
+        if let Err(ConfigError::Invalid { field, .. }) = Config::default().validate() {
+            assert!(!field.ends_with("timeout_secs"), "{field}");
+        }
+        for (field, zero) in [
+            (
+                "header_timeout_secs",
+                (|c| c.header_timeout_secs = 0) as fn(&mut Config),
+            ),
+            ("idle_timeout_secs", |c| c.idle_timeout_secs = 0),
+            ("send_timeout_secs", |c| c.send_timeout_secs = 0),
+        ] {
+            let mut config = Config::default();
+            zero(&mut config);
+            match config.validate() {
+                Err(ConfigError::Invalid { field: named, .. }) => assert_eq!(named, field),
+                other => panic!("{field} = 0 gave {other:?}"),
+            }
+        }
     }
 }
