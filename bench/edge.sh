@@ -12,9 +12,11 @@
 # its http3 feature; installed by this script with cargo if missing). Servers run on core 0
 # (nginx with one worker, Cadenza with one runtime thread's worth of CPU), load generators on
 # core 1. Prints requests/s, p99 latency, the server's CPU per request, how busy the load
-# generator's core was, and the ratios the issue sets as targets. This machine drifts by tens of
-# per cent within minutes, so every peer is measured once per round, rounds follow each other,
-# and each ratio is the median of the rounds' ratios (each round's own ratio beside it):
+# generator's core was, the TCP segments per response and how often a receiver's window filled
+# (both ends are on loopback, so these count both directions), and the ratios the issue sets as
+# targets. This machine drifts by tens of per cent within minutes, so every peer is measured
+# once per round, rounds follow each other, and each ratio is the median of the rounds' ratios
+# (each round's own ratio beside it):
 #   HTTP/1.1 segment hits  >= 1.0x nginx proxy_cache (and, since wrk's core can be the limit,
 #                          the CPU each server spends per request, compared the other way round)
 #   TLS HTTP/2             >= 1.0x nginx
@@ -178,21 +180,40 @@ run_oha3() {
 TICK=$(getconf CLK_TCK)
 server_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 core1_jiffies() { awk '$1 == "cpu1" {busy = $2 + $3 + $4 + $7 + $8 + $9; print busy, busy + $5 + $6}' /proc/stat; }
+# The kernel's TCP counters: segments sent, and times a receiver wanted to advertise a zero
+# window (its buffer was full of data the application had not read yet, so the sender waits for
+# a window update: one more segment and one more wake-up per occurrence). With wrk's core the
+# limit, these are what a server changes about the client's work per response.
+tcp_counters() {
+  awk '$1 == "Tcp:" || $1 == "TcpExt:" {
+         if (!($1 in names)) { names[$1] = $0; next }
+         split(names[$1], n); for (i = 2; i <= NF; i++) v[n[i]] = $i
+       }
+       END { print v["OutSegs"] + 0, v["TCPWantZeroWindowAdv"] + 0 }' /proc/net/snmp /proc/net/netstat
+}
 
-printf "%-52s %12s %10s %16s %12s\n" "round: measurement" "requests/s" "p99 ms" "server us/req" "load core %"
-declare -A RPS US
+printf "%-52s %12s %10s %16s %12s %10s %14s\n" "round: measurement" "requests/s" "p99 ms" "server us/req" "load core %" "segs/resp" "win-full/resp"
+declare -A RPS US SEGS
 measure() {
   local round=$1 name=$2 pid=$3; shift 3
-  local result t0 t1 c0 c1
-  t0=$(server_ticks "$pid"); c0=$(core1_jiffies)
+  local result t0 t1 c0 c1 k0 k1
+  t0=$(server_ticks "$pid"); c0=$(core1_jiffies); k0=$(tcp_counters)
   result=$("$@")
-  t1=$(server_ticks "$pid"); c1=$(core1_jiffies)
+  t1=$(server_ticks "$pid"); c1=$(core1_jiffies); k1=$(tcp_counters)
   RPS["$round|$name"]=$(awk '{print $1}' <<<"$result")
   US["$round|$name"]=$(awk -v t="$((t1 - t0))" -v hz="$TICK" -v d="$DURATION" '{ if ($1 > 0) printf "%.1f", t / hz * 1e6 / ($1 * d); else print "n/a" }' <<<"$result")
-  printf "%-52s %12s %10s %16s %12s\n" "$round: $name" "$(awk '{printf "%.0f", $1}' <<<"$result")" \
+  # Per response over TCP (HTTP/3 runs over UDP: n/a).
+  local per_response="n/a n/a"
+  if [[ $name != h3* ]]; then
+    per_response=$(awk -v a="$k0" -v b="$k1" -v d="$DURATION" '{ split(a, x, " "); split(b, y, " ");
+      if ($1 > 0) printf "%.2f %.2f", (y[1] - x[1]) / ($1 * d), (y[2] - x[2]) / ($1 * d); else print "n/a n/a" }' <<<"$result")
+  fi
+  SEGS["$round|$name"]=${per_response%% *}
+  printf "%-52s %12s %10s %16s %12s %10s %14s\n" "$round: $name" "$(awk '{printf "%.0f", $1}' <<<"$result")" \
     "$(awk '{printf "%.2f", $2}' <<<"$result")" \
     "${US["$round|$name"]}" \
-    "$(awk -v a="$c0" -v b="$c1" 'BEGIN { split(a, x, " "); split(b, y, " "); if (y[2] > x[2]) printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2]); else print "n/a" }')"
+    "$(awk -v a="$c0" -v b="$c1" 'BEGIN { split(a, x, " "); split(b, y, " "); if (y[2] > x[2]) printf "%.0f", 100 * (y[1] - x[1]) / (y[2] - x[2]); else print "n/a" }')" \
+    ${per_response}
 }
 for round in $(seq 1 "$ROUNDS"); do
   for object in seg.m4s list.m3u8; do
@@ -220,12 +241,19 @@ over_rounds() {
   done
   printf "%s  (%s)" "$(printf '%s\n' "${values[@]}" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}')" "${values[*]}"
 }
+# The median over rounds of one peer's TCP segments per response, then every round's value.
+segments() {
+  local values=() round
+  for round in $(seq 1 "$ROUNDS"); do values+=("${SEGS["$round|$1"]}"); done
+  printf "%s  (%s)" "$(printf '%s\n' "${values[@]}" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}')" "${values[*]}"
+}
 echo
 echo "ratios: median of $ROUNDS rounds (each round's), target in brackets"
 for object in seg.m4s list.m3u8; do
   echo "  $object h1 cadenza / nginx proxy_cache               $(over_rounds rps "h1 $object  cadenza edge" "h1 $object  nginx proxy_cache")   [>= 1.0 for the segment]"
   echo "  $object h1 CPU per request, nginx proxy_cache / cadenza $(over_rounds cpu "h1 $object  cadenza edge" "h1 $object  nginx proxy_cache")   [> 1.0: the edge spends less]"
   echo "  $object h1 cadenza / nginx static                    $(over_rounds rps "h1 $object  cadenza edge" "h1 $object  nginx static")"
+  echo "  $object h1 TCP segments per response: cadenza $(segments "h1 $object  cadenza edge"), nginx proxy_cache $(segments "h1 $object  nginx proxy_cache")"
   echo "  $object h2-tls cadenza / nginx proxy_cache           $(over_rounds rps "h2-tls $object  cadenza edge" "h2-tls $object  nginx proxy_cache")   [>= 1.0]"
   echo "  $object h2-tls cadenza / nginx static                $(over_rounds rps "h2-tls $object  cadenza edge" "h2-tls $object  nginx static")   [>= 1.0]"
   echo "  $object h3 / cadenza h2-tls                          $(over_rounds rps "h3 $object  cadenza edge" "h2-tls $object  cadenza edge")   [>= 0.5]"
