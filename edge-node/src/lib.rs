@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod cache;
+pub mod combine;
 pub mod config;
 pub mod engine;
 pub mod fill;

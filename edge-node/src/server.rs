@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 
 use sealed_bytes::ZeroCopyStream;
 
+use crate::combine::CombineWrites;
 use crate::engine::{Engine, Protocol, RequestContext};
 use crate::h1;
 use crate::stall::SendTimeout;
@@ -156,8 +157,10 @@ pub async fn serve_tcp(
                         metrics::counter!("cadenza_edge_tls_handshake_failures_total").increment(1);
                         return;
                     };
+                    // HTTP/2 writes small responses together (see `combine`).
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(&b"h2"[..]);
                     let connection = builder
-                        .serve_connection(TokioIo::new(tls), service)
+                        .serve_connection(TokioIo::new(CombineWrites::new(tls, h2)), service)
                         .into_owned();
                     let _ = watcher.watch(connection).await;
                 });
