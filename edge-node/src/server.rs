@@ -126,7 +126,7 @@ pub async fn serve_tcp(
             None => {
                 // Cleartext: cached bodies leave by sendfile(2) from sealed memory. An
                 // HTTP/1.1 response head leaves at once; HTTP/2 frame headers wait for their
-                // payload.
+                // payload, and small HTTP/2 responses leave together (see `combine`).
                 let mut stream = ZeroCopyStream::new(stream);
                 stream.set_cork(false);
                 let stream = SendTimeout::new(stream, send_timeout);
@@ -138,6 +138,7 @@ pub async fn serve_tcp(
                         h1::serve(&engine, stream, peer, limits, &shutdown).await
                     {
                         stream.get_mut().get_mut().set_cork(true);
+                        let stream = CombineWrites::new(stream, true);
                         let connection = builder
                             .serve_connection(TokioIo::new(stream), service)
                             .into_owned();
