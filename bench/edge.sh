@@ -2,7 +2,7 @@
 # The edge node against nginx, in the same run, with the same load tools and settings.
 #
 #   bench/edge.sh                      # 3 rounds of 5 s per measurement, 64 connections
-#   ROUNDS=5 DURATION=10 CONNECTIONS=128 bench/edge.sh
+#   ROUNDS=5 DURATION=10 CONNECTIONS=128 H2_STREAMS=10 H3_STREAMS=10 bench/edge.sh
 #
 # Serves one ~100 KB segment and one ~1 KB playlist from
 #   - a warm Cadenza edge (filled once from Cadenza's origin, then every request a memory hit),
@@ -27,6 +27,9 @@ DURATION=${DURATION:-5}
 ROUNDS=${ROUNDS:-3}
 CONNECTIONS=${CONNECTIONS:-64}
 H2_STREAMS=${H2_STREAMS:-10}
+# Concurrent requests per HTTP/3 connection: as many as HTTP/2's streams, so that HTTP/3 and
+# HTTP/2 are compared under the same load (oha's -p).
+H3_STREAMS=${H3_STREAMS:-$H2_STREAMS}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cadenza-target}"
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "installing $2"; apt-get install -y -qq "$2" >/dev/null; }; }
@@ -170,7 +173,7 @@ run_h2load() {
 # default is one per physical core, which on a machine with two would share the pinned core).
 run_oha3() {
   local out
-  out=$(taskset -c 1 oha --no-tui --insecure --http-version 3 --worker-threads 1 -z "${DURATION}s" -c "$CONNECTIONS" --output-format json "$1" 2>/dev/null)
+  out=$(taskset -c 1 oha --no-tui --insecure --http-version 3 --worker-threads 1 -z "${DURATION}s" -c "$CONNECTIONS" -p "$H3_STREAMS" --output-format json "$1" 2>/dev/null)
   python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["summary"]["requestsPerSec"], d["latencyPercentiles"]["p99"]*1000)' <<<"$out"
 }
 
