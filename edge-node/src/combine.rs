@@ -39,11 +39,6 @@ impl<S> CombineWrites<S> {
             enabled,
         }
     }
-
-    /// The wrapped stream.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
 }
 
 impl<S: AsyncWrite + Unpin> CombineWrites<S> {
