@@ -199,6 +199,17 @@ impl Cache {
             Some((dir, bytes)) => Some(DiskTier::open(dir, bytes)?),
             None => None,
         };
+        if let Some(disk) = &disk {
+            // Memory-tier bodies live in unnamed files beside the disk tier's work files: the
+            // file system's page cache, which sendfile reads a batch of pages at a time, where
+            // a memory file's pages are looked up one by one (see `sealed_bytes`). They vanish
+            // with the process; without a disk tier they stay in memory files.
+            let dir = disk.dir.join("tmp");
+            if let Err(error) = sealed_bytes::use_directory(Some(&dir)) {
+                tracing::warn!(dir = %dir.display(), %error,
+                    "cannot make unnamed files here; memory-tier bodies stay in memory files");
+            }
+        }
         Ok(Self {
             memory,
             disk,
@@ -565,6 +576,24 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 3]).unwrap();
         assert!(tier.get("/a").await.is_none());
+    }
+
+    #[test]
+    fn with_a_disk_tier_large_bodies_live_in_unnamed_files_beside_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let _cache = Cache::open(1 << 20, Some((dir.path(), 1 << 20))).unwrap();
+        let body = object("/big", &vec![5u8; 100_000]).body;
+        assert!(sealed_bytes::is_sealed(&body));
+        let tmp = dir.path().join("tmp");
+        let files: Vec<PathBuf> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+            .filter(|target| target.starts_with(&tmp) && target != &tmp)
+            .collect();
+        assert!(!files.is_empty(), "no file in {}", tmp.display());
+        // None of them has a name there.
+        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+        drop(body);
     }
 
     #[tokio::test]

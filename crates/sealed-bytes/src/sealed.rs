@@ -1,21 +1,25 @@
-//! Sealed memory files, their read-only mappings, and the registry that tells a write which
-//! memory file (and offset) a slice of bytes came from.
+//! Sealed memory files (or unnamed files in a directory), their read-only mappings, and the
+//! registry that tells a write which file (and offset) a slice of bytes came from.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write as _;
+use std::io::{self, Write as _};
+use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use bytes::Bytes;
 use memmap2::Mmap;
-use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::fs::{MemfdFlags, Mode, OFlags, SealFlags};
 
 /// Live sealed bodies by the address their mapping starts at.
 static REGISTRY: RwLock<BTreeMap<usize, Region>> = RwLock::new(BTreeMap::new());
 /// How many there are (read without the lock, so that writes of plain bytes skip it).
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static CAP: OnceLock<usize> = OnceLock::new();
+/// The directory whose unnamed files hold new bodies, when one is set ([`use_directory`]).
+static DIRECTORY: RwLock<Option<Arc<OwnedFd>>> = RwLock::new(None);
 
 #[derive(Debug)]
 struct Region {
@@ -119,7 +123,50 @@ fn seal_under(data: &[u8], cap: usize) -> Option<Bytes> {
     }
 }
 
-fn map(data: &[u8]) -> Option<Mapping> {
+/// New bodies go into unnamed files in `dir` from now on (`None`: into memory files again),
+/// once an unnamed file could be made there.
+pub(crate) fn use_directory(dir: Option<&Path>) -> io::Result<()> {
+    let dir = match dir {
+        None => None,
+        Some(dir) => {
+            let dir = rustix::fs::open(
+                dir,
+                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            drop(unnamed_file(&dir)?);
+            Some(Arc::new(dir))
+        }
+    };
+    *DIRECTORY.write().unwrap_or_else(PoisonError::into_inner) = dir;
+    Ok(())
+}
+
+/// A new file in `dir` that has no name and can never be given one (`O_TMPFILE | O_EXCL`):
+/// only this process's descriptor reaches it, and it is gone when that closes.
+fn unnamed_file(dir: &OwnedFd) -> io::Result<File> {
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::TMPFILE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::RUSR | Mode::WUSR,
+    )?;
+    Ok(File::from(fd))
+}
+
+/// `data` in an unnamed file of the directory set, if one is set and the write succeeds.
+fn directory_file(data: &[u8]) -> Option<File> {
+    let dir = DIRECTORY
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()?;
+    let mut file = unnamed_file(&dir).ok()?;
+    file.write_all(data).ok()?;
+    Some(file)
+}
+
+/// `data` in a memory file sealed against writing, growing and shrinking.
+fn memory_file(data: &[u8]) -> Option<File> {
     let fd = rustix::fs::memfd_create(
         "cadenza-body",
         MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
@@ -132,9 +179,16 @@ fn map(data: &[u8]) -> Option<Mapping> {
         SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
     )
     .ok()?;
-    // SAFETY: the file is a memory file of our own whose seals forbid every writer (this
-    // process included) from changing, growing or shrinking it, and the seals cannot be
-    // removed; its read-only mapping therefore never changes under the slice it backs.
+    Some(file)
+}
+
+fn map(data: &[u8]) -> Option<Mapping> {
+    let file = directory_file(data).or_else(|| memory_file(data))?;
+    // SAFETY: the file is this process's own and nothing changes it after this point. A memory
+    // file's seals forbid every writer (this process included) from changing, growing or
+    // shrinking it, and cannot be removed; an unnamed file has no name to be opened by and is
+    // never written again (its descriptor is used only to read it, by `sendfile`). Its
+    // read-only mapping therefore never changes under the slice it backs.
     #[allow(unsafe_code)]
     let map = unsafe { Mmap::map(&file) }.ok()?;
     Some(Mapping {
@@ -143,7 +197,7 @@ fn map(data: &[u8]) -> Option<Mapping> {
     })
 }
 
-/// The sealed memory file `slice` lies in, and its offset there.
+/// The file `slice` lies in, and its offset there.
 pub(crate) fn lookup(slice: &[u8]) -> Option<(Arc<File>, u64)> {
     if slice.is_empty() || LIVE.load(Ordering::Relaxed) == 0 {
         return None;
