@@ -86,6 +86,9 @@ parents = ["http://127.0.0.1:$ORIGIN_PORT"]
 fill_key = "$FILL_KEY"
 token_prefixes = []
 max_concurrent_streams = 1000
+# A disk tier, as nginx's proxy_cache has: the edge then keeps memory-tier bodies in unnamed
+# files beside it (the file system's page cache) rather than in memory files.
+disk_cache_dir = "$WORK/edge-cache"
 EOF
 CADENZA_LOG=warn taskset -c 0 "$EDGE_BIN" --config "$WORK/edge.toml" >"$WORK/edge.log" 2>&1 &
 PIDS+=($!)

@@ -544,11 +544,6 @@ impl<T> Rewind<T> {
     fn new(replay: Bytes, inner: T) -> Self {
         Self { replay, inner }
     }
-
-    /// The connection underneath.
-    pub(crate) fn get_mut(&mut self) -> &mut T {
-        &mut self.inner
-    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Rewind<T> {

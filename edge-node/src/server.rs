@@ -124,20 +124,18 @@ pub async fn serve_tcp(
         };
         match &certificates {
             None => {
-                // Cleartext: cached bodies leave by sendfile(2) from sealed memory. An
-                // HTTP/1.1 response head leaves at once; HTTP/2 frame headers wait for their
-                // payload, and small HTTP/2 responses leave together (see `combine`).
-                let mut stream = ZeroCopyStream::new(stream);
-                stream.set_cork(false);
+                // Cleartext: cached bodies leave by sendfile(2) from sealed files, and whatever
+                // precedes a body waits for its pages (MSG_MORE): an HTTP/1.1 response head,
+                // HTTP/2 frame headers. Small HTTP/2 responses leave together (see `combine`).
+                let stream = ZeroCopyStream::new(stream);
                 let stream = SendTimeout::new(stream, send_timeout);
                 let watcher = graceful.watcher();
                 let shutdown = shutdown.clone();
                 cleartext.spawn(async move {
                     let _guard = guard;
-                    if let h1::Ended::Http2(mut stream) =
+                    if let h1::Ended::Http2(stream) =
                         h1::serve(&engine, stream, peer, limits, &shutdown).await
                     {
-                        stream.get_mut().get_mut().set_cork(true);
                         let stream = CombineWrites::new(stream, true);
                         let connection = builder
                             .serve_connection(TokioIo::new(stream), service)
