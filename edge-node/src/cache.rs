@@ -49,9 +49,10 @@ pub struct Object {
 
 impl Object {
     /// Builds an object, turning the stored header list into a map and moving a large body
-    /// into sealed memory, from which the cleartext listener sends it without copying.
-    pub fn new(meta: Meta, body: Bytes) -> Self {
-        let body = sealed_bytes::share(body);
+    /// into a sealed file (an unnamed one in `bodies` if given, else a memory file), from
+    /// which the cleartext listener sends it without copying.
+    pub fn new(meta: Meta, body: Bytes, bodies: Option<&sealed_bytes::Directory>) -> Self {
+        let body = sealed_bytes::share(body, bodies);
         let mut headers = HeaderMap::with_capacity(meta.headers.len());
         for (name, value) in &meta.headers {
             if let (Ok(name), Ok(value)) = (
@@ -199,22 +200,17 @@ impl Cache {
             Some((dir, bytes)) => Some(DiskTier::open(dir, bytes)?),
             None => None,
         };
-        if let Some(disk) = &disk {
-            // Memory-tier bodies live in unnamed files beside the disk tier's work files: the
-            // file system's page cache, which sendfile reads a batch of pages at a time, where
-            // a memory file's pages are looked up one by one (see `sealed_bytes`). They vanish
-            // with the process; without a disk tier they stay in memory files.
-            let dir = disk.dir.join("tmp");
-            if let Err(error) = sealed_bytes::use_directory(Some(&dir)) {
-                tracing::warn!(dir = %dir.display(), %error,
-                    "cannot make unnamed files here; memory-tier bodies stay in memory files");
-            }
-        }
         Ok(Self {
             memory,
             disk,
             varies: moka::sync::Cache::new(100_000),
         })
+    }
+
+    /// Where large bodies go: unnamed files beside the disk tier, when there is one that can
+    /// hold them (see [`Object::new`]).
+    pub fn bodies(&self) -> Option<&sealed_bytes::Directory> {
+        self.disk.as_ref()?.bodies.as_ref()
     }
 
     /// The full key of a request, from the vary names remembered for `primary`.
@@ -319,6 +315,11 @@ impl Cache {
 struct DiskTier {
     dir: Arc<PathBuf>,
     index: moka::sync::Cache<u128, Arc<DiskEntry>>,
+    /// Unnamed files in `tmp/` for the node's large bodies, memory tier included: the file
+    /// system's page cache, which sendfile reads a batch of pages at a time, where a memory
+    /// file's pages are looked up one by one (see `sealed_bytes`). `None` where the file
+    /// system makes no unnamed files (bodies then go into memory files).
+    bodies: Option<sealed_bytes::Directory>,
 }
 
 #[derive(Debug)]
@@ -352,7 +353,14 @@ impl DiskTier {
                 }
             })
             .build();
-        let tier = Self { dir, index };
+        let work = dir.join("tmp");
+        let bodies = sealed_bytes::Directory::open(&work)
+            .inspect_err(|error| {
+                tracing::warn!(dir = %work.display(), %error,
+                    "cannot make unnamed files here; large bodies go into memory files");
+            })
+            .ok();
+        let tier = Self { dir, index, bodies };
         tier.reindex()?;
         Ok(tier)
     }
@@ -397,7 +405,7 @@ impl DiskTier {
         self.index.get(&hash)?;
         let path = object_path(&self.dir, hash);
         let bytes = tokio::fs::read(&path).await.ok()?;
-        match decode(&bytes) {
+        match decode(&bytes, self.bodies.as_ref()) {
             Some(object) if object.meta.key == key => Some(object),
             _ => {
                 tracing::warn!(message = "Corrupt disk cache file removed.", path = %path.display());
@@ -504,7 +512,7 @@ fn read_header(path: &Path) -> Option<(String, u64, SystemTime)> {
 }
 
 /// Decodes and verifies a whole file: magic, lengths and checksum must all agree.
-fn decode(bytes: &[u8]) -> Option<Object> {
+fn decode(bytes: &[u8], bodies: Option<&sealed_bytes::Directory>) -> Option<Object> {
     if bytes.len() < 24 || &bytes[..4] != MAGIC {
         return None;
     }
@@ -529,7 +537,11 @@ fn decode(bytes: &[u8]) -> Option<Object> {
         return None;
     }
     let meta: Meta = serde_json::from_slice(meta_bytes).ok()?;
-    Some(Object::new(meta, sealed_bytes::copy_from_slice(body)))
+    Some(Object::new(
+        meta,
+        sealed_bytes::copy_from_slice(body, bodies),
+        bodies,
+    ))
 }
 
 #[cfg(test)]
@@ -537,6 +549,10 @@ mod tests {
     use super::*;
 
     fn object(key: &str, body: &[u8]) -> Object {
+        object_in(key, body, None)
+    }
+
+    fn object_in(key: &str, body: &[u8], bodies: Option<&sealed_bytes::Directory>) -> Object {
         Object::new(
             Meta {
                 key: key.to_owned(),
@@ -548,6 +564,7 @@ mod tests {
                 vary: Vec::new(),
             },
             Bytes::copy_from_slice(body),
+            bodies,
         )
     }
 
@@ -580,20 +597,41 @@ mod tests {
 
     #[test]
     fn with_a_disk_tier_large_bodies_live_in_unnamed_files_beside_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let _cache = Cache::open(1 << 20, Some((dir.path(), 1 << 20))).unwrap();
-        let body = object("/big", &vec![5u8; 100_000]).body;
+        /// The files this process holds open in `dir`.
+        fn open_files_in(dir: &Path) -> Vec<PathBuf> {
+            std::fs::read_dir("/proc/self/fd")
+                .unwrap()
+                .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+                .filter(|target| target.starts_with(dir) && target != dir)
+                .collect()
+        }
+        // Two nodes' caches in one process: each keeps its bodies beside its own disk tier.
+        let (one, two) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let first = Cache::open(1 << 20, Some((one.path(), 1 << 20))).unwrap();
+        let second = Cache::open(1 << 20, Some((two.path(), 1 << 20))).unwrap();
+        let body = object_in("/big", &vec![5u8; 100_000], first.bodies()).body;
         assert!(sealed_bytes::is_sealed(&body));
-        let tmp = dir.path().join("tmp");
-        let files: Vec<PathBuf> = std::fs::read_dir("/proc/self/fd")
-            .unwrap()
-            .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
-            .filter(|target| target.starts_with(&tmp) && target != &tmp)
-            .collect();
-        assert!(!files.is_empty(), "no file in {}", tmp.display());
+        let (tmp_one, tmp_two) = (one.path().join("tmp"), two.path().join("tmp"));
+        assert_eq!(
+            open_files_in(&tmp_one).len(),
+            1,
+            "a file in {}",
+            tmp_one.display()
+        );
+        assert!(open_files_in(&tmp_two).is_empty());
+        let other = object_in("/big", &vec![6u8; 100_000], second.bodies()).body;
+        assert_eq!(open_files_in(&tmp_two).len(), 1);
         // None of them has a name there.
-        assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
-        drop(body);
+        assert_eq!(std::fs::read_dir(&tmp_one).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(&tmp_two).unwrap().count(), 0);
+        // Without a disk tier there is nowhere to put them: memory files.
+        let memory_only = Cache::open(1 << 20, None).unwrap();
+        assert!(memory_only.bodies().is_none());
+        drop((body, other));
+        assert!(
+            open_files_in(&tmp_one).is_empty(),
+            "the file goes with its body"
+        );
     }
 
     #[tokio::test]

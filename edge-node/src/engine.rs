@@ -655,7 +655,7 @@ impl Engine {
             policy,
             vary: vary_names(headers),
         };
-        Object::new(meta, body)
+        Object::new(meta, body, self.inner.cache.bodies())
     }
 
     /// Answers from a stored object.

@@ -9,7 +9,7 @@
 //! `sendfile(2)` from the memory file instead of copying it. Everything else (HTTP framing,
 //! TLS, HTTP/2 and HTTP/3) keeps using the bytes as bytes.
 //!
-//! With [`use_directory`], bodies go instead into *unnamed* files of a directory on disk
+//! Given a [`Directory`], bodies go instead into *unnamed* files of a directory on disk
 //! (`O_TMPFILE | O_EXCL`: no name, none can be given, gone when closed — a crash leaves
 //! nothing behind). Their pages are the kernel's page cache of that file system, which on
 //! ext4 and XFS comes in large folios that `sendfile` looks up a batch at a time; a memory
@@ -58,46 +58,61 @@ const IOV_MAX: usize = 1024;
 #[cfg(target_os = "linux")]
 mod sealed;
 
-/// New bodies go into unnamed files in `dir` (a directory on a file system with `O_TMPFILE`,
-/// such as ext4, XFS or Btrfs) instead of memory files; `None` goes back to memory files.
-/// Fails, changing nothing, when no unnamed file can be made in `dir`. If making or writing
-/// one fails later (a full disk, say), that body goes into a memory file. Off Linux: a no-op.
-pub fn use_directory(dir: Option<&std::path::Path>) -> io::Result<()> {
+/// A directory whose unnamed files hold bodies instead of memory files (see the crate's doc):
+/// one on a file system with `O_TMPFILE`, such as ext4, XFS or Btrfs.
+#[derive(Debug, Clone)]
+pub struct Directory {
     #[cfg(target_os = "linux")]
-    {
-        sealed::use_directory(dir)
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = dir;
-        Ok(())
+    fd: std::sync::Arc<std::os::fd::OwnedFd>,
+}
+
+impl Directory {
+    /// Opens `path`; fails when no unnamed file can be made there. Off Linux, where bodies stay
+    /// on the heap, it opens nothing.
+    pub fn open(path: &std::path::Path) -> io::Result<Self> {
+        #[cfg(target_os = "linux")]
+        {
+            Ok(Self {
+                fd: std::sync::Arc::new(sealed::open_directory(path)?),
+            })
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = path;
+            Ok(Self {})
+        }
     }
 }
 
-/// `bytes` moved into a sealed body's file (a memory file, or an unnamed file of the
-/// directory set with [`use_directory`]) when it is at least [`MIN_LEN`] long and the cap
-/// allows; otherwise (and where the kernel refuses) `bytes` itself. Already sealed bytes are
-/// returned as they are.
-pub fn share(bytes: Bytes) -> Bytes {
+/// `bytes` moved into a sealed body's file (an unnamed file of `dir`, or a memory file without
+/// one or when that file cannot be made or written, a full disk say) when it is at least
+/// [`MIN_LEN`] long and the cap allows; otherwise (and where the kernel refuses) `bytes`
+/// itself. Already sealed bytes are returned as they are.
+pub fn share(bytes: Bytes, dir: Option<&Directory>) -> Bytes {
     #[cfg(target_os = "linux")]
     {
         if bytes.len() >= MIN_LEN && sealed::lookup(&bytes).is_none() {
-            return sealed::seal(&bytes).unwrap_or(bytes);
+            return sealed::seal(&bytes, dir.map(|dir| &*dir.fd)).unwrap_or(bytes);
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = dir;
     bytes
 }
 
-/// A copy of `data`, sealed when [`share`] would seal it, on the heap otherwise.
-pub fn copy_from_slice(data: &[u8]) -> Bytes {
+/// A copy of `data`, sealed (in `dir` if given) when [`share`] would seal it, on the heap
+/// otherwise.
+pub fn copy_from_slice(data: &[u8], dir: Option<&Directory>) -> Bytes {
     #[cfg(target_os = "linux")]
     {
         if data.len() >= MIN_LEN
-            && let Some(bytes) = sealed::seal(data)
+            && let Some(bytes) = sealed::seal(data, dir.map(|dir| &*dir.fd))
         {
             return bytes;
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = dir;
     Bytes::copy_from_slice(data)
 }
 
@@ -284,17 +299,17 @@ mod tests {
     #[test]
     fn large_bodies_are_sealed_small_ones_stay_on_the_heap() {
         let data = pattern(100_000, 1);
-        let sealed = share(Bytes::from(data.clone()));
+        let sealed = share(Bytes::from(data.clone()), None);
         assert_eq!(&sealed[..], &data[..]);
         assert!(is_sealed(&sealed));
         assert!(is_sealed(&sealed.slice(10..20_000)));
         // Sharing again keeps the same memory.
-        let again = share(sealed.clone());
+        let again = share(sealed.clone(), None);
         assert_eq!(again.as_ptr(), sealed.as_ptr());
 
-        let small = share(Bytes::from(pattern(1000, 2)));
+        let small = share(Bytes::from(pattern(1000, 2)), None);
         assert!(!is_sealed(&small));
-        let copied = copy_from_slice(&data);
+        let copied = copy_from_slice(&data, None);
         assert_eq!(&copied[..], &data[..]);
         assert!(is_sealed(&copied));
         assert!(!is_sealed(&data));
@@ -308,17 +323,18 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_sends_sealed_and_plain_slices_in_order() {
-        sends_in_order(true).await;
-        sends_in_order(false).await;
+        sends_in_order(true, None).await;
+        sends_in_order(false, None).await;
     }
 
     /// Sends a head, most of a sealed body and a plain tail in as many writes as it takes,
     /// and checks what the client read.
-    async fn sends_in_order(cork: bool) {
+    async fn sends_in_order(cork: bool, dir: Option<&Directory>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let body = share(Bytes::from(pattern(3 << 20, 7)));
+        let body = share(Bytes::from(pattern(3 << 20, 7)), dir);
         assert!(is_sealed(&body));
+        assert_eq!(backing(&body).starts_with("/memfd:"), dir.is_none());
         let head = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
         let tail = pattern(5000, 9);
         let mut expected = head.clone();
@@ -377,14 +393,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bodies_go_into_unnamed_files_of_the_directory_set() {
+    async fn bodies_go_into_unnamed_files_of_the_directory_given() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing");
-        assert!(use_directory(Some(&missing)).is_err());
+        assert!(Directory::open(&missing).is_err());
 
-        use_directory(Some(dir.path())).unwrap();
+        let directory = Directory::open(dir.path()).unwrap();
         let data = pattern(100_000, 3);
-        let body = copy_from_slice(&data);
+        let body = copy_from_slice(&data, Some(&directory));
         assert_eq!(&body[..], &data[..]);
         assert!(is_sealed(&body));
         let (file, offset) = sealed::lookup(&body[100..]).unwrap();
@@ -401,10 +417,9 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         drop(file);
         // Such a body is sent like any other, and outlives its own mapping while queued.
-        sends_in_order(false).await;
+        sends_in_order(false, Some(&directory)).await;
 
-        use_directory(None).unwrap();
-        let again = copy_from_slice(&data);
+        let again = copy_from_slice(&data, None);
         assert!(
             backing(&again).starts_with("/memfd:"),
             "{}",

@@ -18,8 +18,6 @@ static REGISTRY: RwLock<BTreeMap<usize, Region>> = RwLock::new(BTreeMap::new());
 /// How many there are (read without the lock, so that writes of plain bytes skip it).
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static CAP: OnceLock<usize> = OnceLock::new();
-/// The directory whose unnamed files hold new bodies, when one is set ([`use_directory`]).
-static DIRECTORY: RwLock<Option<Arc<OwnedFd>>> = RwLock::new(None);
 
 #[derive(Debug)]
 struct Region {
@@ -84,11 +82,11 @@ pub(crate) fn census() -> (usize, usize) {
 
 /// `data` copied into a new sealed memory file and mapped; `None` when the cap is reached or
 /// the kernel refuses (the caller keeps the bytes on the heap).
-pub(crate) fn seal(data: &[u8]) -> Option<Bytes> {
-    seal_under(data, cap())
+pub(crate) fn seal(data: &[u8], dir: Option<&OwnedFd>) -> Option<Bytes> {
+    seal_under(data, cap(), dir)
 }
 
-fn seal_under(data: &[u8], cap: usize) -> Option<Bytes> {
+fn seal_under(data: &[u8], cap: usize, dir: Option<&OwnedFd>) -> Option<Bytes> {
     if data.is_empty() {
         return None;
     }
@@ -101,7 +99,7 @@ fn seal_under(data: &[u8], cap: usize) -> Option<Bytes> {
     {
         return None;
     }
-    match map(data) {
+    match map(data, dir) {
         Some(mapping) => {
             let start = mapping.map.as_ptr() as usize;
             REGISTRY
@@ -123,23 +121,15 @@ fn seal_under(data: &[u8], cap: usize) -> Option<Bytes> {
     }
 }
 
-/// New bodies go into unnamed files in `dir` from now on (`None`: into memory files again),
-/// once an unnamed file could be made there.
-pub(crate) fn use_directory(dir: Option<&Path>) -> io::Result<()> {
-    let dir = match dir {
-        None => None,
-        Some(dir) => {
-            let dir = rustix::fs::open(
-                dir,
-                OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
-            drop(unnamed_file(&dir)?);
-            Some(Arc::new(dir))
-        }
-    };
-    *DIRECTORY.write().unwrap_or_else(PoisonError::into_inner) = dir;
-    Ok(())
+/// `dir` opened, once an unnamed file could be made there.
+pub(crate) fn open_directory(dir: &Path) -> io::Result<OwnedFd> {
+    let dir = rustix::fs::open(
+        dir,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    drop(unnamed_file(&dir)?);
+    Ok(dir)
 }
 
 /// A new file in `dir` that has no name and can never be given one (`O_TMPFILE | O_EXCL`):
@@ -154,13 +144,9 @@ fn unnamed_file(dir: &OwnedFd) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
-/// `data` in an unnamed file of the directory set, if one is set and the write succeeds.
-fn directory_file(data: &[u8]) -> Option<File> {
-    let dir = DIRECTORY
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone()?;
-    let mut file = unnamed_file(&dir).ok()?;
+/// `data` in an unnamed file of `dir`, if the file can be made and written.
+fn directory_file(data: &[u8], dir: &OwnedFd) -> Option<File> {
+    let mut file = unnamed_file(dir).ok()?;
     file.write_all(data).ok()?;
     Some(file)
 }
@@ -182,8 +168,10 @@ fn memory_file(data: &[u8]) -> Option<File> {
     Some(file)
 }
 
-fn map(data: &[u8]) -> Option<Mapping> {
-    let file = directory_file(data).or_else(|| memory_file(data))?;
+fn map(data: &[u8], dir: Option<&OwnedFd>) -> Option<Mapping> {
+    let file = dir
+        .and_then(|dir| directory_file(data, dir))
+        .or_else(|| memory_file(data))?;
     // SAFETY: the file is this process's own and nothing changes it after this point. A memory
     // file's seals forbid every writer (this process included) from changing, growing or
     // shrinking it, and cannot be removed; an unnamed file has no name to be opened by and is
@@ -216,10 +204,10 @@ mod tests {
     #[test]
     fn at_the_cap_bodies_are_refused_and_a_dropped_body_frees_its_place() {
         let data = vec![7u8; 20_000];
-        let first = seal_under(&data, usize::MAX).unwrap();
+        let first = seal_under(&data, usize::MAX, None).unwrap();
         // `first` holds a place, so a cap of one (or none) leaves none.
-        assert!(seal_under(&data, 1).is_none());
-        assert!(seal_under(&data, 0).is_none());
+        assert!(seal_under(&data, 1, None).is_none());
+        assert!(seal_under(&data, 0, None).is_none());
         assert!(lookup(&first).is_some());
         let address = first.as_ptr() as usize;
         drop(first);
