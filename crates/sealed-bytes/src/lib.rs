@@ -159,10 +159,10 @@ impl ZeroCopyStream {
     /// Whether plain bytes right before a sealed slice wait for it (`MSG_MORE`) or leave at
     /// once. Corked, an HTTP/1.1 response head leaves in the body's first segment. Measured on
     /// loopback under wrk with a 100 KB body from an unnamed ext4 file, corked against
-    /// uncorked: 4.2–4.5 TCP segments per response against 5.3–5.7 (the client's receive
-    /// window grows when a response arrives whole), and about the same CPU per response for
-    /// the sender (23.7–27.8 µs against 25.8–27.8 µs). From memory files, whose pages cost
-    /// more to send, corking cost the sender about 30 % more CPU per response.
+    /// uncorked, ten rounds each: 4.2–5.0 TCP segments per response against 5.2–6.0 (the
+    /// client's receive window grows when a response arrives whole), and about the same CPU
+    /// per response for the sender (23.7–30.3 µs against 25.8–27.8 µs). From memory files,
+    /// whose pages cost more to send, corking cost the sender about 30 % more CPU per response.
     pub fn set_cork(&mut self, cork: bool) {
         self.cork = cork;
     }
