@@ -159,7 +159,7 @@ impl ZeroCopyStream {
     /// Whether plain bytes right before a sealed slice wait for it (`MSG_MORE`) or leave at
     /// once. Corked, an HTTP/1.1 response head leaves in the body's first segment. Measured on
     /// loopback under wrk with a 100 KB body from an unnamed ext4 file, corked against
-    /// uncorked, ten rounds each: 4.2–5.0 TCP segments per response against 5.2–6.0 (the
+    /// uncorked, ten rounds each: 4.2–5.0 TCP segments per response against 5.3–6.0 (the
     /// client's receive window grows when a response arrives whole), and about the same CPU
     /// per response for the sender (23.7–30.3 µs against 25.8–27.8 µs). From memory files,
     /// whose pages cost more to send, corking cost the sender about 30 % more CPU per response.
