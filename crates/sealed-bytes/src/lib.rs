@@ -7,7 +7,9 @@
 //! ordinary [`Bytes`] that read the file through a read-only mapping; [`ZeroCopyStream`]
 //! wraps a TCP stream and, when a write hands it a slice of such bytes, sends that slice with
 //! `sendfile(2)` from the memory file instead of copying it. Everything else (HTTP framing,
-//! TLS, HTTP/2 and HTTP/3) keeps using the bytes as bytes.
+//! TLS, HTTP/2 and HTTP/3) keeps using the bytes as bytes; a writer that is handed only a slice
+//! of them and must keep it (a QUIC stream's send buffer) gets the slice back as `Bytes` of the
+//! same file, without a copy, from [`shared`].
 //!
 //! Given a [`Directory`], bodies go instead into *unnamed* files of a directory on disk
 //! (`O_TMPFILE | O_EXCL`: no name, none can be given, gone when closed — a crash leaves
@@ -126,6 +128,21 @@ pub fn is_sealed(bytes: &[u8]) -> bool {
     {
         let _ = bytes;
         false
+    }
+}
+
+/// `slice`, when it lies in a sealed body, as [`Bytes`] of just that slice sharing the body's
+/// file (no copy): for writers that take only `&[u8]` from their caller and then keep the data,
+/// such as a QUIC stream's send buffer. `None` for any other slice.
+pub fn shared(slice: &[u8]) -> Option<Bytes> {
+    #[cfg(target_os = "linux")]
+    {
+        sealed::shared(slice)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = slice;
+        None
     }
 }
 
@@ -319,6 +336,30 @@ mod tests {
         drop(copied);
         drop(again);
         drop(sealed);
+    }
+
+    #[test]
+    fn a_slice_of_a_sealed_body_is_shared_without_a_copy_and_keeps_the_body_alive() {
+        let data = pattern(70_000, 3);
+        let sealed = share(Bytes::from(data.clone()), None);
+        let slice = &sealed[1000..50_000];
+        let shared = super::shared(slice).expect("a slice of a sealed body");
+        assert_eq!(
+            shared.as_ptr(),
+            slice.as_ptr(),
+            "the same memory, not a copy"
+        );
+        assert_eq!(&shared[..], &data[1000..50_000]);
+        assert!(is_sealed(&shared));
+        // The shared bytes outlive the body they came from.
+        drop(sealed);
+        assert_eq!(&shared[..], &data[1000..50_000]);
+        assert!(is_sealed(&shared));
+        let again = super::shared(&shared[10..20]).expect("a slice of shared bytes");
+        assert_eq!(&again[..], &data[1010..1020]);
+        // Plain bytes, and empty slices, are not shared.
+        assert!(super::shared(&data[..]).is_none());
+        assert!(super::shared(&[]).is_none());
     }
 
     #[tokio::test]

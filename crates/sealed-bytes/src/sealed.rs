@@ -7,7 +7,7 @@ use std::io::{self, Write as _};
 use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock, Weak};
 
 use bytes::Bytes;
 use memmap2::Mmap;
@@ -23,6 +23,9 @@ static CAP: OnceLock<usize> = OnceLock::new();
 struct Region {
     end: usize,
     file: Arc<File>,
+    /// The mapping itself, for [`shared`]; a weak reference, so that the registry does not
+    /// keep a body alive.
+    mapping: Weak<Mapping>,
 }
 
 /// The owner of a sealed body's mapping: unregisters it, then unmaps and closes.
@@ -32,9 +35,13 @@ struct Mapping {
     file: Arc<File>,
 }
 
-impl AsRef<[u8]> for Mapping {
+/// What a sealed body's [`Bytes`] own: the mapping, shared with every `Bytes` [`shared`]
+/// makes of it.
+struct Owner(Arc<Mapping>);
+
+impl AsRef<[u8]> for Owner {
     fn as_ref(&self) -> &[u8] {
-        &self.map
+        &self.0.map
     }
 }
 
@@ -101,6 +108,7 @@ fn seal_under(data: &[u8], cap: usize, dir: Option<&OwnedFd>) -> Option<Bytes> {
     }
     match map(data, dir) {
         Some(mapping) => {
+            let mapping = Arc::new(mapping);
             let start = mapping.map.as_ptr() as usize;
             REGISTRY
                 .write()
@@ -110,9 +118,10 @@ fn seal_under(data: &[u8], cap: usize, dir: Option<&OwnedFd>) -> Option<Bytes> {
                     Region {
                         end: start + mapping.map.len(),
                         file: mapping.file.clone(),
+                        mapping: Arc::downgrade(&mapping),
                     },
                 );
-            Some(Bytes::from_owner(mapping))
+            Some(Bytes::from_owner(Owner(mapping)))
         }
         None => {
             LIVE.fetch_sub(1, Ordering::Relaxed);
@@ -197,6 +206,25 @@ pub(crate) fn lookup(slice: &[u8]) -> Option<(Arc<File>, u64)> {
     (end <= region.end).then(|| (region.file.clone(), (start - base) as u64))
 }
 
+/// `slice`, which lies in a sealed body, as `Bytes` sharing that body's mapping.
+pub(crate) fn shared(slice: &[u8]) -> Option<Bytes> {
+    if slice.is_empty() || LIVE.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let start = slice.as_ptr() as usize;
+    let end = start + slice.len();
+    let mapping = {
+        let registry = REGISTRY.read().unwrap_or_else(PoisonError::into_inner);
+        let (_, region) = registry.range(..=start).next_back()?;
+        if end > region.end {
+            return None;
+        }
+        // The caller borrows `slice` from a live body, so the mapping is alive.
+        region.mapping.upgrade()?
+    };
+    Some(Bytes::from_owner(Owner(mapping)).slice_ref(slice))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,7 +238,16 @@ mod tests {
         assert!(seal_under(&data, 0, None).is_none());
         assert!(lookup(&first).is_some());
         let address = first.as_ptr() as usize;
+        // A slice shared out of the body keeps it registered until it goes too.
+        let part = shared(&first[100..200]).unwrap();
         drop(first);
+        assert!(
+            REGISTRY
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains_key(&address)
+        );
+        drop(part);
         let registry = REGISTRY.read().unwrap_or_else(PoisonError::into_inner);
         assert!(
             !registry.contains_key(&address),
