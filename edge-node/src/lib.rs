@@ -17,6 +17,7 @@ pub mod freshness;
 mod h1;
 pub mod h3_client;
 pub mod hooks;
+mod quic;
 pub mod register;
 pub mod server;
 pub mod stall;

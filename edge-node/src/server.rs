@@ -218,10 +218,11 @@ async fn h3_connection(
     peer: SocketAddr,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let mut connection: h3::server::Connection<h3_quinn::Connection, Bytes> = h3::server::builder()
-        .max_field_section_size(engine.config().max_header_bytes as u64)
-        .build(h3_quinn::Connection::new(connection))
-        .await?;
+    let mut connection: h3::server::Connection<crate::quic::Connection, Bytes> =
+        h3::server::builder()
+            .max_field_section_size(engine.config().max_header_bytes as u64)
+            .build(crate::quic::Connection::new(connection))
+            .await?;
     loop {
         let resolver = tokio::select! {
             () = shutdown.wait() => {

@@ -164,5 +164,18 @@ async fn ranges_are_byte_exact_over_http3() {
     let (status, _, got) = client.get(&path, &[]).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(got, body);
+    // Whole bodies on several connections at once, so that writes wait on flow control.
+    let whole = (0..8).map(|_| async {
+        let mut client = edge.h3().await;
+        for _ in 0..3 {
+            let (status, _, got) = client.get(&path, &[]).await;
+            assert_eq!(status, StatusCode::OK);
+            assert_eq!(got, body);
+        }
+    });
+    futures::future::join_all(whole).await;
     assert_eq!(origin.hits(&path), 1);
+    // The cached body is sealed, so the answers above handed quinn its bytes without a copy.
+    let (object, _) = edge.engine.cache().get(&path).await.unwrap();
+    assert!(sealed_bytes::is_sealed(&object.body));
 }
