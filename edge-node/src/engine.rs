@@ -419,7 +419,7 @@ impl Engine {
                     && object.staleness(now) <= policy.stale_while_revalidate
                 {
                     // Serve the stale copy now; revalidate behind it.
-                    self.start_fill(request, primary, path_and_query, Some(object.clone()));
+                    self.start_fill(request, &key, primary, path_and_query, Some(object.clone()));
                     let outcome = CacheOutcome::StaleWhileRevalidate;
                     return (self.serve_object(request, &object, outcome).await, outcome);
                 }
@@ -427,8 +427,21 @@ impl Engine {
             }
             None => None,
         };
-        let fill = self.start_fill(request, primary, path_and_query, stale.clone());
-        match fill.wait_head().await {
+        let mut fill = self.start_fill(request, &key, primary, path_and_query, stale.clone());
+        let mut waited = fill.wait_head().await;
+        if let Ok(head) = &waited {
+            // A fill started before the response's Vary was known is keyed by the primary key
+            // alone; a request with other values for the varied headers makes its own fill,
+            // keyed by its variant (RFC 9111 §4.1).
+            let names = vary_names(&head.headers);
+            let mine = variant_key(primary, &names, &request.headers);
+            if mine != head.variant {
+                fill =
+                    self.start_fill_varying(request, &mine, primary, path_and_query, None, &names);
+                waited = fill.wait_head().await;
+            }
+        }
+        match waited {
             Ok(head) => {
                 let outcome = if stale.is_some() {
                     CacheOutcome::Revalidated
@@ -469,35 +482,51 @@ impl Engine {
         }
     }
 
-    /// Joins the fill for this request's key, starting it if none runs.
+    /// Joins the fill for this request's cache key (`key`: the primary key with the values of
+    /// whatever headers the stored variants are known to vary on), starting it if none runs.
     fn start_fill(
         &self,
         request: &Parts,
+        key: &str,
         primary: &str,
         path_and_query: &str,
         stale: Option<Arc<Object>>,
     ) -> Arc<Fill> {
+        self.start_fill_varying(request, key, primary, path_and_query, stale, &[])
+    }
+
+    /// [`Self::start_fill`], forwarding the request's values of the headers `vary` names too.
+    fn start_fill_varying(
+        &self,
+        request: &Parts,
+        key: &str,
+        primary: &str,
+        path_and_query: &str,
+        stale: Option<Arc<Object>>,
+        vary: &[String],
+    ) -> Arc<Fill> {
         let gzip = http_semantics::accepts_gzip(&request.headers);
-        let fill_key = format!("{primary}\u{0}{}", if gzip { "gzip" } else { "identity" });
+        let fill_key = format!("{key}\u{0}{}", if gzip { "gzip" } else { "identity" });
         let (fill, created) = self.inner.fills.join(&fill_key);
         if created {
             let mut headers = HeaderMap::new();
             if gzip {
                 headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
             }
-            // Forward whatever a stored variant varies on (other than Accept-Encoding, which
-            // is normalised above), so the parent selects the same representation.
-            if let Some(stale) = &stale {
-                for name in &stale.meta.vary {
-                    if name == "accept-encoding" {
-                        continue;
-                    }
-                    if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
-                        for value in request.headers.get_all(&name) {
-                            headers.append(name.clone(), value.clone());
-                        }
+            // Forward whatever the response is known to vary on (other than Accept-Encoding,
+            // which is normalised above), so the parent selects the same representation.
+            let stale_vary = stale.iter().flat_map(|stale| stale.meta.vary.iter());
+            for name in stale_vary.chain(vary) {
+                if name == "accept-encoding" || headers.contains_key(name.as_str()) {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                    for value in request.headers.get_all(&name) {
+                        headers.append(name.clone(), value.clone());
                     }
                 }
+            }
+            if let Some(stale) = &stale {
                 if let Some(etag) = stale.headers.get(header::ETAG) {
                     headers.insert(header::IF_NONE_MATCH, etag.clone());
                 } else if let Some(modified) = stale.headers.get(header::LAST_MODIFIED) {
@@ -583,10 +612,13 @@ impl Engine {
         if content_length.is_some_and(|length| length > max) {
             return end("bypassed", FillEnd::Bypass);
         }
+        let names = vary_names(&headers);
+        let key = variant_key(primary, &names, request_headers);
         fill.set_head(FillHead {
             status,
             headers: headers.clone(),
             content_length,
+            variant: key.clone(),
         });
         let idle = inner.upstream.idle_timeout;
         let mut received = 0u64;
@@ -612,8 +644,6 @@ impl Engine {
         if content_length.is_some_and(|length| length != received) {
             return end("failed", FillEnd::Failed("short body".into()));
         }
-        let names = vary_names(&headers);
-        let key = variant_key(primary, &names, request_headers);
         let object = Arc::new(self.object(
             &key,
             status,

@@ -21,6 +21,10 @@ pub struct FillHead {
     pub headers: HeaderMap,
     /// Declared length, if any.
     pub content_length: Option<u64>,
+    /// The cache key of the variant being filled: the primary key with the values that the
+    /// request which started the fill has for the headers the response varies on. A waiter
+    /// whose own values differ must not take this response.
+    pub variant: String,
 }
 
 /// How a fill ended.

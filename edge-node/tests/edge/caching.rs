@@ -401,3 +401,49 @@ async fn the_disk_tier_survives_a_restart() {
     );
     assert_eq!(response.bytes().await.unwrap(), body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_another_variant_does_not_join_a_fill_in_progress() {
+    let origin = TestOrigin::start().await;
+    let mut varied = TestObject::new(bytes_of(64 * 1024, 3), "public, max-age=600");
+    varied
+        .headers
+        .push(("vary".into(), "Accept-Language".into()));
+    // Slow, so that the second request arrives while the first fill runs.
+    varied.chunk = 8 * 1024;
+    varied.chunk_pause_ms = 40;
+    origin.put("/assets/slow-varied", varied);
+    let edge = TestEdge::start(vec![origin.url()]).await;
+    let get = |language: &'static str| {
+        let client = edge.h1.clone();
+        let url = edge.http("/assets/slow-varied");
+        async move {
+            let response = client
+                .get(url)
+                .header("accept-language", language)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.bytes().await.unwrap()
+        }
+    };
+    let english = tokio::spawn(get("en"));
+    // The first fill has its head (and so its Vary) but not its whole body yet.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(origin.hits("/assets/slow-varied"), 1);
+    let french = tokio::spawn(get("fr"));
+    let (english, french) = (english.await.unwrap(), french.await.unwrap());
+    assert_eq!(english, bytes_of(64 * 1024, 3));
+    assert_eq!(french, bytes_of(64 * 1024, 3));
+    assert_eq!(
+        origin.hits("/assets/slow-varied"),
+        2,
+        "the French request made its own fetch"
+    );
+    // Both variants are stored now.
+    for language in ["en", "fr", "en"] {
+        get(language).await;
+    }
+    assert_eq!(origin.hits("/assets/slow-varied"), 2);
+}
