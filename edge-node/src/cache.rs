@@ -45,6 +45,9 @@ pub struct Object {
     pub body: Bytes,
     /// Response headers rebuilt from `meta` once, for serving.
     pub headers: HeaderMap,
+    /// The disk tier's file for exactly this object, already written (unnamed until the tier
+    /// names it), which `body` lies in: see [`Cache::object`].
+    image: Option<Bytes>,
 }
 
 impl Object {
@@ -66,6 +69,7 @@ impl Object {
             meta,
             body,
             headers,
+            image: None,
         }
     }
 
@@ -211,6 +215,27 @@ impl Cache {
     /// hold them (see [`Object::new`]).
     pub fn bodies(&self) -> Option<&sealed_bytes::Directory> {
         self.disk.as_ref()?.bodies.as_ref()
+    }
+
+    /// Builds an object to store (see [`Object::new`]). With a disk tier, a large body is
+    /// written once, as the tier's whole file for the object (`sealed_bytes::write_file`),
+    /// and served from that file: storing the object only names the file, where otherwise the
+    /// body would go to disk twice (an unnamed file to serve it from, and the tier's file).
+    pub fn object(&self, meta: Meta, body: Bytes) -> Object {
+        if body.len() >= sealed_bytes::MIN_LEN
+            && !sealed_bytes::is_sealed(&body)
+            && let Some(dir) = self.bodies()
+            && let Ok(meta_bytes) = serde_json::to_vec(&meta)
+        {
+            let (head, tail) = frame(&meta_bytes, &body);
+            if let Some(image) = sealed_bytes::write_file(&[&head, &body, &tail], dir) {
+                let mut object =
+                    Object::new(meta, image.slice(head.len()..head.len() + body.len()), None);
+                object.image = Some(image);
+                return object;
+            }
+        }
+        Object::new(meta, body, self.bodies())
     }
 
     /// The full key of a request, from the vary names remembered for `primary`.
@@ -402,10 +427,26 @@ impl DiskTier {
 
     async fn get(&self, key: &str) -> Option<Object> {
         let hash = xxh3_128(key.as_bytes());
-        self.index.get(&hash)?;
+        let size = self.index.get(&hash)?.size;
         let path = object_path(&self.dir, hash);
-        let bytes = tokio::fs::read(&path).await.ok()?;
-        match decode(&bytes, self.bodies.as_ref()) {
+        let bodies = self.bodies.clone();
+        let read = path.clone();
+        // A large file is mapped rather than read, so its body is served from the page cache
+        // without a copy; the checksum is verified over the mapping either way (off the
+        // runtime's threads, since that reads the disk).
+        let decoded = tokio::task::spawn_blocking(move || {
+            let bytes = if size >= sealed_bytes::MIN_LEN as u64 {
+                sealed_bytes::map_file(&read)
+                    .or_else(|_| std::fs::read(&read).map(Bytes::from))
+                    .ok()?
+            } else {
+                Bytes::from(std::fs::read(&read).ok()?)
+            };
+            Some(decode(&bytes, bodies.as_ref()))
+        })
+        .await
+        .ok()??;
+        match decoded {
             Some(object) if object.meta.key == key => Some(object),
             _ => {
                 tracing::warn!(message = "Corrupt disk cache file removed.", path = %path.display());
@@ -419,31 +460,33 @@ impl DiskTier {
 
     fn put(&self, object: &Object) {
         let hash = xxh3_128(object.meta.key.as_bytes());
-        let Ok(meta) = serde_json::to_vec(&object.meta) else {
-            return;
-        };
         let tmp = self
             .dir
             .join("tmp")
             .join(format!("{hash:032x}-{:016x}", unique_suffix()));
         let target = object_path(&self.dir, hash);
         let write = || -> std::io::Result<u64> {
-            let mut file = std::fs::File::create(&tmp)?;
-            let mut checksum = xxhash_rust::xxh3::Xxh3::new();
-            checksum.update(&meta);
-            checksum.update(&object.body);
-            file.write_all(MAGIC)?;
-            file.write_all(&(meta.len() as u32).to_le_bytes())?;
-            file.write_all(&meta)?;
-            file.write_all(&(object.body.len() as u64).to_le_bytes())?;
-            file.write_all(&object.body)?;
-            file.write_all(&checksum.digest().to_le_bytes())?;
-            drop(file);
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent)?;
             }
+            // Written already (`Cache::object`): only the name is new.
+            if let Some(image) = &object.image {
+                match sealed_bytes::link(image, &tmp, &target) {
+                    Ok(()) => return Ok(image.len() as u64),
+                    Err(error) => {
+                        tracing::debug!(message = "Cannot name a written cache file; writing it again.", %error);
+                    }
+                }
+            }
+            let meta = serde_json::to_vec(&object.meta).map_err(std::io::Error::other)?;
+            let (head, tail) = frame(&meta, &object.body);
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(&head)?;
+            file.write_all(&object.body)?;
+            file.write_all(&tail)?;
+            drop(file);
             std::fs::rename(&tmp, &target)?;
-            Ok((4 + 4 + meta.len() + 8 + object.body.len() + 8) as u64)
+            Ok((head.len() + object.body.len() + tail.len()) as u64)
         };
         match write() {
             Ok(size) => self.index.insert(
@@ -483,6 +526,20 @@ fn unique_suffix() -> u64 {
     COUNTER.fetch_add(1, Ordering::Relaxed) ^ (std::process::id() as u64) << 40
 }
 
+/// What goes before and after a body in its file: the magic, the metadata's length, the
+/// metadata and the body's length; then the XXH3 checksum of metadata and body.
+fn frame(meta: &[u8], body: &[u8]) -> (Vec<u8>, [u8; 8]) {
+    let mut head = Vec::with_capacity(4 + 4 + meta.len() + 8);
+    head.extend_from_slice(MAGIC);
+    head.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    head.extend_from_slice(meta);
+    head.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    let mut checksum = xxhash_rust::xxh3::Xxh3::new();
+    checksum.update(meta);
+    checksum.update(body);
+    (head, checksum.digest().to_le_bytes())
+}
+
 fn object_path(dir: &Path, hash: u128) -> PathBuf {
     let name = format!("{hash:032x}");
     dir.join("objects").join(&name[..2]).join(name)
@@ -512,7 +569,7 @@ fn read_header(path: &Path) -> Option<(String, u64, SystemTime)> {
 }
 
 /// Decodes and verifies a whole file: magic, lengths and checksum must all agree.
-fn decode(bytes: &[u8], bodies: Option<&sealed_bytes::Directory>) -> Option<Object> {
+fn decode(bytes: &Bytes, bodies: Option<&sealed_bytes::Directory>) -> Option<Object> {
     if bytes.len() < 24 || &bytes[..4] != MAGIC {
         return None;
     }
@@ -537,11 +594,14 @@ fn decode(bytes: &[u8], bodies: Option<&sealed_bytes::Directory>) -> Option<Obje
         return None;
     }
     let meta: Meta = serde_json::from_slice(meta_bytes).ok()?;
-    Some(Object::new(
-        meta,
-        sealed_bytes::copy_from_slice(body, bodies),
-        bodies,
-    ))
+    // A mapped file's body is served from the mapping; one read onto the heap is sealed
+    // (copied) if large, or kept as a slice of what was read.
+    let body = if sealed_bytes::is_sealed(bytes) || body.len() < sealed_bytes::MIN_LEN {
+        bytes.slice(body_len_end..body_end)
+    } else {
+        sealed_bytes::copy_from_slice(body, bodies)
+    };
+    Some(Object::new(meta, body, bodies))
 }
 
 #[cfg(test)]
@@ -632,6 +692,66 @@ mod tests {
             open_files_in(&tmp_one).is_empty(),
             "the file goes with its body"
         );
+    }
+
+    /// Whether this process holds the file at `path` open (by inode: a file opened without a
+    /// name and named later shows no name in `/proc/self/fd`).
+    fn holds_open(path: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        let inode = std::fs::metadata(path).unwrap().ino();
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(|entry| std::fs::metadata(entry.ok()?.path()).ok())
+            .any(|open| open.ino() == inode && open.is_file())
+    }
+
+    #[tokio::test]
+    async fn a_filled_body_goes_to_disk_once_and_a_disk_hit_is_served_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = (0..100_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>();
+        let cache = Cache::open(1 << 20, Some((dir.path(), 1 << 20))).unwrap();
+        let object = cache.object(object("/big", b"").meta, Bytes::from(body.clone()));
+        assert!(sealed_bytes::is_sealed(&object.body));
+        assert_eq!(&object.body[..], &body[..]);
+        let path = object_path(dir.path(), xxh3_128(b"/big"));
+        assert!(!path.exists(), "no name until stored");
+        // Storing it names the file it is served from.
+        cache.insert(Arc::new(object));
+        // Stored in the background: wait for the name.
+        for _ in 0..500 {
+            if path.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            holds_open(&path),
+            "the stored file is the one the body is served from"
+        );
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        drop(cache);
+        assert!(!holds_open(&path));
+
+        // After a restart, a disk hit maps the same file: no copy of the body anywhere.
+        let cache = Cache::open(1 << 20, Some((dir.path(), 1 << 20))).unwrap();
+        let (hit, tier) = cache.get("/big").await.unwrap();
+        assert_eq!(tier, Tier::Disk);
+        assert_eq!(&hit.body[..], &body[..]);
+        assert!(sealed_bytes::is_sealed(&hit.body));
+        assert!(holds_open(&path));
+        drop((hit, cache));
+
+        // A corrupt large file is a miss, and goes.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let cache = Cache::open(1 << 20, Some((dir.path(), 1 << 20))).unwrap();
+        assert!(cache.get("/big").await.is_none());
+        assert!(!path.exists());
     }
 
     #[tokio::test]

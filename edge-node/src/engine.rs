@@ -685,7 +685,7 @@ impl Engine {
             policy,
             vary: vary_names(headers),
         };
-        Object::new(meta, body, self.inner.cache.bodies())
+        self.inner.cache.object(meta, body)
     }
 
     /// Answers from a stored object.

@@ -30,11 +30,19 @@
 //! kernel's `vm.max_map_count`); beyond the cap, and for bodies under [`MIN_LEN`], [`share`]
 //! keeps the bytes on the heap and they are sent by copying, as before.
 //!
+//! A cache can go one step further: [`write_file`] writes a whole cache file (header, body,
+//! checksum) as an unnamed file and maps it, so the body is served from it at once, and
+//! [`link`] later gives it its name in the cache directory; [`map_file`] maps such a file again
+//! after a restart. The body then reaches the disk once, and a disk hit is read from the page
+//! cache without being copied anywhere.
+//!
 //! Why this crate allows `unsafe`: mapping a file is unsafe in general because another
 //! process could change or truncate it under the mapping. A sealed memory file can be changed
 //! by no one, and an unnamed file of this process's can be reached by no one else, so its
-//! read-only mapping is an immutable byte slice; that one call, in `sealed::map`, is the
-//! crate's only unsafe code.
+//! read-only mapping is an immutable byte slice. A named cache file ([`link`], [`map_file`])
+//! rests on its owner's promise instead: files of its directory are replaced by renaming and
+//! removed by unlinking, never changed in place (as Varnish's file storage rests on its
+//! file). The one call, in `sealed::map`, is the crate's only unsafe code.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -116,6 +124,56 @@ pub fn copy_from_slice(data: &[u8], dir: Option<&Directory>) -> Bytes {
     #[cfg(not(target_os = "linux"))]
     let _ = dir;
     Bytes::copy_from_slice(data)
+}
+
+/// `parts`, one after the other, in a new unnamed file of `dir`, mapped whole: bytes that are
+/// sent without copying, like [`share`]'s, and whose file [`link`] can later give a name — a
+/// cache file written once, then both served from and published. `None` when the file cannot
+/// be made or written, the cap is reached, or (off Linux) always.
+pub fn write_file(parts: &[&[u8]], dir: &Directory) -> Option<Bytes> {
+    #[cfg(target_os = "linux")]
+    {
+        sealed::write_file(parts, &dir.fd)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (parts, dir);
+        None
+    }
+}
+
+/// Gives the file that `bytes` (from [`write_file`]) lie in the name `path`, replacing any file
+/// there, by way of `scratch`, a free name on the same file system: `path` names the old file or
+/// the new one at every moment.
+///
+/// From then on the file has a name, and its mapping is sound only while nobody changes the
+/// file in place: the directory must be the caller's own, whose files it replaces by renaming
+/// and deletes by unlinking (both harmless to a mapping) and never truncates or rewrites. A
+/// file truncated under a mapping would make reading it crash the process (`SIGBUS`).
+pub fn link(bytes: &[u8], scratch: &std::path::Path, path: &std::path::Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        sealed::link(bytes, scratch, path)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (bytes, scratch, path);
+        Err(io::Error::from(io::ErrorKind::Unsupported))
+    }
+}
+
+/// The whole file at `path`, mapped (sent without copying, like [`share`]'s bytes), or read onto
+/// the heap off Linux. The same promise as [`link`]'s holds for the file: nobody changes it in
+/// place while the bytes live.
+pub fn map_file(path: &std::path::Path) -> io::Result<Bytes> {
+    #[cfg(target_os = "linux")]
+    {
+        sealed::map_file(path)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        std::fs::read(path).map(Bytes::from)
+    }
 }
 
 /// Whether `bytes` lie in a sealed body's file (and so are sent without copying).
@@ -360,6 +418,51 @@ mod tests {
         // Plain bytes, and empty slices, are not shared.
         assert!(super::shared(&data[..]).is_none());
         assert!(super::shared(&[]).is_none());
+    }
+
+    #[test]
+    fn a_written_file_is_served_at_once_and_named_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let directory = Directory::open(dir.path()).unwrap();
+        let body = pattern(50_000, 4);
+        let whole = write_file(&[b"head", &body, b"tail"], &directory).unwrap();
+        assert!(is_sealed(&whole));
+        assert_eq!(&whole[..4], b"head");
+        assert_eq!(&whole[4..50_004], &body[..]);
+        assert_eq!(&whole[50_004..], b"tail");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no name yet"
+        );
+
+        // Named through a scratch name, which does not stay.
+        let (scratch, path) = (dir.path().join("scratch"), dir.path().join("object"));
+        link(&whole[4..50_004], &scratch, &path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), &whole[..]);
+        assert!(!scratch.exists());
+
+        // A second file replaces the first under the name; the first's bytes stay readable.
+        let second = write_file(&[b"other", &body], &directory).unwrap();
+        link(&second, &scratch, &path).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), &second[..]);
+        assert_eq!(&whole[..4], b"head");
+
+        // Mapped again by name, as after a restart.
+        drop((whole, second));
+        let mapped = map_file(&path).unwrap();
+        assert!(is_sealed(&mapped));
+        assert_eq!(&mapped[..5], b"other");
+        assert_eq!(&mapped[5..], &body[..]);
+
+        // Only files written by write_file can be named.
+        let heap = Bytes::from(pattern(20_000, 5));
+        assert!(link(&heap, &scratch, &dir.path().join("heap")).is_err());
+        let unnamed = share(heap, Some(&directory));
+        assert!(is_sealed(&unnamed));
+        assert!(link(&unnamed, &scratch, &dir.path().join("unnamed")).is_err());
+        assert!(!dir.path().join("unnamed").exists() && !scratch.exists());
+        assert!(map_file(&dir.path().join("missing")).is_err());
     }
 
     #[tokio::test]

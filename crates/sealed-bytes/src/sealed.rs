@@ -97,7 +97,41 @@ fn seal_under(data: &[u8], cap: usize, dir: Option<&OwnedFd>) -> Option<Bytes> {
     if data.is_empty() {
         return None;
     }
-    // Reserve a place under the cap first, so that concurrent sealings cannot overshoot it.
+    register(cap, || {
+        dir.and_then(|dir| directory_file(data, dir))
+            .or_else(|| memory_file(data))
+    })
+}
+
+/// `parts`, one after the other, in a new unnamed file of `dir` that [`link`] can give a name
+/// later, mapped whole.
+pub(crate) fn write_file(parts: &[&[u8]], dir: &OwnedFd) -> Option<Bytes> {
+    if parts.iter().all(|part| part.is_empty()) {
+        return None;
+    }
+    register(cap(), || {
+        let mut file = linkable_file(dir).ok()?;
+        for part in parts {
+            file.write_all(part).ok()?;
+        }
+        Some(file)
+    })
+}
+
+/// The file at `path`, mapped whole.
+pub(crate) fn map_file(path: &Path) -> io::Result<Bytes> {
+    let file = File::open(path)?;
+    if file.metadata()?.len() == 0 {
+        return Ok(Bytes::new());
+    }
+    register(cap(), || Some(file)).ok_or_else(|| {
+        io::Error::other("no place for another mapping (open files or mappings at their cap)")
+    })
+}
+
+/// The file `make` returns, mapped and registered, once a place under `cap` is reserved for it
+/// (first, so that concurrent sealings cannot overshoot the cap).
+fn register(cap: usize, make: impl FnOnce() -> Option<File>) -> Option<Bytes> {
     if LIVE
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |live| {
             (live < cap).then_some(live + 1)
@@ -106,7 +140,7 @@ fn seal_under(data: &[u8], cap: usize, dir: Option<&OwnedFd>) -> Option<Bytes> {
     {
         return None;
     }
-    match map(data, dir) {
+    match make().and_then(map) {
         Some(mapping) => {
             let mapping = Arc::new(mapping);
             let start = mapping.map.as_ptr() as usize;
@@ -153,6 +187,39 @@ fn unnamed_file(dir: &OwnedFd) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
+/// A new file in `dir` without a name until [`link`] gives it one (`O_TMPFILE`).
+fn linkable_file(dir: &OwnedFd) -> io::Result<File> {
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+        Mode::RUSR | Mode::WUSR,
+    )?;
+    Ok(File::from(fd))
+}
+
+/// Gives the file `bytes` lie in (made by [`write_file`]) the name `path`, replacing what is
+/// there: linked first at `scratch` (a free name on the same file system), then renamed, so
+/// that `path` names the old file or the new one, never neither.
+pub(crate) fn link(bytes: &[u8], scratch: &Path, path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let (file, _) =
+        lookup(bytes).ok_or_else(|| io::Error::other("these bytes are not in a sealed file"))?;
+    // `/proc/self/fd/N` names the open file; following it links the file itself, which needs
+    // no privilege (linking the descriptor with `AT_EMPTY_PATH` would).
+    let proc_path = format!("/proc/self/fd/{}", file.as_raw_fd());
+    rustix::fs::linkat(
+        rustix::fs::CWD,
+        proc_path.as_str(),
+        rustix::fs::CWD,
+        scratch,
+        rustix::fs::AtFlags::SYMLINK_FOLLOW,
+    )?;
+    std::fs::rename(scratch, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(scratch);
+    })
+}
+
 /// `data` in an unnamed file of `dir`, if the file can be made and written.
 fn directory_file(data: &[u8], dir: &OwnedFd) -> Option<File> {
     let mut file = unnamed_file(dir).ok()?;
@@ -177,15 +244,15 @@ fn memory_file(data: &[u8]) -> Option<File> {
     Some(file)
 }
 
-fn map(data: &[u8], dir: Option<&OwnedFd>) -> Option<Mapping> {
-    let file = dir
-        .and_then(|dir| directory_file(data, dir))
-        .or_else(|| memory_file(data))?;
-    // SAFETY: the file is this process's own and nothing changes it after this point. A memory
-    // file's seals forbid every writer (this process included) from changing, growing or
-    // shrinking it, and cannot be removed; an unnamed file has no name to be opened by and is
-    // never written again (its descriptor is used only to read it, by `sendfile`). Its
-    // read-only mapping therefore never changes under the slice it backs.
+fn map(file: File) -> Option<Mapping> {
+    // SAFETY: nothing changes the file after this point. A memory file's seals forbid every
+    // writer (this process included) from changing, growing or shrinking it, and cannot be
+    // removed; an unnamed file has no name to be opened by and is never written again (its
+    // descriptor is used only to read it, by `sendfile`). A file made by `write_file` and
+    // named by `link`, or one `map_file` opens, is a cache file, which its owner replaces by
+    // renaming a new file over it and deletes by unlinking, never changing one in place: the
+    // caller's promise (see `map_file`'s documentation in the crate root). Its read-only
+    // mapping therefore never changes under the slice it backs.
     #[allow(unsafe_code)]
     let map = unsafe { Mmap::map(&file) }.ok()?;
     Some(Mapping {
