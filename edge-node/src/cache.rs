@@ -527,15 +527,25 @@ fn unique_suffix() -> u64 {
 }
 
 /// What goes before and after a body in its file: the magic, the metadata's length, the
-/// metadata and the body's length; then the XXH3 checksum of metadata and body.
+/// metadata and the body's length; then the XXH3 checksum of metadata and body. A large body
+/// starts on a page boundary of the file (the metadata padded with spaces, which JSON allows),
+/// so that `sendfile` takes whole pages of it.
 fn frame(meta: &[u8], body: &[u8]) -> (Vec<u8>, [u8; 8]) {
-    let mut head = Vec::with_capacity(4 + 4 + meta.len() + 8);
+    const PAGE: usize = 4096;
+    let bare = 4 + 4 + meta.len() + 8;
+    let pad = if body.len() >= sealed_bytes::MIN_LEN {
+        bare.next_multiple_of(PAGE) - bare
+    } else {
+        0
+    };
+    let mut head = Vec::with_capacity(bare + pad);
     head.extend_from_slice(MAGIC);
-    head.extend_from_slice(&(meta.len() as u32).to_le_bytes());
+    head.extend_from_slice(&((meta.len() + pad) as u32).to_le_bytes());
     head.extend_from_slice(meta);
+    head.resize(head.len() + pad, b' ');
     head.extend_from_slice(&(body.len() as u64).to_le_bytes());
     let mut checksum = xxhash_rust::xxh3::Xxh3::new();
-    checksum.update(meta);
+    checksum.update(&head[8..8 + meta.len() + pad]);
     checksum.update(body);
     (head, checksum.digest().to_le_bytes())
 }
@@ -713,6 +723,8 @@ mod tests {
         let object = cache.object(object("/big", b"").meta, Bytes::from(body.clone()));
         assert!(sealed_bytes::is_sealed(&object.body));
         assert_eq!(&object.body[..], &body[..]);
+        // On a page boundary of its file (and so of the mapping), for sendfile.
+        assert_eq!(object.body.as_ptr() as usize % 4096, 0);
         let path = object_path(dir.path(), xxh3_128(b"/big"));
         assert!(!path.exists(), "no name until stored");
         // Storing it names the file it is served from.
@@ -741,6 +753,7 @@ mod tests {
         assert_eq!(tier, Tier::Disk);
         assert_eq!(&hit.body[..], &body[..]);
         assert!(sealed_bytes::is_sealed(&hit.body));
+        assert_eq!(hit.body.as_ptr() as usize % 4096, 0);
         assert!(holds_open(&path));
         drop((hit, cache));
 
