@@ -419,7 +419,8 @@ impl Engine {
                     && object.staleness(now) <= policy.stale_while_revalidate
                 {
                     // Serve the stale copy now; revalidate behind it.
-                    self.start_fill(request, &key, primary, path_and_query, Some(object.clone()));
+                    let stale = Some(object.clone());
+                    self.start_fill(request, &key, primary, path_and_query, stale, &[]);
                     let outcome = CacheOutcome::StaleWhileRevalidate;
                     return (self.serve_object(request, &object, outcome).await, outcome);
                 }
@@ -427,7 +428,7 @@ impl Engine {
             }
             None => None,
         };
-        let mut fill = self.start_fill(request, &key, primary, path_and_query, stale.clone());
+        let mut fill = self.start_fill(request, &key, primary, path_and_query, stale.clone(), &[]);
         let mut waited = fill.wait_head().await;
         if let Ok(head) = &waited {
             // A fill started before the response's Vary was known is keyed by the primary key
@@ -436,8 +437,7 @@ impl Engine {
             let names = vary_names(&head.headers);
             let mine = variant_key(primary, &names, &request.headers);
             if mine != head.variant {
-                fill =
-                    self.start_fill_varying(request, &mine, primary, path_and_query, None, &names);
+                fill = self.start_fill(request, &mine, primary, path_and_query, None, &names);
                 waited = fill.wait_head().await;
             }
         }
@@ -484,19 +484,9 @@ impl Engine {
 
     /// Joins the fill for this request's cache key (`key`: the primary key with the values of
     /// whatever headers the stored variants are known to vary on), starting it if none runs.
+    /// The parent gets the request's values of the headers `stale` varies on and of those
+    /// `vary` names.
     fn start_fill(
-        &self,
-        request: &Parts,
-        key: &str,
-        primary: &str,
-        path_and_query: &str,
-        stale: Option<Arc<Object>>,
-    ) -> Arc<Fill> {
-        self.start_fill_varying(request, key, primary, path_and_query, stale, &[])
-    }
-
-    /// [`Self::start_fill`], forwarding the request's values of the headers `vary` names too.
-    fn start_fill_varying(
         &self,
         request: &Parts,
         key: &str,

@@ -29,8 +29,8 @@ type BiStreams = (quinn::SendStream, quinn::RecvStream);
 /// One QUIC connection as h3 sees it.
 pub struct Connection {
     conn: quinn::Connection,
-    accepting_bi: ReusableBoxFuture<'static, Accepted<BiStreams>>,
-    accepting_uni: ReusableBoxFuture<'static, Accepted<quinn::RecvStream>>,
+    accepting_bi: Repeated<BiStreams>,
+    accepting_uni: Repeated<quinn::RecvStream>,
     opener: OpenStreams,
 }
 
@@ -38,11 +38,36 @@ impl Connection {
     /// Wraps an established connection.
     pub fn new(conn: quinn::Connection) -> Self {
         Self {
-            accepting_bi: ReusableBoxFuture::new(accept_bi(conn.clone())),
-            accepting_uni: ReusableBoxFuture::new(accept_uni(conn.clone())),
+            accepting_bi: Repeated::default(),
+            accepting_uni: Repeated::default(),
             opener: OpenStreams::new(conn.clone()),
             conn,
         }
+    }
+}
+
+/// A connection's operation (accepting or opening a stream) polled over and over: its future
+/// is kept between polls, since it waits on a notification it would miss if dropped, and
+/// started again after each result.
+struct Repeated<T>(Option<ReusableBoxFuture<'static, Accepted<T>>>);
+
+impl<T> Default for Repeated<T> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<T: Send + 'static> Repeated<T> {
+    fn poll<F>(&mut self, cx: &mut Context<'_>, start: impl Fn() -> F) -> Poll<Accepted<T>>
+    where
+        F: Future<Output = Accepted<T>> + Send + 'static,
+    {
+        let running = self
+            .0
+            .get_or_insert_with(|| ReusableBoxFuture::new(start()));
+        let result = ready!(running.poll(cx));
+        running.set(start());
+        Poll::Ready(result)
     }
 }
 
@@ -70,8 +95,8 @@ impl quic::Connection<Bytes> for Connection {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<RecvStream, ConnectionErrorIncoming>> {
-        let accepted = ready!(self.accepting_uni.poll(cx));
-        self.accepting_uni.set(accept_uni(self.conn.clone()));
+        let conn = &self.conn;
+        let accepted = ready!(self.accepting_uni.poll(cx, || accept_uni(conn.clone())));
         Poll::Ready(accepted.map(RecvStream::new).map_err(connection_error))
     }
 
@@ -79,8 +104,8 @@ impl quic::Connection<Bytes> for Connection {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<BidiStream, ConnectionErrorIncoming>> {
-        let accepted = ready!(self.accepting_bi.poll(cx));
-        self.accepting_bi.set(accept_bi(self.conn.clone()));
+        let conn = &self.conn;
+        let accepted = ready!(self.accepting_bi.poll(cx, || accept_bi(conn.clone())));
         Poll::Ready(accepted.map(BidiStream::new).map_err(connection_error))
     }
 
@@ -108,30 +133,23 @@ impl quic::OpenStreams<Bytes> for Connection {
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
-        close(&self.conn, code, reason);
+        quic::OpenStreams::<Bytes>::close(&mut self.opener, code, reason);
     }
-}
-
-fn close(conn: &quinn::Connection, code: h3::error::Code, reason: &[u8]) {
-    conn.close(
-        VarInt::from_u64(code.value()).unwrap_or(VarInt::MAX),
-        reason,
-    );
 }
 
 /// Opens streams on a connection (h3 opens its control and QPACK streams with it).
 pub struct OpenStreams {
     conn: quinn::Connection,
-    opening_bi: Option<ReusableBoxFuture<'static, Accepted<BiStreams>>>,
-    opening_uni: Option<ReusableBoxFuture<'static, Accepted<quinn::SendStream>>>,
+    opening_bi: Repeated<BiStreams>,
+    opening_uni: Repeated<quinn::SendStream>,
 }
 
 impl OpenStreams {
     fn new(conn: quinn::Connection) -> Self {
         Self {
             conn,
-            opening_bi: None,
-            opening_uni: None,
+            opening_bi: Repeated::default(),
+            opening_uni: Repeated::default(),
         }
     }
 }
@@ -151,11 +169,7 @@ impl quic::OpenStreams<Bytes> for OpenStreams {
         cx: &mut Context<'_>,
     ) -> Poll<Result<BidiStream, StreamErrorIncoming>> {
         let conn = &self.conn;
-        let opening = self
-            .opening_bi
-            .get_or_insert_with(|| ReusableBoxFuture::new(open_bi(conn.clone())));
-        let opened = ready!(opening.poll(cx));
-        opening.set(open_bi(self.conn.clone()));
+        let opened = ready!(self.opening_bi.poll(cx, || open_bi(conn.clone())));
         Poll::Ready(opened.map(BidiStream::new).map_err(stream_connection_error))
     }
 
@@ -164,16 +178,15 @@ impl quic::OpenStreams<Bytes> for OpenStreams {
         cx: &mut Context<'_>,
     ) -> Poll<Result<SendStream, StreamErrorIncoming>> {
         let conn = &self.conn;
-        let opening = self
-            .opening_uni
-            .get_or_insert_with(|| ReusableBoxFuture::new(open_uni(conn.clone())));
-        let opened = ready!(opening.poll(cx));
-        opening.set(open_uni(self.conn.clone()));
+        let opened = ready!(self.opening_uni.poll(cx, || open_uni(conn.clone())));
         Poll::Ready(opened.map(SendStream::new).map_err(stream_connection_error))
     }
 
     fn close(&mut self, code: h3::error::Code, reason: &[u8]) {
-        close(&self.conn, code, reason);
+        self.conn.close(
+            VarInt::from_u64(code.value()).unwrap_or(VarInt::MAX),
+            reason,
+        );
     }
 }
 

@@ -110,7 +110,7 @@ pub(crate) fn write_file(parts: &[&[u8]], dir: &OwnedFd) -> Option<Bytes> {
         return None;
     }
     register(cap(), || {
-        let mut file = linkable_file(dir).ok()?;
+        let mut file = unnamed_file(dir, true).ok()?;
         for part in parts {
             file.write_all(part).ok()?;
         }
@@ -171,30 +171,19 @@ pub(crate) fn open_directory(dir: &Path) -> io::Result<OwnedFd> {
         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    drop(unnamed_file(&dir)?);
+    drop(unnamed_file(&dir, false)?);
     Ok(dir)
 }
 
-/// A new file in `dir` that has no name and can never be given one (`O_TMPFILE | O_EXCL`):
-/// only this process's descriptor reaches it, and it is gone when that closes.
-fn unnamed_file(dir: &OwnedFd) -> io::Result<File> {
-    let fd = rustix::fs::openat(
-        dir,
-        ".",
-        OFlags::TMPFILE | OFlags::EXCL | OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::RUSR | Mode::WUSR,
-    )?;
-    Ok(File::from(fd))
-}
-
-/// A new file in `dir` without a name until [`link`] gives it one (`O_TMPFILE`).
-fn linkable_file(dir: &OwnedFd) -> io::Result<File> {
-    let fd = rustix::fs::openat(
-        dir,
-        ".",
-        OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-        Mode::RUSR | Mode::WUSR,
-    )?;
+/// A new file in `dir` that has no name (`O_TMPFILE`): gone when its descriptor closes unless
+/// [`link`] names it first. Unless `linkable`, it can never be given one (`O_EXCL`), so only
+/// this process's descriptor ever reaches it.
+fn unnamed_file(dir: &OwnedFd, linkable: bool) -> io::Result<File> {
+    let mut flags = OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC;
+    if !linkable {
+        flags |= OFlags::EXCL;
+    }
+    let fd = rustix::fs::openat(dir, ".", flags, Mode::RUSR | Mode::WUSR)?;
     Ok(File::from(fd))
 }
 
@@ -222,7 +211,7 @@ pub(crate) fn link(bytes: &[u8], scratch: &Path, path: &Path) -> io::Result<()> 
 
 /// `data` in an unnamed file of `dir`, if the file can be made and written.
 fn directory_file(data: &[u8], dir: &OwnedFd) -> Option<File> {
-    let mut file = unnamed_file(dir).ok()?;
+    let mut file = unnamed_file(dir, false).ok()?;
     file.write_all(data).ok()?;
     Some(file)
 }
@@ -263,6 +252,18 @@ fn map(file: File) -> Option<Mapping> {
 
 /// The file `slice` lies in, and its offset there.
 pub(crate) fn lookup(slice: &[u8]) -> Option<(Arc<File>, u64)> {
+    in_region(slice, |offset, region| (region.file.clone(), offset as u64))
+}
+
+/// `slice`, which lies in a sealed body, as `Bytes` sharing that body's mapping.
+pub(crate) fn shared(slice: &[u8]) -> Option<Bytes> {
+    // The caller borrows `slice` from a live body, so the mapping is alive.
+    let mapping = in_region(slice, |_, region| region.mapping.upgrade())??;
+    Some(Bytes::from_owner(Owner(mapping)).slice_ref(slice))
+}
+
+/// `found` of the registered region `slice` lies wholly in, and of `slice`'s offset there.
+fn in_region<R>(slice: &[u8], found: impl FnOnce(usize, &Region) -> R) -> Option<R> {
     if slice.is_empty() || LIVE.load(Ordering::Relaxed) == 0 {
         return None;
     }
@@ -270,26 +271,7 @@ pub(crate) fn lookup(slice: &[u8]) -> Option<(Arc<File>, u64)> {
     let end = start + slice.len();
     let registry = REGISTRY.read().unwrap_or_else(PoisonError::into_inner);
     let (&base, region) = registry.range(..=start).next_back()?;
-    (end <= region.end).then(|| (region.file.clone(), (start - base) as u64))
-}
-
-/// `slice`, which lies in a sealed body, as `Bytes` sharing that body's mapping.
-pub(crate) fn shared(slice: &[u8]) -> Option<Bytes> {
-    if slice.is_empty() || LIVE.load(Ordering::Relaxed) == 0 {
-        return None;
-    }
-    let start = slice.as_ptr() as usize;
-    let end = start + slice.len();
-    let mapping = {
-        let registry = REGISTRY.read().unwrap_or_else(PoisonError::into_inner);
-        let (_, region) = registry.range(..=start).next_back()?;
-        if end > region.end {
-            return None;
-        }
-        // The caller borrows `slice` from a live body, so the mapping is alive.
-        region.mapping.upgrade()?
-    };
-    Some(Bytes::from_owner(Owner(mapping)).slice_ref(slice))
+    (end <= region.end).then(|| found(start - base, region))
 }
 
 #[cfg(test)]
