@@ -9,7 +9,10 @@
 #   - nginx serving the files statically,
 #   - nginx as a warm proxy_cache in front of that static nginx,
 # over HTTP/1.1 (wrk), HTTP/2 over TLS (h2load) and, for Cadenza only, HTTP/3 (oha built with
-# its http3 feature; installed by this script with cargo if missing). Servers run on core 0
+# its http3 feature; installed by this script with cargo if missing) and HTTP/2 over TLS through
+# oha too (HTTP/3's client over HTTP/2, to tell the protocol from the tool). nginx is told to
+# offer TLS 1.3 (Debian's 1.22 offers up to 1.2 unless told), so that h2load gets the same
+# version and cipher from both servers; the script prints them. Servers run on core 0
 # (nginx with one worker, Cadenza with one runtime thread's worth of CPU), load generators on
 # core 1. Prints requests/s, p99 latency, the server's CPU per request, how busy the load
 # generator's core was, the TCP segments per response and how often a receiver's window filled
@@ -20,7 +23,8 @@
 #   HTTP/1.1 segment hits  >= 1.0x nginx proxy_cache (and, since wrk's core can be the limit,
 #                          the CPU each server spends per request, compared the other way round)
 #   TLS HTTP/2             >= 1.0x nginx
-#   HTTP/3                 >= 0.5x Cadenza's own HTTP/2
+#   HTTP/3                 >= 0.5x Cadenza's own HTTP/2 (h2load's figure; the figure through
+#                          oha is printed beside it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5}
@@ -124,11 +128,13 @@ http {
   server {
     listen 127.0.0.1:$NGINX_TLS_STATIC ssl http2;
     ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
     root $WORK/html;
   }
   server {
     listen 127.0.0.1:$NGINX_TLS_CACHE ssl http2;
     ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
     location / {
       proxy_pass http://static_nginx; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_cache media; proxy_cache_valid 200 1h; proxy_cache_lock on;
@@ -151,6 +157,10 @@ for path in /public/bench/seg.m4s /public/bench/list.m3u8; do
   cmp <(curl -sf "http://127.0.0.1:$EDGE_PORT$path") "$WORK/objects$path"
 done
 curl -sf "http://127.0.0.1:$EDGE_PORT/public/bench/seg.m4s" -D - -o /dev/null | grep -qi "cache-status: bench-edge; hit"
+# What h2load negotiates with each server: the same TLS version and cipher, or the comparison
+# is not like for like.
+tls_of() { h2load -n 1 -c 1 "https://127.0.0.1:$1/public/bench/list.m3u8" 2>&1 | awk '/^TLS Protocol:/ {p = $3} /^Cipher:/ {c = $2} END {print p, c}'; }
+echo "h2load's TLS: cadenza edge $(tls_of "$EDGE_TLS"), nginx static $(tls_of "$NGINX_TLS_STATIC"), nginx proxy_cache $(tls_of "$NGINX_TLS_CACHE")"
 
 # wrk: requests/s and p99 (ms).
 run_wrk() {
@@ -177,6 +187,14 @@ run_h2load() {
 run_oha3() {
   local out
   out=$(taskset -c 1 oha --no-tui --insecure --http-version 3 --worker-threads 1 -z "${DURATION}s" -c "$CONNECTIONS" -p "$H3_STREAMS" --output-format json "$1" 2>/dev/null)
+  python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["summary"]["requestsPerSec"], d["latencyPercentiles"]["p99"]*1000)' <<<"$out"
+}
+
+# oha over HTTP/2 with TLS, the same settings: the HTTP/3 figure's own tool over HTTP/2, so that
+# the two protocols are also compared through one client.
+run_oha2() {
+  local out
+  out=$(taskset -c 1 oha --no-tui --insecure --http-version 2 --worker-threads 1 -z "${DURATION}s" -c "$CONNECTIONS" -p "$H3_STREAMS" --output-format json "$1" 2>/dev/null)
   python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["summary"]["requestsPerSec"], d["latencyPercentiles"]["p99"]*1000)' <<<"$out"
 }
 
@@ -230,6 +248,7 @@ for round in $(seq 1 "$ROUNDS"); do
     measure "$round" "h2-tls $object  nginx static" "$NGINX_WORKER" run_h2load "https://127.0.0.1:$NGINX_TLS_STATIC/public/bench/$object"
     measure "$round" "h2-tls $object  nginx proxy_cache" "$NGINX_WORKER" run_h2load "https://127.0.0.1:$NGINX_TLS_CACHE/public/bench/$object"
     measure "$round" "h3 $object  cadenza edge" "$EDGE_PID" run_oha3 "https://127.0.0.1:$EDGE_TLS/public/bench/$object"
+    measure "$round" "h2-tls-oha $object  cadenza edge" "$EDGE_PID" run_oha2 "https://127.0.0.1:$EDGE_TLS/public/bench/$object"
   done
 done
 
@@ -263,4 +282,5 @@ for object in seg.m4s list.m3u8; do
   echo "  $object h2-tls cadenza / nginx proxy_cache           $(over_rounds rps "h2-tls $object  cadenza edge" "h2-tls $object  nginx proxy_cache")   [>= 1.0]"
   echo "  $object h2-tls cadenza / nginx static                $(over_rounds rps "h2-tls $object  cadenza edge" "h2-tls $object  nginx static")   [>= 1.0]"
   echo "  $object h3 / cadenza h2-tls                          $(over_rounds rps "h3 $object  cadenza edge" "h2-tls $object  cadenza edge")   [>= 0.5]"
+  echo "  $object h3 / cadenza h2-tls, both through oha       $(over_rounds rps "h3 $object  cadenza edge" "h2-tls-oha $object  cadenza edge")"
 done
