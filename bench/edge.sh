@@ -182,19 +182,13 @@ run_h2load() {
   p99=$(sort -n -k3 "$log" | awk '{a[NR]=$3} END {i=int(NR*0.99); if (i<1) i=1; printf "%.2f", a[i]/1000}')
   echo "$rps $p99"
 }
-# oha over HTTP/3: requests/s and p99 (ms). One worker thread, as wrk and h2load have (oha's
-# default is one per physical core, which on a machine with two would share the pinned core).
-run_oha3() {
+# oha over HTTP/$1 (3, or 2 with TLS: HTTP/3's own client over HTTP/2, so that the two protocols
+# are also compared through one client): requests/s and p99 (ms). One worker thread, as wrk and
+# h2load have (oha's default is one per physical core, which on a machine with two would share
+# the pinned core).
+run_oha() {
   local out
-  out=$(taskset -c 1 oha --no-tui --insecure --http-version 3 --worker-threads 1 -z "${DURATION}s" -c "$CONNECTIONS" -p "$H3_STREAMS" --output-format json "$1" 2>/dev/null)
-  python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["summary"]["requestsPerSec"], d["latencyPercentiles"]["p99"]*1000)' <<<"$out"
-}
-
-# oha over HTTP/2 with TLS, the same settings: the HTTP/3 figure's own tool over HTTP/2, so that
-# the two protocols are also compared through one client.
-run_oha2() {
-  local out
-  out=$(taskset -c 1 oha --no-tui --insecure --http-version 2 --worker-threads 1 -z "${DURATION}s" -c "$CONNECTIONS" -p "$H3_STREAMS" --output-format json "$1" 2>/dev/null)
+  out=$(taskset -c 1 oha --no-tui --insecure --http-version "$1" --worker-threads 1 -z "${DURATION}s" -c "$CONNECTIONS" -p "$H3_STREAMS" --output-format json "$2" 2>/dev/null)
   python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["summary"]["requestsPerSec"], d["latencyPercentiles"]["p99"]*1000)' <<<"$out"
 }
 
@@ -247,8 +241,8 @@ for round in $(seq 1 "$ROUNDS"); do
     measure "$round" "h2-tls $object  cadenza edge" "$EDGE_PID" run_h2load "https://127.0.0.1:$EDGE_TLS/public/bench/$object"
     measure "$round" "h2-tls $object  nginx static" "$NGINX_WORKER" run_h2load "https://127.0.0.1:$NGINX_TLS_STATIC/public/bench/$object"
     measure "$round" "h2-tls $object  nginx proxy_cache" "$NGINX_WORKER" run_h2load "https://127.0.0.1:$NGINX_TLS_CACHE/public/bench/$object"
-    measure "$round" "h3 $object  cadenza edge" "$EDGE_PID" run_oha3 "https://127.0.0.1:$EDGE_TLS/public/bench/$object"
-    measure "$round" "h2-tls-oha $object  cadenza edge" "$EDGE_PID" run_oha2 "https://127.0.0.1:$EDGE_TLS/public/bench/$object"
+    measure "$round" "h3 $object  cadenza edge" "$EDGE_PID" run_oha 3 "https://127.0.0.1:$EDGE_TLS/public/bench/$object"
+    measure "$round" "h2-tls-oha $object  cadenza edge" "$EDGE_PID" run_oha 2 "https://127.0.0.1:$EDGE_TLS/public/bench/$object"
   done
 done
 
