@@ -187,8 +187,9 @@ run_h2load() {
 # h2load have (oha's default is one per physical core, which on a machine with two would share
 # the pinned core).
 run_oha() {
-  local out
-  out=$(taskset -c 1 oha --no-tui --insecure --http-version "$1" --worker-threads 1 -z "${DURATION}s" -c "$CONNECTIONS" -p "$H3_STREAMS" --output-format json "$2" 2>/dev/null)
+  local out streams=$H2_STREAMS
+  [ "$1" = 3 ] && streams=$H3_STREAMS
+  out=$(taskset -c 1 oha --no-tui --insecure --http-version "$1" --worker-threads 1 -z "${DURATION}s" -c "$CONNECTIONS" -p "$streams" --output-format json "$2" 2>/dev/null)
   python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["summary"]["requestsPerSec"], d["latencyPercentiles"]["p99"]*1000)' <<<"$out"
 }
 
