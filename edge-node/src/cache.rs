@@ -24,12 +24,14 @@ pub struct Meta {
     pub key: String,
     /// Status code.
     pub status: u16,
-    /// End-to-end response headers, as received (hop-by-hop ones removed).
+    /// End-to-end response headers, as received (hop-by-hop ones and `Age` removed), each
+    /// value's bytes as the characters U+0000–U+00FF (see [`latin1`]).
     pub headers: Vec<(String, String)>,
-    /// When the response (or its last revalidation) arrived, Unix seconds.
-    pub response_time: u64,
-    /// Its age on arrival, seconds.
-    pub initial_age: u64,
+    /// When the response (or its last revalidation) arrived, Unix milliseconds. (Named for
+    /// its unit, so that a disk file written with whole seconds does not decode: a miss.)
+    pub response_time_ms: u64,
+    /// Its age on arrival, milliseconds.
+    pub initial_age_ms: u64,
     /// Storage and freshness decisions.
     pub policy: Policy,
     /// The request headers it varies on, lower-case.
@@ -58,9 +60,10 @@ impl Object {
         let body = sealed_bytes::share(body, bodies);
         let mut headers = HeaderMap::with_capacity(meta.headers.len());
         for (name, value) in &meta.headers {
+            let bytes: Vec<u8> = value.chars().filter_map(|c| u8::try_from(c).ok()).collect();
             if let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
+                HeaderValue::from_bytes(&bytes),
             ) {
                 headers.append(name, value);
             }
@@ -78,21 +81,11 @@ impl Object {
         StatusCode::from_u16(self.meta.status).unwrap_or(StatusCode::OK)
     }
 
-    /// Current age, seconds.
-    pub fn age(&self, now: u64) -> u64 {
+    /// Current age at `now_ms` (Unix milliseconds), milliseconds (RFC 9111 §4.2.3).
+    pub fn age_ms(&self, now_ms: u64) -> u64 {
         self.meta
-            .initial_age
-            .saturating_add(now.saturating_sub(self.meta.response_time))
-    }
-
-    /// Seconds past its freshness lifetime (0 while fresh).
-    pub fn staleness(&self, now: u64) -> u64 {
-        self.age(now).saturating_sub(self.meta.policy.lifetime)
-    }
-
-    /// Whether it may be served without contacting a parent.
-    pub fn is_fresh(&self, now: u64) -> bool {
-        !self.meta.policy.revalidate_always && self.age(now) < self.meta.policy.lifetime
+            .initial_age_ms
+            .saturating_add(now_ms.saturating_sub(self.meta.response_time_ms))
     }
 
     /// Its entity tag.
@@ -115,11 +108,10 @@ impl Object {
     }
 }
 
-/// Unix seconds now.
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
+/// A header value's bytes as text, one character per byte (Latin-1), so that values with
+/// obs-text survive storage unchanged; [`Object::new`] turns them back into bytes.
+pub fn latin1(bytes: &[u8]) -> String {
+    bytes.iter().map(|&byte| char::from(byte)).collect()
 }
 
 /// Lower-cased `Vary` names of a response.
@@ -628,8 +620,8 @@ mod tests {
                 key: key.to_owned(),
                 status: 200,
                 headers: vec![("etag".to_owned(), "\"x\"".to_owned())],
-                response_time: 1,
-                initial_age: 0,
+                response_time_ms: 1_000,
+                initial_age_ms: 0,
                 policy: crate::freshness::policy(StatusCode::OK, &HeaderMap::new(), 1),
                 vary: Vec::new(),
             },

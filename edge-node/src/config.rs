@@ -61,8 +61,13 @@ pub struct Config {
     pub max_ranges: usize,
     /// Longest request target, bytes (longer: 414).
     pub max_uri_bytes: usize,
-    /// Largest request head, bytes (larger: 431).
+    /// Largest request head, bytes (larger: 431, `headers_too_large`); also HTTP/2's header
+    /// list and HTTP/3's field section.
     pub max_header_bytes: usize,
+    /// Most header fields in one HTTP/1.1 request head (more: 431, `too_many_headers`).
+    /// Both limits hold: a head within this count but over `max_header_bytes` is refused
+    /// too. HTTP/2 and HTTP/3 are bounded by `max_header_bytes` alone.
+    pub max_header_fields: usize,
     /// Time a client has to send its request head, seconds.
     pub header_timeout_secs: u64,
     /// A persistent cleartext HTTP/1.1 connection idle this long between requests is closed,
@@ -129,6 +134,7 @@ impl Default for Config {
             max_ranges: 16,
             max_uri_bytes: 4096,
             max_header_bytes: 16 * 1024,
+            max_header_fields: 256,
             header_timeout_secs: 10,
             idle_timeout_secs: 60,
             send_timeout_secs: 60,
@@ -236,6 +242,9 @@ impl Config {
         }
         if self.max_ranges == 0 || self.max_ranges > 1000 {
             return Err(invalid("max_ranges", "between 1 and 1000"));
+        }
+        if self.max_header_fields < 16 || self.max_header_fields > 10_000 {
+            return Err(invalid("max_header_fields", "between 16 and 10000"));
         }
         if self.max_uri_bytes < 256 || self.max_header_bytes < 1024 {
             return Err(invalid(

@@ -22,12 +22,12 @@ use http_semantics::{
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
 
-use crate::cache::{Cache, Meta, Object, Tier, now_secs, variant_key, vary_names};
+use crate::cache::{Cache, Meta, Object, Tier, latin1, variant_key, vary_names};
 use crate::config::Config;
 use crate::fill::{Fill, FillEnd, FillHead, Fills};
-use crate::freshness;
+use crate::freshness::{self, RequestDirectives, Use};
 use crate::hooks::{CacheOutcome, Hooks};
-use crate::upstream::{FetchRequest, Parent, Upstream, is_hop_by_hop};
+use crate::upstream::{FetchRequest, Parent, Upstream, connection_names, end_to_end};
 
 /// Response bodies of every protocol.
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -89,15 +89,16 @@ struct Inner {
     alt_svc: arc_swap::ArcSwapOption<HeaderValue>,
     stats: Stats,
     hot: Hot,
+    clock: telemetry::Clock,
 }
 
 /// Metric handles and header values made once instead of per request (a registry lookup or a
 /// `format!` per response shows in profiles at tens of thousands of requests a second).
 struct Hot {
     requests: [[std::sync::OnceLock<metrics::Counter>; STATUS_LABELS.len()]; 3],
-    outcomes: [std::sync::OnceLock<metrics::Counter>; 8],
+    outcomes: [std::sync::OnceLock<metrics::Counter>; CacheOutcome::ALL.len()],
     bytes: [std::sync::OnceLock<metrics::Counter>; 2],
-    cache_status: [HeaderValue; 8],
+    cache_status: [HeaderValue; CacheOutcome::ALL.len()],
 }
 
 impl Hot {
@@ -158,6 +159,16 @@ pub struct Stats {
 impl Engine {
     /// Builds the engine: opens the cache tiers and the parent client.
     pub fn new(config: Config, hooks: Arc<dyn Hooks>) -> anyhow::Result<Self> {
+        Self::with_clock(config, hooks, telemetry::Clock::system())
+    }
+
+    /// Builds the engine on `clock`: every age, expiry and token check reads it, so that a
+    /// test can move time by hand instead of sleeping.
+    pub fn with_clock(
+        config: Config,
+        hooks: Arc<dyn Hooks>,
+        clock: telemetry::Clock,
+    ) -> anyhow::Result<Self> {
         let disk = config
             .disk_cache_dir
             .as_deref()
@@ -211,6 +222,7 @@ impl Engine {
                 alt_svc: arc_swap::ArcSwapOption::empty(),
                 stats: Stats::default(),
                 hot,
+                clock,
             }),
         })
     }
@@ -241,15 +253,24 @@ impl Engine {
         self.inner.fills.len()
     }
 
+    /// Waits until no fill runs, background revalidations included.
+    pub async fn fills_idle(&self) {
+        self.inner.fills.idle().await;
+    }
+
     /// Answers one request.
     pub async fn handle(&self, request: Parts, context: RequestContext) -> Response<Body> {
         let mut response = self.route(&request, &context).await;
-        if context.protocol != Protocol::Http3
-            && let Some(alt_svc) = self.inner.alt_svc.load_full()
-        {
-            response
-                .headers_mut()
-                .insert(header::ALT_SVC, (*alt_svc).clone());
+        if context.protocol != Protocol::Http3 {
+            if let Some(alt_svc) = self.inner.alt_svc.load_full() {
+                response
+                    .headers_mut()
+                    .insert(header::ALT_SVC, (*alt_svc).clone());
+            }
+        } else {
+            // The TCP servers add a Date where a response has none; the QUIC one does not.
+            let now = self.now_ms();
+            self.ensure_date(response.headers_mut(), now);
         }
         self.inner
             .hot
@@ -312,7 +333,11 @@ impl Engine {
             None => path,
         };
         let primary = self.inner.hooks.cache_key(&path_and_query, request);
-        let (response, outcome) = self.lookup(request, &primary, &path_and_query).await;
+        let (mut response, outcome) = self.lookup(request, &primary, &path_and_query).await;
+        // Errors made here say what the cache did too.
+        if let http::header::Entry::Vacant(entry) = response.headers_mut().entry("cache-status") {
+            entry.insert(self.inner.hot.cache_status[outcome.index()].clone());
+        }
         self.inner.hot.outcome(outcome).increment(1);
         self.inner
             .hooks
@@ -371,7 +396,7 @@ impl Engine {
                 "this path needs a URL token: /t/{token}/…",
             );
         };
-        match keyring.verify(token, path, now_secs(), config.token_skew_secs) {
+        match keyring.verify(token, path, self.now_ms() / 1000, config.token_skew_secs) {
             Ok(_) => Ok(()),
             Err(url_token::TokenError::Expired { .. }) => {
                 refuse("token_expired", "the URL token has expired")
@@ -403,31 +428,65 @@ impl Engine {
     ) -> (Response<Body>, CacheOutcome) {
         let inner = &self.inner;
         inner.stats.lookups.fetch_add(1, Ordering::Relaxed);
+        // RFC 9111 §3.5: a request carrying its own credentials is not answered from the
+        // shared cache and its response is not stored; it goes to the parents as it came.
+        // (A child edge's fill key is the one Authorization the cache serves.)
+        if request.headers.contains_key(header::AUTHORIZATION)
+            && !self.is_child_edge(&request.headers)
+        {
+            let response = self.pass_through(request, path_and_query, true).await;
+            return (response, CacheOutcome::Bypass);
+        }
+        let directives = if request.headers.contains_key(header::CACHE_CONTROL)
+            || request.headers.contains_key(header::PRAGMA)
+        {
+            RequestDirectives::parse(&request.headers)
+        } else {
+            RequestDirectives::default()
+        };
         let key = inner.cache.key_for(primary, &request.headers);
-        let now = now_secs();
+        let now = self.now_ms();
         let stale = match inner.cache.get(&key).await {
-            Some((object, tier)) if object.is_fresh(now) => {
-                let outcome = match tier {
-                    Tier::Memory => CacheOutcome::HitMemory,
-                    Tier::Disk => CacheOutcome::HitDisk,
-                };
-                return (self.serve_object(request, &object, outcome).await, outcome);
-            }
-            Some((object, _)) => {
-                let policy = &object.meta.policy;
-                if !policy.revalidate_always
-                    && object.staleness(now) <= policy.stale_while_revalidate
-                {
-                    // Serve the stale copy now; revalidate behind it.
-                    let stale = Some(object.clone());
-                    self.start_fill(request, &key, primary, path_and_query, stale, &[]);
-                    let outcome = CacheOutcome::StaleWhileRevalidate;
-                    return (self.serve_object(request, &object, outcome).await, outcome);
+            Some((object, tier)) => {
+                match object.meta.policy.use_at(object.age_ms(now), &directives) {
+                    Use::Fresh => {
+                        let outcome = match tier {
+                            Tier::Memory => CacheOutcome::HitMemory,
+                            Tier::Disk => CacheOutcome::HitDisk,
+                        };
+                        return (self.serve_object(request, &object, outcome).await, outcome);
+                    }
+                    Use::StaleAccepted => {
+                        let outcome = CacheOutcome::StaleAccepted;
+                        return (self.serve_object(request, &object, outcome).await, outcome);
+                    }
+                    Use::StaleWhileRevalidate => {
+                        // Serve the stale copy now; revalidate behind it.
+                        let stale = Some(object.clone());
+                        self.start_fill(request, &key, primary, path_and_query, stale, &[]);
+                        let outcome = CacheOutcome::StaleWhileRevalidate;
+                        return (self.serve_object(request, &object, outcome).await, outcome);
+                    }
+                    Use::Revalidate => Some(object),
                 }
-                Some(object)
             }
             None => None,
         };
+        if directives.only_if_cached {
+            // RFC 9111 §5.2.1.7: nothing stored that this request accepts, and no parent may
+            // be asked.
+            let response = error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "not_cached",
+                "only-if-cached: the cache holds no response this request accepts",
+            );
+            return (response, CacheOutcome::NotCached);
+        }
+        if directives.no_store {
+            // Nothing of this exchange may be stored: fetched for this client alone.
+            let response = self.pass_through(request, path_and_query, false).await;
+            return (response, CacheOutcome::Bypass);
+        }
         let mut fill = self.start_fill(request, &key, primary, path_and_query, stale.clone(), &[]);
         let mut waited = fill.wait_head().await;
         if let Ok(head) = &waited {
@@ -458,18 +517,28 @@ impl Engine {
                 (self.serve_object(request, &object, outcome).await, outcome)
             }
             Err(FillEnd::Bypass) => (
-                self.pass_through(request, path_and_query).await,
+                self.pass_through(request, path_and_query, false).await,
                 CacheOutcome::Bypass,
             ),
             Err(FillEnd::Failed(reason)) => {
-                if let Some(stale) = stale
-                    && !stale.meta.policy.must_revalidate
-                    && stale.staleness(now_secs()) <= stale.meta.policy.stale_if_error
-                {
-                    let outcome = CacheOutcome::StaleIfError;
-                    return (self.serve_object(request, &stale, outcome).await, outcome);
-                }
                 tracing::warn!(message = "Fill failed.", path = path_and_query, reason = %reason);
+                if let Some(stale) = stale {
+                    let policy = &stale.meta.policy;
+                    if policy.usable_on_error(stale.age_ms(self.now_ms())) {
+                        let outcome = CacheOutcome::StaleIfError;
+                        return (self.serve_object(request, &stale, outcome).await, outcome);
+                    }
+                    if policy.must_revalidate {
+                        // RFC 9111 §5.2.2.2: a response that must be revalidated and cannot
+                        // be is answered with 504.
+                        let response = error(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            "revalidation_failed",
+                            "the stored response must be revalidated and no parent answered",
+                        );
+                        return (response, CacheOutcome::Error);
+                    }
+                }
                 (
                     error(
                         StatusCode::BAD_GATEWAY,
@@ -485,7 +554,9 @@ impl Engine {
     /// Joins the fill for this request's cache key (`key`: the primary key with the values of
     /// whatever headers the stored variants are known to vary on), starting it if none runs.
     /// The parent gets the request's values of the headers `stale` varies on and of those
-    /// `vary` names.
+    /// `vary` names; with `stale`, its validators; without, the request's own
+    /// `If-None-Match`/`If-Modified-Since` (so that the fill is keyed by them too, and only
+    /// requests with the same conditions share its answer, which may be a 304).
     fn start_fill(
         &self,
         request: &Parts,
@@ -496,7 +567,30 @@ impl Engine {
         vary: &[String],
     ) -> Arc<Fill> {
         let gzip = http_semantics::accepts_gzip(&request.headers);
-        let fill_key = format!("{key}\u{0}{}", if gzip { "gzip" } else { "identity" });
+        let mut fill_key = format!("{key}\u{0}{}", if gzip { "gzip" } else { "identity" });
+        let hop = connection_names(&request.headers);
+        let conditions: Vec<(HeaderName, HeaderValue)> = if stale.is_none() {
+            [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE]
+                .into_iter()
+                .filter(|name| !hop.iter().any(|named| named == name.as_str()))
+                .flat_map(|name| {
+                    request
+                        .headers
+                        .get_all(&name)
+                        .iter()
+                        .map(move |value| (name.clone(), value.clone()))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for (name, value) in &conditions {
+            fill_key.push('\u{0}');
+            fill_key.push_str(name.as_str());
+            fill_key.push(':');
+            fill_key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        }
         let (fill, created) = self.inner.fills.join(&fill_key);
         if created {
             let mut headers = HeaderMap::new();
@@ -522,6 +616,9 @@ impl Engine {
                 } else if let Some(modified) = stale.headers.get(header::LAST_MODIFIED) {
                     headers.insert(header::IF_MODIFIED_SINCE, modified.clone());
                 }
+            }
+            for (name, value) in conditions {
+                headers.append(name, value);
             }
             let mut fetch = FetchRequest {
                 path_and_query: path_and_query.to_owned(),
@@ -551,7 +648,7 @@ impl Engine {
         stale: Option<Arc<Object>>,
     ) {
         let inner = &self.inner;
-        let request_time = now_secs();
+        let request_time = self.now_ms();
         let end = |outcome: &'static str, end: FillEnd| {
             metrics::counter!("cadenza_edge_fills_total", "outcome" => outcome).increment(1);
             fill.finish(end);
@@ -560,21 +657,23 @@ impl Engine {
             Ok(response) => response,
             Err(failure) => return end("failed", FillEnd::Failed(failure.to_string().into())),
         };
-        let response_time = now_secs();
+        let response_time = self.now_ms();
         let status = response.status();
-        let mut headers = HeaderMap::with_capacity(response.headers().len());
-        for (name, value) in response.headers() {
-            if !is_hop_by_hop(name) {
-                headers.append(name.clone(), value.clone());
-            }
-        }
+        let mut headers = end_to_end(response.headers());
+        self.ensure_date(&mut headers, response_time);
         if let Some(stale) = &stale {
             if status == StatusCode::NOT_MODIFIED {
-                // Freshened: the stored body with the new headers (RFC 9111 §4.3.4).
+                // Freshened: the stored body with the new headers (RFC 9111 §4.3.4), its Date
+                // and Age among them.
                 let mut merged = stale.headers.clone();
+                for name in headers.keys() {
+                    if name != header::CONTENT_LENGTH {
+                        merged.remove(name);
+                    }
+                }
                 for (name, value) in &headers {
                     if name != header::CONTENT_LENGTH {
-                        merged.insert(name.clone(), value.clone());
+                        merged.append(name.clone(), value.clone());
                     }
                 }
                 let object = Arc::new(self.object(
@@ -597,7 +696,11 @@ impl Engine {
                 );
             }
         }
-        let content_length = response.content_length();
+        let content_length = if status == StatusCode::NOT_MODIFIED {
+            Some(0)
+        } else {
+            response.content_length()
+        };
         let max = inner.config.max_object_bytes;
         if content_length.is_some_and(|length| length > max) {
             return end("bypassed", FillEnd::Bypass);
@@ -609,6 +712,8 @@ impl Engine {
             headers: headers.clone(),
             content_length,
             variant: key.clone(),
+            response_time_ms: response_time,
+            initial_age_ms: freshness::initial_age_ms(&headers, request_time, response_time),
         });
         let idle = inner.upstream.idle_timeout;
         let mut received = 0u64;
@@ -655,23 +760,23 @@ impl Engine {
         key: &str,
         status: StatusCode,
         headers: &HeaderMap,
-        request_time: u64,
-        response_time: u64,
+        request_ms: u64,
+        response_ms: u64,
         body: Bytes,
     ) -> Object {
-        let policy = freshness::policy(status, headers, response_time);
+        let policy = freshness::policy(status, headers, response_ms / 1000);
         let meta = Meta {
             key: key.to_owned(),
             status: status.as_u16(),
+            // Age is recomputed on every use; everything else is kept byte for byte (values
+            // with obs-text too, such as an entity tag in Latin-1).
             headers: headers
                 .iter()
-                .filter(|(name, _)| *name != header::AGE && *name != header::DATE)
-                .filter_map(|(name, value)| {
-                    Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
-                })
+                .filter(|(name, _)| *name != header::AGE)
+                .map(|(name, value)| (name.as_str().to_owned(), latin1(value.as_bytes())))
                 .collect(),
-            response_time,
-            initial_age: freshness::initial_age(headers, request_time, response_time),
+            response_time_ms: response_ms,
+            initial_age_ms: freshness::initial_age_ms(headers, request_ms, response_ms),
             policy,
             vary: vary_names(headers),
         };
@@ -686,7 +791,7 @@ impl Engine {
         outcome: CacheOutcome,
     ) -> Response<Body> {
         let mut headers = object.headers.clone();
-        headers.insert(header::AGE, HeaderValue::from(object.age(now_secs())));
+        headers.insert(header::AGE, age_value(object.age_ms(self.now_ms())));
         let source = Source::Stored(object.body.clone());
         self.respond(
             request,
@@ -708,7 +813,10 @@ impl Engine {
         outcome: CacheOutcome,
     ) -> Response<Body> {
         let mut headers = head.headers.clone();
-        headers.insert(header::AGE, HeaderValue::from_static("0"));
+        let age = head
+            .initial_age_ms
+            .saturating_add(self.now_ms().saturating_sub(head.response_time_ms));
+        headers.insert(header::AGE, age_value(age));
         let source = Source::Filling(fill.clone());
         self.respond(
             request,
@@ -719,6 +827,23 @@ impl Engine {
             outcome,
         )
         .await
+    }
+
+    /// Adds a `Date` to a parent's response that has none (RFC 9110 §6.6.1: a cache that
+    /// stores or forwards such a response adds one).
+    fn ensure_date(&self, headers: &mut HeaderMap, now_ms: u64) {
+        if !headers.contains_key(header::DATE)
+            && let Ok(value) = HeaderValue::from_str(&http_semantics::http_date(
+                std::time::UNIX_EPOCH + Duration::from_millis(now_ms),
+            ))
+        {
+            headers.insert(header::DATE, value);
+        }
+    }
+
+    /// Milliseconds since the Unix epoch, on the engine's clock.
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.inner.clock.now_ms()).unwrap_or(0)
     }
 
     async fn respond(
@@ -735,7 +860,6 @@ impl Engine {
             stats.hits.fetch_add(1, Ordering::Relaxed);
         }
         headers.remove(header::CONTENT_LENGTH);
-        headers.remove(header::DATE);
         headers.insert(
             HeaderName::from_static("cache-status"),
             self.inner.hot.cache_status[outcome.index()].clone(),
@@ -748,6 +872,10 @@ impl Engine {
             }
             self.inner.hot.bytes(outcome.is_hit()).increment(bytes);
         };
+        if status == StatusCode::NOT_MODIFIED {
+            // The parent's answer to this request's own conditions.
+            return build(status, headers, empty());
+        }
         if status != StatusCode::OK {
             // Other statuses are relayed whole, ranges and validators aside.
             let body = match (head_only, length) {
@@ -762,8 +890,7 @@ impl Engine {
         }
         let etag = headers
             .get(header::ETAG)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
+            .map(|value| value.as_bytes().to_vec());
         let last_modified = headers
             .get(header::LAST_MODIFIED)
             .and_then(|value| value.to_str().ok())
@@ -901,18 +1028,35 @@ impl Engine {
         }
     }
 
-    /// Fetches an object too large to cache straight from the parents for this one client,
-    /// forwarding its `Range`.
-    async fn pass_through(&self, request: &Parts, path_and_query: &str) -> Response<Body> {
+    /// Fetches a response for this one client straight from the parents, storing nothing:
+    /// objects too large to cache, requests with `no-store`, and (with `credentials`) requests
+    /// with their own `Authorization`, which goes to the parent in place of the fill key. The
+    /// request's range, conditions and cache directives go with it.
+    async fn pass_through(
+        &self,
+        request: &Parts,
+        path_and_query: &str,
+        credentials: bool,
+    ) -> Response<Body> {
         let mut headers = HeaderMap::new();
-        for name in [
+        let mut names = vec![
             header::RANGE,
             header::IF_RANGE,
+            header::IF_MATCH,
             header::IF_NONE_MATCH,
             header::IF_MODIFIED_SINCE,
-        ] {
-            if let Some(value) = request.headers.get(&name) {
-                headers.insert(name, value.clone());
+            header::IF_UNMODIFIED_SINCE,
+            header::CACHE_CONTROL,
+            header::PRAGMA,
+        ];
+        if credentials {
+            names.push(header::AUTHORIZATION);
+        }
+        let hop = connection_names(&request.headers);
+        names.retain(|name| !hop.iter().any(|named| named == name.as_str()));
+        for name in names {
+            for value in request.headers.get_all(&name) {
+                headers.append(name.clone(), value.clone());
             }
         }
         let fetch = FetchRequest {
@@ -930,17 +1074,16 @@ impl Engine {
             }
         };
         let status = response.status();
-        let mut headers = HeaderMap::new();
-        for (name, value) in response.headers() {
-            if !is_hop_by_hop(name) {
-                headers.append(name.clone(), value.clone());
-            }
-        }
+        let mut headers = end_to_end(response.headers());
+        self.ensure_date(&mut headers, self.now_ms());
         headers.insert(
             HeaderName::from_static("cache-status"),
             self.inner.hot.cache_status[CacheOutcome::Bypass.index()].clone(),
         );
-        let body = if request.method == Method::HEAD {
+        let bodiless = request.method == Method::HEAD
+            || status == StatusCode::NOT_MODIFIED
+            || status == StatusCode::NO_CONTENT;
+        let body = if bodiless {
             empty()
         } else {
             stream_body(
@@ -951,6 +1094,11 @@ impl Engine {
         };
         build(status, headers, body)
     }
+}
+
+/// The `Age` value of an age in milliseconds: whole seconds (RFC 9111 §5.1).
+fn age_value(age_ms: u64) -> HeaderValue {
+    HeaderValue::from(age_ms / 1000)
 }
 
 /// A request refused before the cache: status, stable code, message.

@@ -25,6 +25,10 @@ pub struct FillHead {
     /// request which started the fill has for the headers the response varies on. A waiter
     /// whose own values differ must not take this response.
     pub variant: String,
+    /// When the head arrived, Unix milliseconds.
+    pub response_time_ms: u64,
+    /// Its corrected initial age (RFC 9111 §4.2.3), milliseconds.
+    pub initial_age_ms: u64,
 }
 
 /// How a fill ended.
@@ -217,6 +221,8 @@ impl Fill {
 #[derive(Debug, Default)]
 pub struct Fills {
     running: Mutex<HashMap<String, Arc<Fill>>>,
+    /// Woken whenever the last fill in progress ends.
+    idle: tokio::sync::Notify,
 }
 
 impl Fills {
@@ -241,6 +247,22 @@ impl Fills {
             .is_some_and(|current| Arc::ptr_eq(current, fill))
         {
             running.remove(key);
+            if running.is_empty() {
+                self.idle.notify_waiters();
+            }
+        }
+    }
+
+    /// Waits until no fill runs (background revalidations included).
+    pub async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_empty() {
+                return;
+            }
+            notified.await;
         }
     }
 

@@ -11,6 +11,7 @@
 //! that opens with the HTTP/2 preface (h2c with prior knowledge) is handed back, with the bytes
 //! read so far, for hyper's HTTP/2.
 
+use std::borrow::Cow;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -31,8 +32,9 @@ use crate::engine::{Body, Engine, Protocol, RequestContext, error};
 
 /// What an HTTP/2 client sends first (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// Most header fields in one request head (more: 431).
-const MAX_HEADERS: usize = 100;
+/// Header-field slots parsed into on the stack; a head with more lines gets slots on the
+/// heap, up to [`Limits::max_header_fields`].
+const STACK_HEADERS: usize = 100;
 /// After a response that ends the connection, how long and how much of what the client still
 /// sends is read and dropped before closing, so that the close does not reset the connection
 /// (and the client's copy of the response) while request bytes are unread.
@@ -49,6 +51,8 @@ pub(crate) struct Limits {
     pub idle_timeout: Duration,
     /// Largest request head, bytes.
     pub max_head_bytes: usize,
+    /// Most header fields in one request head (more: 431).
+    pub max_header_fields: usize,
     /// Longest request line's target, bytes (a longer line that does not end: 414).
     pub max_uri_bytes: usize,
 }
@@ -93,8 +97,8 @@ where
                 let replay = connection.buffer.split().freeze();
                 return Ended::Http2(Rewind::new(replay, connection.io));
             }
-            Next::Refuse(status, code, message) => {
-                let response = error(status, code, message);
+            Next::Refuse((status, code, message)) => {
+                let response = error(status, code, &message);
                 let _ = connection
                     .respond(response, false, Version::HTTP_11, false)
                     .await;
@@ -133,9 +137,12 @@ struct Parsed {
 enum Next {
     Request(Parsed),
     Http2,
-    Refuse(StatusCode, &'static str, &'static str),
+    Refuse(Refusal),
     Close,
 }
+
+/// A request refused before the engine: status, stable code, message.
+type Refusal = (StatusCode, &'static str, Cow<'static, str>);
 
 /// Framing of a response body.
 enum Framing {
@@ -178,7 +185,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     match self.parse() {
                         Ok(Some(request)) => return Next::Request(request),
                         Ok(None) => {}
-                        Err((status, code, message)) => return Next::Refuse(status, code, message),
+                        Err(refusal) => return Next::Refuse(refusal),
                     }
                 }
             }
@@ -196,40 +203,66 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     }
 
     /// Parses the buffered head: a request, `None` for more bytes, or the refusal.
-    fn parse(&mut self) -> Result<Option<Parsed>, (StatusCode, &'static str, &'static str)> {
-        const BAD: (StatusCode, &str, &str) = (
+    fn parse(&mut self) -> Result<Option<Parsed>, Refusal> {
+        const BAD: Refusal = (
             StatusCode::BAD_REQUEST,
             "bad_request",
-            "the request is not valid HTTP/1.1",
+            Cow::Borrowed("the request is not valid HTTP/1.1"),
         );
-        const TOO_LARGE: (StatusCode, &str, &str) = (
-            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
-            "the request head is too large",
-        );
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut slots);
+        let limits = self.limits;
+        let too_large = || -> Refusal {
+            (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                Cow::Owned(format!(
+                    "the request head is larger than {} bytes (max_header_bytes)",
+                    limits.max_head_bytes
+                )),
+            )
+        };
+        // Slots for every line buffered (a head has fewer fields than lines), on the stack
+        // for ordinary heads, capped at the configured count.
+        let lines = self.buffer.iter().filter(|&&byte| byte == b'\n').count();
+        let wanted = lines.min(limits.max_header_fields);
+        let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        let mut heap;
+        let slots: &mut [httparse::Header<'_>] = if wanted <= STACK_HEADERS {
+            &mut stack[..wanted.max(1).min(limits.max_header_fields)]
+        } else {
+            heap = vec![httparse::EMPTY_HEADER; wanted];
+            &mut heap
+        };
+        let mut request = httparse::Request::new(slots);
         let length = match request.parse(&self.buffer) {
             Ok(httparse::Status::Complete(length)) => length,
             Ok(httparse::Status::Partial) => {
-                if self.buffer.len() < self.limits.max_head_bytes {
+                if self.buffer.len() < limits.max_head_bytes {
                     return Ok(None);
                 }
                 let line_ends = self.buffer.contains(&b'\n');
-                if !line_ends && self.buffer.len() > self.limits.max_uri_bytes {
+                if !line_ends && self.buffer.len() > limits.max_uri_bytes {
                     return Err((
                         StatusCode::URI_TOO_LONG,
                         "uri_too_long",
-                        "the request target is too long",
+                        Cow::Borrowed("the request target is too long"),
                     ));
                 }
-                return Err(TOO_LARGE);
+                return Err(too_large());
             }
-            Err(httparse::Error::TooManyHeaders) => return Err(TOO_LARGE),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err((
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "too_many_headers",
+                    Cow::Owned(format!(
+                        "the request has more than {} header fields (max_header_fields)",
+                        limits.max_header_fields
+                    )),
+                ));
+            }
             Err(_) => return Err(BAD),
         };
-        if length > self.limits.max_head_bytes {
-            return Err(TOO_LARGE);
+        if length > limits.max_head_bytes {
+            return Err(too_large());
         }
         let (Some(method), Some(target), Some(minor)) =
             (request.method, request.path, request.version)
@@ -270,6 +303,15 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 content_length = Some(value);
                 has_body |= value > 0;
             } else if name == header::TRANSFER_ENCODING {
+                // RFC 9112 §6.1: chunked is the one coding understood, once, and last; any
+                // other (or chunked twice) is refused with 501.
+                if chunked || !field.value.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                    return Err((
+                        StatusCode::NOT_IMPLEMENTED,
+                        "unsupported_transfer_coding",
+                        Cow::Borrowed("the only request transfer coding served is chunked"),
+                    ));
+                }
                 chunked = true;
                 has_body = true;
             } else if name == header::HOST {
@@ -602,6 +644,7 @@ mod tests {
             header_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(5),
             max_head_bytes: 1024,
+            max_header_fields: 256,
             max_uri_bytes: 256,
         }
     }
@@ -617,8 +660,6 @@ mod tests {
             first: true,
         }
     }
-
-    type Refusal = (StatusCode, &'static str, &'static str);
 
     fn parse(input: &[u8]) -> Result<Option<Parsed>, Refusal> {
         connection(input).parse()
@@ -695,13 +736,49 @@ mod tests {
         assert_eq!(status_of(parse(long_line.as_bytes())), 414);
         let big_head = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n", "b".repeat(2000));
         assert_eq!(status_of(parse(big_head.as_bytes())), 431);
-        let many = format!(
-            "GET / HTTP/1.1\r\n{}\r\n",
-            "A: b\r\n".repeat(MAX_HEADERS + 1)
-        );
-        let mut connection = connection(many.as_bytes());
-        connection.limits.max_head_bytes = 64 * 1024;
-        assert_eq!(status_of(connection.parse()), 431);
+        // 200 small fields (as clients with cookies and tracing headers send) are served;
+        // one more than the configured count is refused by name.
+        let many = |count: usize| {
+            format!(
+                "GET / HTTP/1.1\r\nHost: h\r\n{}\r\n",
+                "X-Trace-Part: b\r\n".repeat(count)
+            )
+        };
+        let mut served = connection(many(200).as_bytes());
+        served.limits.max_head_bytes = 16 * 1024;
+        let parsed = served.parse().unwrap().unwrap();
+        assert_eq!(parsed.parts.headers.len(), 201);
+        let mut refused = connection(many(256).as_bytes());
+        refused.limits.max_head_bytes = 16 * 1024;
+        match refused.parse() {
+            Err((status, code, message)) => {
+                assert_eq!((status.as_u16(), code), (431, "too_many_headers"));
+                assert!(message.contains("256") && message.contains("max_header_fields"));
+            }
+            _ => panic!("257 fields were taken"),
+        }
+        match parse(big_head.as_bytes()) {
+            Err((_, code, message)) => {
+                assert_eq!(code, "headers_too_large");
+                assert!(
+                    message.contains("1024 bytes (max_header_bytes)"),
+                    "{message}"
+                );
+            }
+            _ => panic!("a head over the byte limit was taken"),
+        }
+    }
+
+    #[test]
+    fn transfer_codings_other_than_chunked_are_not_implemented() {
+        for value in ["xchunked", "gzip, chunked", "chunked, chunked", "identity"] {
+            let head = format!("GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: {value}\r\n\r\n");
+            assert_eq!(status_of(parse(head.as_bytes())), 501, "{value}");
+        }
+        let twice = b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(status_of(parse(twice)), 501);
+        let fine = b"GET / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\n\r\n";
+        assert!(parse(fine).unwrap().unwrap().has_body);
     }
 
     async fn written(

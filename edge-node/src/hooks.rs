@@ -18,6 +18,8 @@ pub enum CacheOutcome {
     StaleWhileRevalidate,
     /// Stale, served because every parent failed.
     StaleIfError,
+    /// Stale, served without revalidation because the request's `max-stale` takes it.
+    StaleAccepted,
     /// Stale, revalidated with a parent first.
     Revalidated,
     /// Fetched from a parent (or joined a fetch in progress).
@@ -26,6 +28,8 @@ pub enum CacheOutcome {
     Bypass,
     /// Nothing could be served.
     Error,
+    /// `only-if-cached` and nothing stored that the request accepts: 504.
+    NotCached,
 }
 
 impl CacheOutcome {
@@ -33,7 +37,11 @@ impl CacheOutcome {
     pub fn is_hit(self) -> bool {
         matches!(
             self,
-            Self::HitMemory | Self::HitDisk | Self::StaleWhileRevalidate | Self::StaleIfError
+            Self::HitMemory
+                | Self::HitDisk
+                | Self::StaleWhileRevalidate
+                | Self::StaleIfError
+                | Self::StaleAccepted
         )
     }
 
@@ -44,23 +52,27 @@ impl CacheOutcome {
             Self::HitDisk => "hit; detail=disk",
             Self::StaleWhileRevalidate => "hit; fwd=stale; detail=stale-while-revalidate",
             Self::StaleIfError => "hit; fwd=stale; detail=stale-if-error",
+            Self::StaleAccepted => "hit; detail=max-stale",
             Self::Revalidated => "fwd=stale",
             Self::Miss => "fwd=miss",
             Self::Bypass => "fwd=bypass",
             Self::Error => "fwd=miss; detail=upstream-failed",
+            Self::NotCached => "detail=only-if-cached",
         }
     }
 
     /// Every outcome, in [`Self::index`] order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 10] = [
         Self::HitMemory,
         Self::HitDisk,
         Self::StaleWhileRevalidate,
         Self::StaleIfError,
+        Self::StaleAccepted,
         Self::Revalidated,
         Self::Miss,
         Self::Bypass,
         Self::Error,
+        Self::NotCached,
     ];
 
     /// Position in [`Self::ALL`].
@@ -75,10 +87,12 @@ impl CacheOutcome {
             Self::HitDisk => "hit_disk",
             Self::StaleWhileRevalidate => "stale_while_revalidate",
             Self::StaleIfError => "stale_if_error",
+            Self::StaleAccepted => "stale_accepted",
             Self::Revalidated => "revalidated",
             Self::Miss => "miss",
             Self::Bypass => "bypass",
             Self::Error => "error",
+            Self::NotCached => "not_cached",
         }
     }
 }

@@ -106,6 +106,7 @@ pub async fn serve_tcp(
         header_timeout: handshake_timeout,
         idle_timeout: Duration::from_secs(config.idle_timeout_secs),
         max_head_bytes: config.max_header_bytes,
+        max_header_fields: config.max_header_fields,
         max_uri_bytes: config.max_uri_bytes,
     };
     let graceful = GracefulShutdown::new();

@@ -111,10 +111,11 @@ impl Upstream {
         let last = self.parents.len().saturating_sub(1);
         for (index, parent) in self.parents.iter().enumerate() {
             let url = format!("{}{}", parent.base, request.path_and_query);
-            let mut builder = self
-                .client
-                .get(&url)
-                .header(http::header::AUTHORIZATION, self.fill_key.clone());
+            let mut builder = self.client.get(&url);
+            // A request passed through with its own credentials carries those instead.
+            if !request.headers.contains_key(http::header::AUTHORIZATION) {
+                builder = builder.header(http::header::AUTHORIZATION, self.fill_key.clone());
+            }
             for (name, value) in &request.headers {
                 builder = builder.header(name, value);
             }
@@ -139,6 +140,32 @@ impl Upstream {
         }
         Err(UpstreamError::AllFailed(failures.join(", ")))
     }
+}
+
+/// A parent's response headers without the hop-by-hop ones: those [`is_hop_by_hop`] names
+/// and those its `Connection` header names (RFC 9110 §7.6.1).
+pub fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    let named = connection_names(headers);
+    let mut kept = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if !is_hop_by_hop(name) && !named.iter().any(|token| token == name.as_str()) {
+            kept.append(name.clone(), value.clone());
+        }
+    }
+    kept
+}
+
+/// The field names a message's `Connection` header lists, lower-case: hop-by-hop for that
+/// message, so never forwarded.
+pub fn connection_names(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|token| token.trim().to_ascii_lowercase())
+        .filter(|token| !token.is_empty())
+        .collect()
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) and others a cache must not store or forward.

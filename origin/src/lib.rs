@@ -284,7 +284,7 @@ async fn respond(
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
 
     let validators = Validators {
-        etag: Some(&etag),
+        etag: Some(etag.as_bytes()),
         last_modified: Some(last_modified),
     };
     match evaluate_preconditions(request, validators) {

@@ -11,8 +11,9 @@ use crate::parse_http_date;
 /// A representation's validators.
 #[derive(Debug, Clone, Copy)]
 pub struct Validators<'a> {
-    /// Its entity tag, quoted (`"abc"` or `W/"abc"`).
-    pub etag: Option<&'a str>,
+    /// Its entity tag as sent (`"abc"` or `W/"abc"`; an unquoted `abc`, as some origins send,
+    /// is taken as `"abc"`), bytes, since an opaque tag may hold obs-text.
+    pub etag: Option<&'a [u8]>,
     /// Its last modification, to the second.
     pub last_modified: Option<SystemTime>,
 }
@@ -29,33 +30,30 @@ pub enum Precondition {
 }
 
 /// Evaluates `If-Match`, `If-Unmodified-Since`, `If-None-Match` and `If-Modified-Since` for a
-/// GET or HEAD, in the order of RFC 9110 §13.2.2.
+/// GET or HEAD, in the order of RFC 9110 §13.2.2: an entity-tag condition, when present,
+/// overrides the date condition beside it.
 pub fn evaluate_preconditions(headers: &HeaderMap, validators: Validators<'_>) -> Precondition {
-    if let Some(if_match) = header_text(headers, &IF_MATCH) {
-        let matched = if_match.trim() == "*" && validators.etag.is_some()
-            || validators
-                .etag
-                .is_some_and(|etag| list_contains(&if_match, etag, true));
+    if headers.contains_key(IF_MATCH) {
+        let matched = validators
+            .etag
+            .is_some_and(|etag| list_matches(headers, &IF_MATCH, etag, true));
         if !matched {
             return Precondition::Failed;
         }
-    } else if let Some(since) =
-        header_text(headers, &IF_UNMODIFIED_SINCE).and_then(|v| parse_http_date(&v))
+    } else if let Some(since) = header_date(headers, &IF_UNMODIFIED_SINCE)
         && let Some(modified) = validators.last_modified
         && modified > since
     {
         return Precondition::Failed;
     }
-    if let Some(if_none_match) = header_text(headers, &IF_NONE_MATCH) {
-        let matched = if_none_match.trim() == "*" && validators.etag.is_some()
-            || validators
-                .etag
-                .is_some_and(|etag| list_contains(&if_none_match, etag, false));
+    if headers.contains_key(IF_NONE_MATCH) {
+        let matched = validators
+            .etag
+            .is_some_and(|etag| list_matches(headers, &IF_NONE_MATCH, etag, false));
         if matched {
             return Precondition::NotModified;
         }
-    } else if let Some(since) =
-        header_text(headers, &IF_MODIFIED_SINCE).and_then(|v| parse_http_date(&v))
+    } else if let Some(since) = header_date(headers, &IF_MODIFIED_SINCE)
         && let Some(modified) = validators.last_modified
         && modified <= since
     {
@@ -68,46 +66,95 @@ pub fn evaluate_preconditions(headers: &HeaderMap, validators: Validators<'_>) -
 /// tag equal to the representation's, or a date exactly equal to its last modification
 /// (RFC 9110 §13.1.5). When false, the whole representation is served.
 pub fn if_range_matches(headers: &HeaderMap, validators: Validators<'_>) -> bool {
-    let Some(value) = header_text(headers, &IF_RANGE) else {
+    let Some(value) = headers.get(IF_RANGE) else {
         return true;
     };
-    let value = value.trim();
-    if value.starts_with('"') || value.starts_with("W/") {
+    let value = value.as_bytes().trim_ascii();
+    if value.starts_with(b"\"") || value.starts_with(b"W/") {
         return validators
             .etag
             .is_some_and(|etag| strong_equal(value, etag));
     }
-    match (parse_http_date(value), validators.last_modified) {
+    let date = std::str::from_utf8(value).ok().and_then(parse_http_date);
+    match (date, validators.last_modified) {
         (Some(date), Some(modified)) => date == truncate(modified),
         _ => false,
     }
 }
 
-fn header_text(headers: &HeaderMap, name: &http::HeaderName) -> Option<String> {
-    let mut values = headers.get_all(name).iter().peekable();
-    values.peek()?;
-    let joined: Vec<&str> = values.filter_map(|value| value.to_str().ok()).collect();
-    Some(joined.join(","))
+fn header_date(headers: &HeaderMap, name: &http::HeaderName) -> Option<SystemTime> {
+    headers
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_http_date)
 }
 
-/// Whether a comma-separated list of entity tags holds one equal to `etag`, strongly or weakly.
-fn list_contains(list: &str, etag: &str, strong: bool) -> bool {
-    list.split(',').map(str::trim).any(|candidate| {
-        if strong {
-            strong_equal(candidate, etag)
-        } else {
-            opaque(candidate) == opaque(etag)
+/// Whether the entity-tag lists of every `name` field line hold `*` or a tag equal to `etag`
+/// (strongly or weakly).
+fn list_matches(headers: &HeaderMap, name: &http::HeaderName, etag: &[u8], strong: bool) -> bool {
+    headers.get_all(name).iter().any(|line| {
+        let line = line.as_bytes();
+        line.trim_ascii() == b"*"
+            || entity_tags(line).any(|candidate| {
+                if strong {
+                    strong_equal(candidate, etag)
+                } else {
+                    opaque(candidate) == opaque(etag)
+                }
+            })
+    })
+}
+
+/// The entity tags of a comma-separated list; a comma inside quotes does not split (an
+/// opaque tag may hold one).
+fn entity_tags(list: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = list;
+    std::iter::from_fn(move || {
+        loop {
+            rest = rest.trim_ascii_start();
+            if rest.is_empty() {
+                return None;
+            }
+            if rest[0] == b',' {
+                rest = &rest[1..];
+                continue;
+            }
+            let mut quoted = false;
+            let mut end = rest.len();
+            for (at, &byte) in rest.iter().enumerate() {
+                match byte {
+                    b'"' => quoted = !quoted,
+                    b',' if !quoted => {
+                        end = at;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let tag = rest[..end].trim_ascii();
+            rest = &rest[end..];
+            return Some(tag);
         }
     })
 }
 
 /// Strong comparison: both strong, same opaque tag.
-fn strong_equal(a: &str, b: &str) -> bool {
-    !a.starts_with("W/") && !b.starts_with("W/") && a == b
+fn strong_equal(a: &[u8], b: &[u8]) -> bool {
+    !is_weak(a) && !is_weak(b) && opaque(a) == opaque(b)
 }
 
-fn opaque(tag: &str) -> &str {
-    tag.strip_prefix("W/").unwrap_or(tag)
+fn is_weak(tag: &[u8]) -> bool {
+    tag.trim_ascii().starts_with(b"W/")
+}
+
+/// The opaque part of a tag: between its quotes, or the whole tag when it is not quoted.
+fn opaque(tag: &[u8]) -> &[u8] {
+    let tag = tag.trim_ascii();
+    let tag = tag.strip_prefix(b"W/").unwrap_or(tag);
+    match tag {
+        [b'"', inner @ .., b'"'] => inner,
+        other => other,
+    }
 }
 
 fn truncate(time: SystemTime) -> SystemTime {
@@ -129,7 +176,7 @@ mod tests {
 
     fn validators() -> Validators<'static> {
         Validators {
-            etag: Some("\"v1\""),
+            etag: Some(b"\"v1\""),
             last_modified: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
         }
     }
@@ -222,5 +269,54 @@ mod tests {
             &headers(&[(&IF_RANGE, "Wed, 01 Jan 2031 00:00:00 GMT")]),
             validators()
         ));
+    }
+
+    #[test]
+    fn unquoted_and_obs_text_tags_compare_by_their_opaque_part() {
+        let with = |etag: &'static [u8]| Validators {
+            etag: Some(etag),
+            last_modified: None,
+        };
+        // An origin's unquoted tag matches the client's quoted echo of it, and the reverse.
+        for (stored, sent) in [
+            (&b"abc"[..], &b"\"abc\""[..]),
+            (b"\"abc\"", b"abc"),
+            (b"W/abc", b"\"abc\""),
+        ] {
+            let mut map = HeaderMap::new();
+            map.insert(IF_NONE_MATCH, http::HeaderValue::from_bytes(sent).unwrap());
+            assert_eq!(
+                evaluate_preconditions(&map, with(stored)),
+                Precondition::NotModified,
+                "{stored:?} vs {sent:?}"
+            );
+        }
+        // obs-text (Latin-1 bytes) inside the quotes.
+        let latin: &'static [u8] = b"\"caf\xe9\"";
+        let mut map = HeaderMap::new();
+        map.insert(IF_NONE_MATCH, http::HeaderValue::from_bytes(latin).unwrap());
+        assert_eq!(
+            evaluate_preconditions(&map, with(latin)),
+            Precondition::NotModified
+        );
+        // A comma inside a tag does not split the list.
+        let mut map = HeaderMap::new();
+        map.insert(IF_NONE_MATCH, "\"a,b\", \"c\"".parse().unwrap());
+        assert_eq!(
+            evaluate_preconditions(&map, with(b"\"a,b\"")),
+            Precondition::NotModified
+        );
+        assert_eq!(
+            evaluate_preconditions(&map, with(b"\"a\"")),
+            Precondition::Proceed
+        );
+        // Lists over several field lines.
+        let mut map = HeaderMap::new();
+        map.append(IF_NONE_MATCH, "\"x\"".parse().unwrap());
+        map.append(IF_NONE_MATCH, "\"v1\"".parse().unwrap());
+        assert_eq!(
+            evaluate_preconditions(&map, validators()),
+            Precondition::NotModified
+        );
     }
 }

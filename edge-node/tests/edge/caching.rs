@@ -104,7 +104,8 @@ async fn origin_stopped_cached_objects_and_stale_within_its_window_are_served() 
             "public, max-age=1, must-revalidate, stale-if-error=300",
         ),
     );
-    let edge = TestEdge::start(vec![origin.url()]).await;
+    let clock = telemetry::Clock::manual(telemetry::Clock::system().now_ms());
+    let edge = TestEdge::start_on_clock(edge_config(vec![origin.url()]), clock.clone()).await;
     for path in [
         "/assets/fresh.m4s",
         "/assets/tolerant.m3u8",
@@ -114,7 +115,7 @@ async fn origin_stopped_cached_objects_and_stale_within_its_window_are_served() 
         assert_eq!(response.status(), StatusCode::OK);
     }
     origin.stop();
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    clock.advance(Duration::from_millis(2_100));
     let response = edge
         .h1
         .get(edge.http("/assets/fresh.m4s"))
@@ -151,9 +152,10 @@ async fn origin_stopped_cached_objects_and_stale_within_its_window_are_served() 
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    // RFC 9111 §5.2.2.2: must-revalidate and no parent to revalidate with is a 504.
+    assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "upstream_unavailable");
+    assert_eq!(body["error"]["code"], "revalidation_failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

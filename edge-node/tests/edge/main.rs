@@ -4,6 +4,7 @@ mod support;
 
 mod caching;
 mod certificates;
+mod conformance;
 mod http1;
 mod input;
 mod ranges;

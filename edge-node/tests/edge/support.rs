@@ -31,6 +31,8 @@ pub struct TestObject {
     pub chunk_pause_ms: u64,
     /// Break the connection after this many body bytes.
     pub break_after: Option<usize>,
+    /// Answer `Range` requests (single and multipart) as an origin should.
+    pub ranges: bool,
 }
 
 impl TestObject {
@@ -50,6 +52,7 @@ impl TestObject {
             chunk: 16 * 1024,
             chunk_pause_ms: 0,
             break_after: None,
+            ranges: false,
         }
     }
 }
@@ -78,7 +81,12 @@ pub fn bytes_of(len: usize, seed: u64) -> Bytes {
 struct OriginState {
     objects: Mutex<HashMap<String, TestObject>>,
     hits: Mutex<HashMap<String, usize>>,
+    requests: Mutex<HashMap<String, Vec<HeaderMap>>>,
     unauthorised: Mutex<usize>,
+    /// Answer every request with 503.
+    failing: std::sync::atomic::AtomicBool,
+    /// The clock its `Date` headers come from (the system's when unset).
+    clock: Mutex<Option<telemetry::Clock>>,
 }
 
 /// A scriptable origin that counts requests per path.
@@ -132,6 +140,29 @@ impl TestOrigin {
             .unwrap_or(0)
     }
 
+    /// The request headers of every request for `path`, in order.
+    pub fn requests(&self, path: &str) -> Vec<HeaderMap> {
+        self.state
+            .requests
+            .lock()
+            .unwrap()
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Answers 503 to everything while `failing`.
+    pub fn set_failing(&self, failing: bool) {
+        self.state
+            .failing
+            .store(failing, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Dates its responses from `clock`.
+    pub fn set_clock(&self, clock: telemetry::Clock) {
+        *self.state.clock.lock().unwrap() = Some(clock);
+    }
+
     pub fn unauthorised(&self) -> usize {
         *self.state.unauthorised.lock().unwrap()
     }
@@ -149,6 +180,19 @@ async fn serve(State(state): State<Arc<OriginState>>, request: Request) -> Respo
         .map(|target| target.as_str().to_owned())
         .unwrap_or_default();
     *state.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+    state
+        .requests
+        .lock()
+        .unwrap()
+        .entry(path.clone())
+        .or_default()
+        .push(request.headers().clone());
+    if state.failing.load(std::sync::atomic::Ordering::SeqCst) {
+        return Response::builder()
+            .status(503)
+            .body(Body::from("failing"))
+            .unwrap();
+    }
     let authorised = request
         .headers()
         .get("authorization")
@@ -164,19 +208,82 @@ async fn serve(State(state): State<Arc<OriginState>>, request: Request) -> Respo
             .unwrap();
     };
     tokio::time::sleep(Duration::from_millis(object.delay_ms)).await;
+    let mut builder = Response::builder().status(object.status);
+    for (name, value) in &object.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let clock = state.clock.lock().unwrap().clone();
+    if let Some(clock) = clock
+        && !object.headers.iter().any(|(name, _)| name == "date")
+    {
+        let now = std::time::UNIX_EPOCH + Duration::from_millis(clock.now_ms() as u64);
+        builder = builder.header("date", http_semantics::http_date(now));
+    }
+    // Preconditions as an origin evaluates them (RFC 9110 §13.2.2).
     let etag = object
         .headers
         .iter()
         .find(|(name, _)| name == "etag")
         .map(|(_, value)| value.clone());
-    let mut builder = Response::builder().status(object.status);
-    for (name, value) in &object.headers {
-        builder = builder.header(name.as_str(), value.as_str());
+    let last_modified = object
+        .headers
+        .iter()
+        .find(|(name, _)| name == "last-modified")
+        .and_then(|(_, value)| http_semantics::parse_http_date(value));
+    let validators = http_semantics::Validators {
+        etag: etag.as_deref().map(str::as_bytes),
+        last_modified,
+    };
+    match http_semantics::evaluate_preconditions(request.headers(), validators) {
+        http_semantics::Precondition::Proceed => {}
+        http_semantics::Precondition::NotModified => {
+            return builder.status(304).body(Body::empty()).unwrap();
+        }
+        http_semantics::Precondition::Failed => {
+            return builder.status(412).body(Body::empty()).unwrap();
+        }
     }
-    if let (Some(etag), Some(given)) = (&etag, request.headers().get("if-none-match"))
-        && given.to_str().unwrap_or("") == etag
+    if object.ranges
+        && object.status == 200
+        && let Some(range) = request
+            .headers()
+            .get("range")
+            .and_then(|value| value.to_str().ok())
+        && http_semantics::if_range_matches(request.headers(), validators)
     {
-        return builder.status(304).body(Body::empty()).unwrap();
+        let total = object.body.len() as u64;
+        builder = builder.header("accept-ranges", "bytes");
+        match http_semantics::parse_range(range, total, 16) {
+            http_semantics::RangeDecision::Full => {}
+            http_semantics::RangeDecision::Unsatisfiable => {
+                return builder
+                    .status(416)
+                    .header("content-range", format!("bytes */{total}"))
+                    .body(Body::empty())
+                    .unwrap();
+            }
+            http_semantics::RangeDecision::Partial(ranges) if ranges.len() == 1 => {
+                let range = ranges[0];
+                return builder
+                    .status(206)
+                    .header("content-range", range.content_range(total))
+                    .body(Body::from(
+                        object.body.slice(range.start as usize..range.end as usize),
+                    ))
+                    .unwrap();
+            }
+            http_semantics::RangeDecision::Partial(ranges) => {
+                let parts = http_semantics::Multipart::new(ranges, total, "video/iso.segment");
+                let mut response = builder
+                    .status(206)
+                    .body(Body::from(parts.body_from(&object.body)))
+                    .unwrap();
+                response
+                    .headers_mut()
+                    .insert("content-type", parts.content_type().parse().unwrap());
+                return response;
+            }
+        }
     }
     builder = builder.header("content-length", object.body.len());
     let chunks: Vec<Bytes> = object
@@ -251,9 +358,14 @@ impl TestEdge {
     }
 
     pub async fn start_with(config: Config) -> Self {
+        Self::start_on_clock(config, telemetry::Clock::system()).await
+    }
+
+    /// An edge whose ages, expiries and token checks read `clock`.
+    pub async fn start_on_clock(config: Config, clock: telemetry::Clock) -> Self {
         config.validate().unwrap();
         let listeners = Listeners::bind(&config).await.unwrap();
-        let engine = Engine::new(config, Arc::new(EdgeHooks)).unwrap();
+        let engine = Engine::with_clock(config, Arc::new(EdgeHooks), clock).unwrap();
         let shutdown = Shutdown::new();
         let (addresses, _task) =
             edge_node::start(engine.clone(), listeners, shutdown.clone()).unwrap();
