@@ -569,7 +569,13 @@ impl Engine {
         let gzip = http_semantics::accepts_gzip(&request.headers);
         let mut fill_key = format!("{key}\u{0}{}", if gzip { "gzip" } else { "identity" });
         let hop = connection_names(&request.headers);
-        let conditions: Vec<(HeaderName, HeaderValue)> = if stale.is_none() {
+        // With If-Match or If-Unmodified-Since too, the whole object is fetched and every
+        // precondition evaluated here, in RFC 9110 §13.2.2's order (a parent's 304 to the
+        // If-None-Match alone would skip the If-Match that comes first).
+        let forward_conditions = stale.is_none()
+            && !request.headers.contains_key(header::IF_MATCH)
+            && !request.headers.contains_key(header::IF_UNMODIFIED_SINCE);
+        let conditions: Vec<(HeaderName, HeaderValue)> = if forward_conditions {
             [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE]
                 .into_iter()
                 .filter(|name| !hop.iter().any(|named| named == name.as_str()))

@@ -2,9 +2,11 @@
 
 mod support;
 
+mod abuse;
 mod caching;
 mod certificates;
 mod conformance;
+mod differential;
 mod http1;
 mod input;
 mod ranges;
