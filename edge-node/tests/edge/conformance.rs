@@ -150,6 +150,35 @@ const CASES: &[Case] = &[
             step(1_000, 200, REVALIDATED, 2),
         ],
     },
+    Case {
+        name: "max-age wins over Expires",
+        origin: &[("cache-control", "max-age=60"), ("expires", "{T+5}"), ETAG],
+        steps: &[step(0, 200, MISS, 1), step(10_000, 200, HIT, 1)],
+    },
+    Case {
+        name: "an invalid max-age is stale at once",
+        origin: &[("cache-control", "max-age=soon"), ETAG],
+        steps: &[step(0, 200, MISS, 1), step(0, 200, REVALIDATED, 2)],
+    },
+    Case {
+        name: "Vary: each variant is stored and served on its own",
+        origin: &[
+            ("cache-control", "max-age=60"),
+            ("vary", "accept-language"),
+            ETAG,
+        ],
+        steps: &[
+            step(0, 200, MISS, 1).with(&[("accept-language", "en")]),
+            step(0, 200, MISS, 2).with(&[("accept-language", "fr")]),
+            step(0, 200, HIT, 2).with(&[("accept-language", "en")]),
+            step(0, 200, HIT, 2).with(&[("accept-language", "fr")]),
+        ],
+    },
+    Case {
+        name: "Vary: * is not stored",
+        origin: &[("cache-control", "max-age=60"), ("vary", "*")],
+        steps: &[step(0, 200, MISS, 1), step(0, 200, MISS, 2)],
+    },
     // RFC 5861.
     Case {
         name: "stale-while-revalidate=0 is no window",
@@ -200,6 +229,17 @@ const CASES: &[Case] = &[
             (
                 "cache-control",
                 "max-age=1, must-revalidate, stale-if-error=60",
+            ),
+            ETAG,
+        ],
+        steps: &[step(0, 200, MISS, 1), step(2_000, 504, FAILED, 2).failing()],
+    },
+    Case {
+        name: "proxy-revalidate binds a shared cache as must-revalidate does",
+        origin: &[
+            (
+                "cache-control",
+                "max-age=1, proxy-revalidate, stale-if-error=60",
             ),
             ETAG,
         ],
