@@ -105,6 +105,8 @@ async fn origin_stopped_cached_objects_and_stale_within_its_window_are_served() 
         ),
     );
     let clock = telemetry::Clock::manual(telemetry::Clock::system().now_ms());
+    // The origin dates its responses by the same clock, as a real one agrees with real time.
+    origin.set_clock(clock.clone());
     let edge = TestEdge::start_on_clock(edge_config(vec![origin.url()]), clock.clone()).await;
     for path in [
         "/assets/fresh.m4s",
@@ -165,7 +167,10 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_behind() {
         "/assets/list.m3u8",
         TestObject::new("version 1", "public, max-age=2, stale-while-revalidate=60"),
     );
-    let edge = TestEdge::start(vec![origin.url()]).await;
+    let clock = telemetry::Clock::manual(telemetry::Clock::system().now_ms());
+    // The origin dates its responses by the same clock, as a real one agrees with real time.
+    origin.set_clock(clock.clone());
+    let edge = TestEdge::start_on_clock(edge_config(vec![origin.url()]), clock.clone()).await;
     let get = || async {
         let response = edge
             .h1
@@ -184,11 +189,12 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_behind() {
         "/assets/list.m3u8",
         TestObject::new("version 2", "public, max-age=2, stale-while-revalidate=60"),
     );
-    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    clock.advance(Duration::from_millis(3_100));
     let (status, text) = get().await;
     assert_eq!(text, "version 1");
     assert!(status.contains("stale-while-revalidate"), "{status}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The revalidation behind it ends.
+    edge.engine.fills_idle().await;
     let (status, text) = get().await;
     assert_eq!(
         (status.as_str(), text.as_str()),
@@ -203,7 +209,10 @@ async fn revalidation_uses_validators_and_304_refreshes() {
         "/assets/short.m4s",
         TestObject::new(bytes_of(1_000, 9), "public, max-age=1"),
     );
-    let edge = TestEdge::start(vec![origin.url()]).await;
+    let clock = telemetry::Clock::manual(telemetry::Clock::system().now_ms());
+    // The origin dates its responses by the same clock, as a real one agrees with real time.
+    origin.set_clock(clock.clone());
+    let edge = TestEdge::start_on_clock(edge_config(vec![origin.url()]), clock.clone()).await;
     let first = edge
         .h1
         .get(edge.http("/assets/short.m4s"))
@@ -211,7 +220,7 @@ async fn revalidation_uses_validators_and_304_refreshes() {
         .await
         .unwrap();
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    clock.advance(Duration::from_millis(2_100));
     let again = edge
         .h1
         .get(edge.http("/assets/short.m4s"))
