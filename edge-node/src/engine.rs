@@ -29,6 +29,9 @@ use crate::freshness::{self, RequestDirectives, Use};
 use crate::hooks::{CacheOutcome, Hooks};
 use crate::upstream::{FetchRequest, Parent, Upstream, connection_names, end_to_end};
 
+/// RFC 9211's response header.
+const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
+
 /// Response bodies of every protocol.
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
@@ -335,8 +338,11 @@ impl Engine {
         let primary = self.inner.hooks.cache_key(&path_and_query, request);
         let (mut response, outcome) = self.lookup(request, &primary, &path_and_query).await;
         // Errors made here say what the cache did too.
-        if let http::header::Entry::Vacant(entry) = response.headers_mut().entry("cache-status") {
-            entry.insert(self.inner.hot.cache_status[outcome.index()].clone());
+        if !response.headers().contains_key(&CACHE_STATUS) {
+            response.headers_mut().insert(
+                CACHE_STATUS.clone(),
+                self.inner.hot.cache_status[outcome.index()].clone(),
+            );
         }
         self.inner.hot.outcome(outcome).increment(1);
         self.inner
@@ -867,7 +873,7 @@ impl Engine {
         }
         headers.remove(header::CONTENT_LENGTH);
         headers.insert(
-            HeaderName::from_static("cache-status"),
+            CACHE_STATUS.clone(),
             self.inner.hot.cache_status[outcome.index()].clone(),
         );
         let head_only = request.method == Method::HEAD;
@@ -1083,7 +1089,7 @@ impl Engine {
         let mut headers = end_to_end(response.headers());
         self.ensure_date(&mut headers, self.now_ms());
         headers.insert(
-            HeaderName::from_static("cache-status"),
+            CACHE_STATUS.clone(),
             self.inner.hot.cache_status[CacheOutcome::Bypass.index()].clone(),
         );
         let bodiless = request.method == Method::HEAD
