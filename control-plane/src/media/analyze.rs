@@ -7,7 +7,8 @@
 //! is held at a time, whatever the track's length. A declared length beyond the limit is
 //! refused before anything is decoded.
 //!
-//! Formats: MP3, AAC and ALAC-free M4A/MP4, FLAC, WAV, Ogg Vorbis (symphonia), and Ogg Opus
+//! Formats: MP3, AAC and ALAC in M4A/MP4 (moov first or last), FLAC, WAV, Ogg Vorbis
+//! (symphonia), and Ogg Opus
 //! (symphonia's Ogg reader with the pure-Rust `opus-decoder`, mono or stereo; the pre-skip the
 //! Opus header declares is dropped).
 
@@ -15,12 +16,17 @@ use std::io::{Read, Seek};
 
 use ebur128::{EbuR128, Mode};
 use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::{CODEC_TYPE_NULL, CODEC_TYPE_OPUS, DecoderOptions};
+use symphonia::core::codecs::{
+    CODEC_TYPE_AAC, CODEC_TYPE_ALAC, CODEC_TYPE_FLAC, CODEC_TYPE_NULL, CODEC_TYPE_OPUS,
+    DecoderOptions,
+};
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::FormatOptions;
 use symphonia::core::io::{MediaSource, MediaSourceStream};
 use symphonia::core::meta::MetadataOptions;
 use symphonia::core::probe::Hint;
+
+use super::integrity::{self, Container};
 
 /// The loudness every track is normalised to.
 pub const TARGET_LUFS: f64 = -14.0;
@@ -256,7 +262,14 @@ where
     R: Read + Seek + Send + Sync + 'static,
     F: FnMut(&[f32], usize, u32) -> Result<(), Rejection>,
 {
-    let stream = MediaSourceStream::new(Box::new(ReadOnlySource(source)), Default::default());
+    let mut source = source;
+    let unreadable = |error: std::io::Error| Rejection::Corrupt(format!("unreadable ({error})"));
+    let container = integrity::sniff(&mut source).map_err(unreadable)?;
+    if container == Container::Ogg {
+        integrity::check_ogg(&mut source)?;
+    }
+    let source = ReadOnlySource::new(source).map_err(unreadable)?;
+    let stream = MediaSourceStream::new(Box::new(source), Default::default());
     let mut hint = Hint::new();
     if let Some(extension) = extension {
         hint.with_extension(extension);
@@ -268,7 +281,15 @@ where
             &FormatOptions::default(),
             &MetadataOptions::default(),
         )
-        .map_err(|error| Rejection::NotAudio(format!("no known audio format ({error})")))?;
+        .map_err(|error| {
+            if container == Container::Mp4 {
+                // An ISO file whose structure does not hold (a moov-at-end file cut before
+                // its movie box, a damaged box): audio, damaged.
+                Rejection::Corrupt(format!("the MP4 file's boxes are incomplete ({error})"))
+            } else {
+                Rejection::NotAudio(format!("no known audio format ({error})"))
+            }
+        })?;
     let mut format = probed.format;
     let track = format
         .tracks()
@@ -291,6 +312,8 @@ where
     {
         return Err(too_long());
     }
+    // FLAC frames carry CRCs and the stream an MD5 of its audio: any damage is a rejection.
+    let strict_checksums = params.codec == CODEC_TYPE_FLAC;
     let mut decoder = PacketDecoder::new(&params, sample_rate)?;
     let (mut frames, mut packets, mut bad_packets, mut channels) = (0u64, 0u64, 0u64, 0usize);
     loop {
@@ -334,8 +357,30 @@ where
             "{bad_packets} of {packets} packets are damaged"
         )));
     }
+    if let PacketDecoder::Symphonia { decoder, .. } = &mut decoder
+        && decoder.finalize().verify_ok == Some(false)
+    {
+        return Err(Rejection::Corrupt(
+            "the decoded audio does not match the checksum (MD5) the file declares".to_owned(),
+        ));
+    }
+    // How short of the declared length a whole stream may decode: nothing where the container
+    // counts samples exactly (FLAC's STREAMINFO, WAV's data size), two AAC frames of priming
+    // and padding in MP4, 1 % where the count is an estimate (MP3's Xing/VBRI headers). Ogg's
+    // truncation is found from its pages.
+    let slack = |declared: u64| match params.codec {
+        CODEC_TYPE_FLAC => 0,
+        codec if is_pcm(codec) => 0,
+        CODEC_TYPE_AAC | CODEC_TYPE_ALAC => 2 * 1024,
+        _ => declared / 100,
+    };
+    if strict_checksums && bad_packets > 0 {
+        return Err(Rejection::Corrupt(format!(
+            "{bad_packets} of {packets} frames fail to decode"
+        )));
+    }
     if let Some(declared) = params.n_frames
-        && frames < declared.saturating_mul(99) / 100
+        && frames.saturating_add(slack(declared)) < declared
     {
         return Err(Rejection::Corrupt(format!(
             "truncated: {} ms of the declared {} ms",
@@ -389,8 +434,9 @@ impl PacketDecoder {
                 skip: params.delay.unwrap_or(0) as usize,
             });
         }
+        // `verify`: FLAC's decoder checks the decoded audio against STREAMINFO's MD5.
         let decoder = symphonia::default::get_codecs()
-            .make(params, &DecoderOptions::default())
+            .make(params, &DecoderOptions { verify: true })
             .map_err(|error| Rejection::NotAudio(format!("unsupported codec ({error})")))?;
         Ok(Self::Symphonia {
             decoder,
@@ -563,19 +609,31 @@ where
     meter.finish(&info, limits)
 }
 
-/// Adapts any `Read + Seek` to symphonia's source (length unknown: probing must not trust
-/// a header's claims about the file's size).
-struct ReadOnlySource<R>(R);
+/// Adapts any `Read + Seek` to symphonia's source: seekable, with its real length (measured
+/// by seeking to the end, never taken from a header), which the MP4 reader needs to walk the
+/// file's boxes wherever `moov` lies.
+struct ReadOnlySource<R> {
+    inner: R,
+    len: u64,
+}
+
+impl<R: Seek> ReadOnlySource<R> {
+    fn new(mut inner: R) -> std::io::Result<Self> {
+        let len = inner.seek(std::io::SeekFrom::End(0))?;
+        inner.seek(std::io::SeekFrom::Start(0))?;
+        Ok(Self { inner, len })
+    }
+}
 
 impl<R: Read> Read for ReadOnlySource<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
+        self.inner.read(buf)
     }
 }
 
 impl<R: Seek> Seek for ReadOnlySource<R> {
     fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
-        self.0.seek(pos)
+        self.inner.seek(pos)
     }
 }
 
@@ -585,8 +643,28 @@ impl<R: Read + Seek + Send + Sync> MediaSource for ReadOnlySource<R> {
     }
 
     fn byte_len(&self) -> Option<u64> {
-        None
+        Some(self.len)
     }
+}
+
+/// Whether a codec is uncompressed PCM (WAV and AIFF payloads).
+fn is_pcm(codec: symphonia::core::codecs::CodecType) -> bool {
+    use symphonia::core::codecs as c;
+    [
+        c::CODEC_TYPE_PCM_S16LE,
+        c::CODEC_TYPE_PCM_S16BE,
+        c::CODEC_TYPE_PCM_S24LE,
+        c::CODEC_TYPE_PCM_S24BE,
+        c::CODEC_TYPE_PCM_S32LE,
+        c::CODEC_TYPE_PCM_S32BE,
+        c::CODEC_TYPE_PCM_U8,
+        c::CODEC_TYPE_PCM_S8,
+        c::CODEC_TYPE_PCM_F32LE,
+        c::CODEC_TYPE_PCM_F32BE,
+        c::CODEC_TYPE_PCM_F64LE,
+        c::CODEC_TYPE_PCM_F64BE,
+    ]
+    .contains(&codec)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use control_plane::media::wav;
 mod accounts;
 mod billing;
 mod errors;
+mod ingest;
 mod kafka;
 mod packages;
 mod play;
