@@ -88,6 +88,24 @@ async fn read_until_closed(mut reader: tokio::net::tcp::OwnedReadHalf) -> Option
     }
 }
 
+/// A raw h2c connection past its preface and SETTINGS: a task that reads until the server
+/// closes (and gives the GOAWAY code), and the writing half.
+async fn open_h2c(
+    edge: &TestEdge,
+) -> (
+    tokio::task::JoinHandle<Option<u32>>,
+    tokio::net::tcp::OwnedWriteHalf,
+) {
+    let stream = TcpStream::connect(edge.addresses.cleartext.unwrap())
+        .await
+        .unwrap();
+    let (reader, mut writer) = stream.into_split();
+    let closed = tokio::spawn(read_until_closed(reader));
+    writer.write_all(PREFACE).await.unwrap();
+    writer.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    (closed, writer)
+}
+
 async fn edge_with_object() -> (TestOrigin, TestEdge) {
     let origin = TestOrigin::start().await;
     origin.put("/abuse/object", TestObject::new("cached", "max-age=600"));
@@ -108,13 +126,7 @@ async fn http2_rapid_reset_ends_the_connection() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let stream = TcpStream::connect(edge.addresses.cleartext.unwrap())
-        .await
-        .unwrap();
-    let (reader, mut writer) = stream.into_split();
-    let closed = tokio::spawn(read_until_closed(reader));
-    writer.write_all(PREFACE).await.unwrap();
-    writer.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    let (closed, mut writer) = open_h2c(&edge).await;
     // Open and cancel streams as fast as the socket takes them, in batches.
     let block = get_block("/abuse/object");
     let pairs = 100_000u32;
@@ -160,13 +172,7 @@ async fn http2_rapid_reset_ends_the_connection() {
 async fn http2_continuation_flood_ends_the_connection_within_the_header_limit() {
     let (_origin, edge) = edge_with_object().await;
     let limit = edge.engine.config().max_header_bytes;
-    let stream = TcpStream::connect(edge.addresses.cleartext.unwrap())
-        .await
-        .unwrap();
-    let (reader, mut writer) = stream.into_split();
-    let closed = tokio::spawn(read_until_closed(reader));
-    writer.write_all(PREFACE).await.unwrap();
-    writer.write_all(&frame(SETTINGS, 0, 0, &[])).await.unwrap();
+    let (closed, mut writer) = open_h2c(&edge).await;
     // A header block that never ends: HEADERS without END_HEADERS, then CONTINUATION frames
     // of filler fields, up to 64 MiB.
     writer

@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
-use crate::support::{H3Client, TestEdge, TestObject, TestOrigin, edge_config};
+use crate::support::{H3Client, TestEdge, TestObject, TestOrigin, clocked_pair, edge_config};
 
 /// What a response header must be.
 #[derive(Debug, Clone, Copy)]
@@ -496,14 +496,7 @@ fn dated(value: &str, start_ms: u64) -> String {
 }
 
 async fn run_matrix(protocol: &str) {
-    // A clock on a whole second, so that Date (whole seconds) adds no age of its own.
-    let start = telemetry::Clock::system().now_ms() / 1000 * 1000;
-    let clock = telemetry::Clock::manual(start);
-    let origin = TestOrigin::start().await;
-    origin.set_clock(clock.clone());
-    let mut config = edge_config(vec![origin.url()]);
-    config.token_prefixes = Vec::new();
-    let edge = TestEdge::start_on_clock(config, clock.clone()).await;
+    let (clock, origin, edge) = clocked_pair().await;
     let mut client = match protocol {
         "http1" => Client::Reqwest(edge.h1.clone(), |edge, path| edge.http(path)),
         "http2" => Client::Reqwest(edge.tls.clone(), |edge, path| edge.https(path)),

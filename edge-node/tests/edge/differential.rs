@@ -10,7 +10,7 @@ use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 
-use crate::support::{TestEdge, TestObject, TestOrigin, bytes_of, edge_config};
+use crate::support::{TestObject, bytes_of, clocked_pair};
 
 const POLICIES: &[&str] = &[
     "max-age=60",
@@ -95,13 +95,8 @@ fn random_range(rng: &mut StdRng, len: usize) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_answers_as_the_origin_does_for_random_ranges_conditions_and_policies() {
-    let start = telemetry::Clock::system().now_ms() / 1000 * 1000;
-    let clock = telemetry::Clock::manual(start);
-    let origin = TestOrigin::start().await;
-    origin.set_clock(clock.clone());
-    let mut config = edge_config(vec![origin.url()]);
-    config.token_prefixes = Vec::new();
-    let edge = TestEdge::start_on_clock(config, clock.clone()).await;
+    let (clock, origin, edge) = clocked_pair().await;
+    let start = clock.now_ms();
     let direct = reqwest::Client::builder().http1_only().build().unwrap();
     // A fixed seed, so that a failure reproduces; CADENZA_DIFFERENTIAL_SEED tries others.
     let seed = std::env::var("CADENZA_DIFFERENTIAL_SEED")

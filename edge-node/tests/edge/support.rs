@@ -422,6 +422,20 @@ impl TestEdge {
     }
 }
 
+/// An origin and an edge in front of it (no URL tokens: an ordinary origin) on one
+/// hand-moved clock that starts on a whole second, so that `Date` (whole seconds) adds no
+/// age of its own.
+pub async fn clocked_pair() -> (telemetry::Clock, TestOrigin, TestEdge) {
+    let start = telemetry::Clock::system().now_ms() / 1000 * 1000;
+    let clock = telemetry::Clock::manual(start);
+    let origin = TestOrigin::start().await;
+    origin.set_clock(clock.clone());
+    let mut config = edge_config(vec![origin.url()]);
+    config.token_prefixes = Vec::new();
+    let edge = TestEdge::start_on_clock(config, clock.clone()).await;
+    (clock, origin, edge)
+}
+
 pub fn now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
