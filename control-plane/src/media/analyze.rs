@@ -9,7 +9,7 @@
 //!
 //! Formats: MP3, AAC and ALAC in M4A/MP4 (moov first or last), FLAC, WAV, Ogg Vorbis
 //! (symphonia), and Ogg Opus
-//! (symphonia's Ogg reader with the pure-Rust `opus-decoder`, mono or stereo; the pre-skip the
+//! (symphonia's Ogg reader with libopus through `opus-decode`, mono or stereo; the pre-skip the
 //! Opus header declares is dropped).
 
 use std::io::{Read, Seek};
@@ -403,7 +403,7 @@ enum PacketDecoder {
         buffer: Option<SampleBuffer<f32>>,
     },
     Opus {
-        decoder: Box<opus_decoder::OpusDecoder>,
+        decoder: Box<opus_decode::Decoder>,
         pcm: Vec<f32>,
         channels: usize,
         /// Frames still to drop from the start (the header's pre-skip).
@@ -423,12 +423,11 @@ impl PacketDecoder {
                     "unsupported codec (Opus with {channels} channels; mono and stereo are decoded)"
                 )));
             }
-            let decoder =
-                opus_decoder::OpusDecoder::new(sample_rate, channels).map_err(|error| {
-                    Rejection::NotAudio(format!("unsupported codec (Opus: {error})"))
-                })?;
+            let decoder = opus_decode::Decoder::new(sample_rate, channels).map_err(|error| {
+                Rejection::NotAudio(format!("unsupported codec (Opus: {error})"))
+            })?;
             return Ok(Self::Opus {
-                pcm: vec![0.0; opus_decoder::OpusDecoder::MAX_FRAME_SIZE_48K * channels],
+                pcm: vec![0.0; decoder.max_samples()],
                 decoder: Box::new(decoder),
                 channels,
                 skip: params.delay.unwrap_or(0) as usize,
@@ -484,7 +483,7 @@ impl PacketDecoder {
                 channels,
                 skip,
             } => {
-                let frames = match decoder.decode_float(&packet.data, pcm, false) {
+                let frames = match decoder.decode_float(&packet.data, pcm) {
                     Ok(frames) => frames,
                     Err(_) => return Ok(None),
                 };
