@@ -1,4 +1,4 @@
-//! The event envelope of DESIGN.md §3 and the payloads that cross service boundaries.
+//! The event envelope every bus message carries, and the payloads that cross service boundaries.
 //!
 //! Every event is `{id, type, version, occurred_at, key, payload}`: `id` is a UUID v7 that
 //! consumers dedupe by, `key` (a user or track id) is the partition key that keeps one
