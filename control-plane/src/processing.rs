@@ -89,6 +89,8 @@ pub struct Track {
     /// Cover-art thumbnails (square JPEGs) by edge length in pixels: paths to append to a CDN
     /// node's base URL; they need no URL token.
     artwork: std::collections::BTreeMap<String, String>,
+    /// What processing left out without rejecting the track (a cover art too large to use).
+    notes: Vec<TrackNote>,
     uploaded_by: String,
     created_at: String,
     updated_at: String,
@@ -240,7 +242,7 @@ pub(crate) async fn ensure_visible(
 async fn load_track(app: &App, caller: Option<&crate::auth::AuthUser>, id: &str) -> Result<Track> {
     let not_found = || Error::not_found("track_not_found", "No such track.");
     let row = sqlx::query(
-        "SELECT id, name, singer, album, status, stage, progress, top_tags, artwork, reason, duration_ms, url, loudness_lufs, gain_db, explicit, genre, release_year, uploaded_by_user_id, created_at, updated_at \
+        "SELECT id, name, singer, album, status, stage, progress, top_tags, artwork, notes, reason, duration_ms, url, loudness_lufs, gain_db, explicit, genre, release_year, uploaded_by_user_id, created_at, updated_at \
          FROM tracks WHERE id = ?",
     )
     .bind(id)
@@ -280,7 +282,16 @@ async fn load_track(app: &App, caller: Option<&crate::auth::AuthUser>, id: &str)
     let artwork: std::collections::BTreeMap<String, String> = long("artwork")?
         .and_then(|text| serde_json::from_str(&text).ok())
         .unwrap_or_default();
+    let notes: Vec<TrackNote> = match long("notes")? {
+        Some(text) => serde_json::from_str(&text).map_err(|error| {
+            Error::Internal(anyhow::anyhow!(
+                "track {id}: stored notes do not parse: {error}"
+            ))
+        })?,
+        None => Vec::new(),
+    };
     Ok(Track {
+        notes,
         stage,
         progress: progress.unwrap_or(if status == "ready" { 1.0 } else { 0.0 }),
         top_tags,
@@ -406,7 +417,7 @@ impl App {
                 let mut tx = self.inventory.database().pool().begin().await?;
                 sqlx::query(
                     "UPDATE tracks SET status = 'ready', stage = 'done', progress = 1.0, reason = NULL, url = ?, duration_ms = ?, loudness_lufs = ?, gain_db = ?, \
-                     true_peak_dbtp = ?, explicit = ?, genre = ?, release_year = ?, top_tags = ?, artwork = ?, updated_at = ? WHERE id = ?",
+                     true_peak_dbtp = ?, explicit = ?, genre = ?, release_year = ?, top_tags = ?, artwork = ?, notes = ?, updated_at = ? WHERE id = ?",
                 )
                 .bind(&prefix)
                 .bind(published.published.duration_ms as i64)
@@ -427,6 +438,10 @@ impl App {
                             .collect();
                         serde_json::to_string(&paths).unwrap_or_default()
                     }),
+                )
+                .bind(
+                    (!published.notes.is_empty())
+                        .then(|| serde_json::to_string(&published.notes).unwrap_or_default()),
                 )
                 .bind(now)
                 .bind(&track)
@@ -728,7 +743,25 @@ impl App {
                 )
             });
         }
-        // Cover art: thumbnails, or none if the picture is unusable (never a rejection).
+        // Cover art: thumbnails, or none and a note if the picture is unusable (never a
+        // rejection).
+        let mut notes = Vec::new();
+        if let Some(error) = &tags.unreadable {
+            notes.push(TrackNote {
+                code: "tags_unreadable".to_owned(),
+                message: format!("The file's tags could not be read ({error}); none were used."),
+            });
+        }
+        if let Some(bytes) = tags.cover_dropped {
+            notes.push(TrackNote {
+                code: "cover_art_too_large".to_owned(),
+                message: format!(
+                    "The cover art ({:.1} MiB) is over the {} MiB limit and was not used.",
+                    bytes as f64 / (1024.0 * 1024.0),
+                    crate::media::tags::MAX_COVER_BYTES / (1024 * 1024)
+                ),
+            });
+        }
         let thumbnails = match tags.cover.clone() {
             Some(picture) => {
                 match tokio::task::spawn_blocking(move || {
@@ -740,6 +773,10 @@ impl App {
                     Ok(thumbnails) => thumbnails,
                     Err(error) => {
                         tracing::info!(message = "Cover art skipped.", track = event.track_id, %error);
+                        notes.push(TrackNote {
+                            code: "cover_art_unusable".to_owned(),
+                            message: format!("The cover art was not used: {error}."),
+                        });
                         Vec::new()
                     }
                 }
@@ -790,6 +827,7 @@ impl App {
                 top_tags,
                 artwork,
             },
+            notes,
         })
     }
 
@@ -827,6 +865,20 @@ struct Prepared {
     true_peak_dbtp: f64,
     fingerprint: String,
     tagged: TrackTagged,
+    notes: Vec<TrackNote>,
+}
+
+/// Something processing left out of a published track without rejecting it, for its artist
+/// to see (`GET /api/v1/tracks/{id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TrackNote {
+    /// Stable: `cover_art_too_large` (over the size limit, not read), `cover_art_unusable`
+    /// (not a JPEG or PNG, damaged, or beyond the pixel limits) or `tags_unreadable` (the
+    /// file's tags are damaged: title and artist come from the upload, genre and year are
+    /// unknown).
+    pub code: String,
+    /// What happened, in words.
+    pub message: String,
 }
 
 /// How processing ended, when not with a published track.

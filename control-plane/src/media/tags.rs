@@ -26,24 +26,49 @@ pub struct Tags {
     /// Lyrics (unsynchronised).
     pub lyrics: Option<String>,
     /// Embedded cover art (the front cover if marked, else the first picture), at most
-    /// [`MAX_COVER_BYTES`]; larger pictures are ignored.
+    /// [`MAX_COVER_BYTES`]; a larger picture is left out and its size is in `cover_dropped`.
     #[serde(skip)]
     pub cover: Option<Vec<u8>>,
+    /// The size in bytes of the cover left out for being over [`MAX_COVER_BYTES`].
+    #[serde(skip)]
+    pub cover_dropped: Option<usize>,
+    /// Why the file's tags could not be read, if they could not.
+    #[serde(skip)]
+    pub unreadable: Option<String>,
 }
 
 /// The largest embedded picture taken as cover art.
 pub const MAX_COVER_BYTES: usize = 16 * 1024 * 1024;
 
-/// Reads the tags of the file at `path` (its content decides the format, not its name).
+/// The most a tag reader may allocate for one item (a picture, say): above
+/// [`MAX_COVER_BYTES`], so that an oversized cover is seen, measured and left out rather than
+/// failing the whole tag.
+pub const MAX_TAG_ITEM_BYTES: usize = 8 * MAX_COVER_BYTES;
+
+/// Reads the tags of the file at `path` (its content decides the format, not its name). A
+/// file whose tags cannot be read has none, and `unreadable` says why.
 pub fn read(path: &Path) -> Tags {
-    let Ok(probe) = lofty::probe::Probe::open(path) else {
-        return Tags::default();
+    // lofty's options are per thread; set them on whichever thread reads.
+    lofty::config::apply_global_options(
+        lofty::config::GlobalOptions::new().allocation_limit(MAX_TAG_ITEM_BYTES),
+    );
+    let unreadable = |error: lofty::error::LoftyError| Tags {
+        unreadable: Some(error.to_string()),
+        ..Tags::default()
     };
-    let Ok(probe) = probe.guess_file_type() else {
-        return Tags::default();
+    // From the bytes only: `Probe::open` would take the file name's extension for a format.
+    let probe = match std::fs::File::open(path) {
+        Ok(file) => lofty::probe::Probe::new(std::io::BufReader::new(file)),
+        Err(error) => return unreadable(error.into()),
     };
-    let Ok(file) = probe.read() else {
-        return Tags::default();
+    // A format lofty does not know has no tags it could read.
+    let probe = match probe.guess_file_type() {
+        Ok(probe) if probe.file_type().is_some() => probe,
+        _ => return Tags::default(),
+    };
+    let file = match probe.read() {
+        Ok(file) => file,
+        Err(error) => return unreadable(error),
     };
     let Some(tag) = file.primary_tag().or_else(|| file.first_tag()) else {
         return Tags::default();
@@ -59,6 +84,12 @@ pub fn read(path: &Path) -> Tags {
         .filter(|artist| !artist.is_empty())
         .collect();
     artists.dedup();
+    let picture = tag
+        .pictures()
+        .iter()
+        .find(|picture| picture.pic_type() == lofty::picture::PictureType::CoverFront)
+        .or_else(|| tag.pictures().first())
+        .map(|picture| picture.data());
     Tags {
         title: text(tag.title()),
         artists,
@@ -69,14 +100,13 @@ pub fn read(path: &Path) -> Tags {
         lyrics: tag
             .get_string(&ItemKey::Lyrics)
             .map(|lyrics| lyrics.chars().take(20_000).collect()),
-        cover: tag
-            .pictures()
-            .iter()
-            .find(|picture| picture.pic_type() == lofty::picture::PictureType::CoverFront)
-            .or_else(|| tag.pictures().first())
-            .map(|picture| picture.data())
+        cover: picture
             .filter(|data| data.len() <= MAX_COVER_BYTES)
             .map(<[u8]>::to_vec),
+        cover_dropped: picture
+            .map(<[u8]>::len)
+            .filter(|&len| len > MAX_COVER_BYTES),
+        unreadable: None,
     }
 }
 
@@ -213,6 +243,14 @@ mod tests {
         let path = dir.path().join("x.mp3");
         std::fs::write(&path, b"not audio at all").unwrap();
         assert_eq!(read(&path), Tags::default());
-        assert_eq!(read(&dir.path().join("missing.flac")), Tags::default());
+        let missing = read(&dir.path().join("missing.flac"));
+        assert!(missing.unreadable.is_some(), "{missing:?}");
+        assert_eq!(
+            Tags {
+                unreadable: None,
+                ..missing
+            },
+            Tags::default()
+        );
     }
 }

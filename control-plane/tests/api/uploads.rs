@@ -975,8 +975,18 @@ async fn cover_art_becomes_thumbnails_and_top_tags_are_stored(t: &TestApp) {
         2003,
         png(8, 8, Some((100_000, 100_000))),
     );
+    // A cover over the 16 MiB limit: a PNG's first bytes, then padding.
+    let mut heavy_cover = png(8, 8, None);
+    heavy_cover.resize(control_plane::media::tags::MAX_COVER_BYTES + 1024, 0);
+    let heavy = with_cover(
+        melody_wav(&[196.0, 246.9, 293.7], 6.0, 44_100, 0.7),
+        "Folk",
+        1971,
+        heavy_cover,
+    );
     let covered = upload_bytes(t, &token, covered, "covered.wav").await;
     let huge = upload_bytes(t, &token, huge, "huge.wav").await;
+    let heavy = upload_bytes(t, &token, heavy, "heavy.wav").await;
     process(t).await;
 
     let track = t
@@ -1020,6 +1030,11 @@ async fn cover_art_becomes_thumbnails_and_top_tags_are_stored(t: &TestApp) {
         .await;
     assert_eq!(track.body["status"], "ready", "{}", track.raw);
     assert_eq!(track.body["artwork"], json!({}));
+    assert_eq!(
+        track.body["notes"][0]["code"], "cover_art_unusable",
+        "{}",
+        track.raw
+    );
     assert!(
         t.app
             .objects
@@ -1028,6 +1043,29 @@ async fn cover_art_becomes_thumbnails_and_top_tags_are_stored(t: &TestApp) {
             .unwrap()
             .is_empty()
     );
+
+    // A cover over the size limit is not read; the track is published with a note saying so.
+    let track = t
+        .call(Method::GET, &format!("/api/v1/tracks/{heavy}"), None, None)
+        .await;
+    assert_eq!(track.body["status"], "ready", "{}", track.raw);
+    assert_eq!(track.body["artwork"], json!({}));
+    assert_eq!(
+        track.body["notes"],
+        json!([{"code": "cover_art_too_large",
+                "message": "The cover art (16.0 MiB) is over the 16 MiB limit and was not used."}])
+    );
+    // The rest of its tag was read.
+    assert_eq!(track.body["top_tags"][0], "genre:folk", "{}", track.raw);
+    let track = t
+        .call(
+            Method::GET,
+            &format!("/api/v1/tracks/{covered}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(track.body["notes"], json!([]));
 
     // Each stage announced itself on the bus.
     let types: Vec<String> =
