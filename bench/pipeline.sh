@@ -18,7 +18,7 @@ FORMATS=${FORMATS:-wav mp3 m4a alac flac ogg opus}
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/cadenza-target}"
 command -v ffmpeg >/dev/null 2>&1 || { echo "installing ffmpeg"; apt-get install -y -qq ffmpeg >/dev/null; }
 
-cargo build --release -q -p control-plane --example package_wav
+cargo build --release -q -p media --example package_wav
 PACKAGE="$CARGO_TARGET_DIR/release/examples/package_wav"
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

@@ -295,7 +295,7 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
     let mut tasks = vec![
         tokio::spawn(control_plane::run(
             app.clone(),
-            cp_listener,
+            Some(cp_listener),
             cp_admin,
             shutdown.clone(),
         )),
@@ -772,7 +772,7 @@ fn demo_wav() -> Vec<u8> {
     let notes = [
         261.63, 329.63, 392.00, 523.25, 392.00, 329.63, 293.66, 349.23,
     ];
-    control_plane::media::wav::pcm_wav(20.0, 44_100, None, |t| {
+    media::wav::pcm_wav(20.0, 44_100, None, |t| {
         let beat = (t * 4.0) as usize;
         let within = t * 4.0 - beat as f64;
         let envelope = (within * 40.0).min(1.0) * (-within * 3.0).exp();
@@ -790,7 +790,7 @@ fn waltz_wav() -> Vec<u8> {
     let notes = [
         220.00, 261.63, 329.63, 246.94, 293.66, 349.23, 207.65, 246.94, 329.63,
     ];
-    control_plane::media::wav::pcm_wav(18.0, 44_100, None, |t| {
+    media::wav::pcm_wav(18.0, 44_100, None, |t| {
         let beat = (t * 3.0) as usize;
         let within = t * 3.0 - beat as f64;
         let envelope = (within * 60.0).min(1.0) * (-within * 5.0).exp();
@@ -810,7 +810,7 @@ fn drift_wav() -> Vec<u8> {
     let notes = [
         293.66, 329.63, 440.00, 493.88, 587.33, 493.88, 440.00, 329.63,
     ];
-    control_plane::media::wav::pcm_wav(16.0, 44_100, None, |t| {
+    media::wav::pcm_wav(16.0, 44_100, None, |t| {
         let beat = (t * 2.0) as usize;
         let within = t * 2.0 - beat as f64;
         let envelope = (within * 20.0).min(1.0) * (-within * 1.5).exp();
@@ -825,7 +825,7 @@ fn drift_wav() -> Vec<u8> {
 /// Eight seconds of a bright jingle: the demo ad.
 fn jingle_wav() -> Vec<u8> {
     let notes = [523.25, 659.25, 783.99, 1046.50, 783.99, 1046.50];
-    control_plane::media::wav::pcm_wav(8.0, 44_100, None, |t| {
+    media::wav::pcm_wav(8.0, 44_100, None, |t| {
         let beat = (t * 6.0) as usize;
         let within = t * 6.0 - beat as f64;
         let envelope = (within * 80.0).min(1.0) * (-within * 4.0).exp();

@@ -134,7 +134,7 @@ fn test_tune() -> Vec<u8> {
         [174.61, 220.0, 261.63],
         [164.81, 207.65, 246.94],
     ];
-    control_plane::media::wav::pcm_wav(12.0, 44_100, None, |t| {
+    media::wav::pcm_wav(12.0, 44_100, None, |t| {
         let chord = chords[((t / 1.5) as usize) % chords.len()];
         let tau = std::f64::consts::TAU;
         let value: f64 = chord

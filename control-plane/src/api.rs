@@ -216,16 +216,27 @@ impl utoipa::Modify for BearerAuth {
 
 /// The public router: every service's routes, the OpenAPI document, and JSON 404/405s.
 pub fn router(app: App) -> Router {
-    let (router, openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(crate::accounts::routes())
-        .merge(crate::packages::routes())
-        .merge(crate::playlists::routes())
-        .merge(crate::payments::routes())
-        .merge(crate::subscriptions::routes())
-        .merge(crate::uploads::routes())
-        .merge(crate::processing::routes())
-        .merge(crate::catalog::routes())
-        .merge(crate::play::routes())
+    use crate::services::Service;
+    let services = &app.config.services;
+    type Routes = fn() -> OpenApiRouter<App>;
+    let routes: [(Service, Routes); 9] = [
+        (Service::Accounts, crate::accounts::routes),
+        (Service::Packages, crate::packages::routes),
+        (Service::Playlists, crate::playlists::routes),
+        (Service::Payments, crate::payments::routes),
+        (Service::Subscriptions, crate::subscriptions::routes),
+        (Service::Uploads, crate::uploads::routes),
+        (Service::Uploads, crate::processing::routes),
+        (Service::Catalog, crate::catalog::routes),
+        (Service::Play, crate::play::routes),
+    ];
+    let (router, openapi) = routes
+        .into_iter()
+        .filter(|(service, _)| services.runs(*service))
+        .fold(
+            OpenApiRouter::with_openapi(ApiDoc::openapi()),
+            |router, (_, routes)| router.merge(routes()),
+        )
         .split_for_parts();
     let document = openapi.clone();
     let limit = app.config.limits.max_body_bytes;

@@ -15,6 +15,10 @@ pub use telemetry::Secret;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// Which services this process runs: `"all"` (the default) or some of them, as a list or
+    /// a comma-separated string (`"processing"`, `["uploads", "play"]`); see
+    /// [`crate::services::Service`].
+    pub services: crate::services::Services,
     /// Directory for the embedded backends' files (SQLite databases). Created if missing.
     pub data_dir: PathBuf,
     /// Address of the public JSON API.
@@ -245,6 +249,7 @@ pub struct BootstrapAdmin {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            services: crate::services::Services::all(),
             data_dir: PathBuf::from("cadenza-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9080)),

@@ -10,13 +10,13 @@ pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod error;
-pub mod media;
 pub mod objects;
 pub mod packages;
 pub mod payments;
 pub mod play;
 pub mod playlists;
 pub mod processing;
+pub mod services;
 pub mod store;
 pub mod subscriptions;
 pub mod uploads;
@@ -274,17 +274,20 @@ impl store::Dialect {
     }
 }
 
-/// Serves the public API on `listener` and the admin port on `admin`, and runs the orphan
-/// sweeper, until `shutdown` triggers; then drains within the configured grace period and
-/// closes the databases.
+/// Runs the services `app.config.services` names until `shutdown` triggers: the public API on
+/// `listener` (needed only when one of them serves HTTP), the admin port on `admin`, the bus
+/// consumers and background tasks among them; then drains within the configured grace period
+/// and closes the databases.
 pub async fn run(
     app: App,
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     admin: TcpListener,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
+    use services::Service;
+    let services = app.config.services.clone();
     let grace = Duration::from_secs(app.config.drain_grace_secs);
-    let (public_addr, admin_addr) = (listener.local_addr()?, admin.local_addr()?);
+    let admin_addr = admin.local_addr()?;
     let admin_task = tokio::spawn(telemetry::serve(
         admin,
         telemetry::admin_router("control-plane", app.readiness(shutdown.clone())),
@@ -296,85 +299,96 @@ pub async fn run(
         .start(shutdown.clone())
         .await
         .context("failed to start the event bus")?;
-    workers.push(
-        app.bus
-            .subscribe(
-                subscriptions::ACCOUNT_UPDATE,
-                events::payments::TOPIC,
-                subscriptions::account_update_handler(app.clone()),
-                shutdown.clone(),
-            )
-            .context("failed to start the account-update consumer")?,
-    );
-    workers.push(
-        app.bus
-            .subscribe(
-                processing::PROCESSING,
-                events::tracks::TOPIC,
-                processing::processing_handler(app.clone()),
-                shutdown.clone(),
-            )
-            .context("failed to start the processing consumer")?,
-    );
-    workers.push(
-        app.bus
-            .subscribe(
-                catalog::CATALOG,
-                events::tracks::TOPIC,
-                catalog::catalog_handler(app.clone()),
-                shutdown.clone(),
-            )
-            .context("failed to start the catalog consumer")?,
-    );
-    workers.push(
-        app.bus
-            .subscribe(
-                catalog::PLAY_COUNTERS,
-                events::plays::TOPIC,
-                catalog::play_counters_handler(app.clone()),
-                shutdown.clone(),
-            )
-            .context("failed to start the play-counter consumer")?,
-    );
-    workers.push(tokio::spawn({
-        let app = app.clone();
-        let shutdown = shutdown.clone();
-        let delay = Duration::from_millis(app.config.payments.sandbox_webhook_delay_ms);
-        async move {
-            // The sandbox's asynchronous confirmations arrive after a delay, as a real
-            // provider's would.
-            loop {
-                tokio::select! {
-                    () = shutdown.wait() => break,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                app.deliver_sandbox_webhooks().await;
-            }
+    let consumers: [(Service, &str, &'static str, bus::Handler); 4] = [
+        (
+            Service::AccountUpdate,
+            subscriptions::ACCOUNT_UPDATE,
+            events::payments::TOPIC,
+            subscriptions::account_update_handler(app.clone()),
+        ),
+        (
+            Service::Processing,
+            processing::PROCESSING,
+            events::tracks::TOPIC,
+            processing::processing_handler(app.clone()),
+        ),
+        (
+            Service::Catalog,
+            catalog::CATALOG,
+            events::tracks::TOPIC,
+            catalog::catalog_handler(app.clone()),
+        ),
+        (
+            Service::PlayCounters,
+            catalog::PLAY_COUNTERS,
+            events::plays::TOPIC,
+            catalog::play_counters_handler(app.clone()),
+        ),
+    ];
+    for (service, group, topic, handler) in consumers {
+        if services.runs(service) {
+            workers.push(
+                app.bus
+                    .subscribe(group, topic, handler, shutdown.clone())
+                    .with_context(|| format!("failed to start the {service} consumer"))?,
+            );
         }
-    }));
-    let sweeper = tokio::spawn({
-        let app = app.clone();
-        let shutdown = shutdown.clone();
-        async move {
-            loop {
-                tokio::select! {
-                    () = shutdown.wait() => break,
-                    () = tokio::time::sleep(SWEEP_EVERY) => {}
-                }
-                if let Err(error) = app.sweep_orphans(ORPHAN_GRACE).await {
-                    tracing::warn!(message = "Orphan sweep failed; it runs again later.", %error);
+    }
+    if services.runs(Service::Payments) {
+        workers.push(tokio::spawn({
+            let app = app.clone();
+            let shutdown = shutdown.clone();
+            let delay = Duration::from_millis(app.config.payments.sandbox_webhook_delay_ms);
+            async move {
+                // The sandbox's asynchronous confirmations arrive after a delay, as a real
+                // provider's would.
+                loop {
+                    tokio::select! {
+                        () = shutdown.wait() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    app.deliver_sandbox_webhooks().await;
                 }
             }
-        }
-    });
+        }));
+    }
+    if services.runs(Service::Sweeper) {
+        workers.push(tokio::spawn({
+            let app = app.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        () = shutdown.wait() => break,
+                        () = tokio::time::sleep(SWEEP_EVERY) => {}
+                    }
+                    if let Err(error) = app.sweep_orphans(ORPHAN_GRACE).await {
+                        tracing::warn!(message = "Orphan sweep failed; it runs again later.", %error);
+                    }
+                }
+            }
+        }));
+    }
+    let public_addr = match &listener {
+        Some(listener) => Some(listener.local_addr()?),
+        None => None,
+    };
     tracing::info!(
-        message = "Control plane listening.",
-        public = %public_addr,
+        message = "Control plane running.",
+        services = %services,
+        public = ?public_addr,
         admin = %admin_addr,
     );
-    let served = telemetry::serve(listener, app.router(), shutdown.clone(), grace).await;
+    let served = match listener {
+        Some(listener) if services.serve_http() => {
+            telemetry::serve(listener, app.router(), shutdown.clone(), grace).await
+        }
+        _ => {
+            shutdown.wait().await;
+            Ok(())
+        }
+    };
     shutdown.trigger();
-    let _ = sweeper.await;
     for worker in workers {
         let _ = worker.await;
     }

@@ -13,7 +13,8 @@ use control_plane::{App, run};
 use figment::Figment;
 use telemetry::{Flags, LogFormat, Shutdown};
 
-/// Cadenza control plane: accounts, packages and playlists.
+/// Cadenza control plane: accounts, packages, playlists, payments, uploads, processing, the
+/// catalog and the play API — all of them, or those `--services` names.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
@@ -41,6 +42,12 @@ struct Cli {
     /// Log format: human or json.
     #[arg(long)]
     log_format: Option<LogFormat>,
+    /// The services this process runs: `all` (the default) or a comma-separated list, e.g.
+    /// `processing` for a transcoding worker or `accounts,packages,playlists,payments,
+    /// subscriptions,uploads,catalog,play` for an API process (an unknown name is refused with
+    /// the list).
+    #[arg(long)]
+    services: Option<String>,
 }
 
 impl Cli {
@@ -53,6 +60,7 @@ impl Cli {
             .set("inventory_db_url", self.inventory_db_url.as_ref())
             .set("cache_url", self.cache_url.as_ref())
             .set("log_format", self.log_format)
+            .set("services", self.services.as_ref())
             .into()
     }
 }
@@ -71,9 +79,16 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("failed to bind the public address {}", config.listen))?;
+    // A process that serves no HTTP (a processing worker) binds only its admin port.
+    let listener = if config.services.serve_http() {
+        Some(
+            tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("failed to bind the public address {}", config.listen))?,
+        )
+    } else {
+        None
+    };
     let admin = tokio::net::TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("failed to bind the admin address {}", config.admin_listen))?;

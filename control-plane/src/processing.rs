@@ -34,9 +34,9 @@ use crate::api::{ApiPath, rfc3339};
 use crate::auth::{MaybeAuthUser, Role};
 use crate::bus::{self, Handler, HandlerError};
 use crate::error::{Error, ErrorBody, Result};
-use crate::media::analyze::Limits;
-use crate::media::transcode::{LADDER, PackageError, package};
 use crate::store::StoreError;
+use media::analyze::Limits;
+use media::transcode::{LADDER, PackageError, package};
 
 /// The consumer group of the content-processing service.
 pub const PROCESSING: &str = "processing";
@@ -713,7 +713,7 @@ impl App {
         .await
         .map_err(|e| failed(&e))?;
         // Tags, and the explicit-language check over everything the listener will read.
-        let tags = crate::media::tags::read(&tag_path);
+        let tags = media::tags::read(&tag_path);
         let mut texts: Vec<&str> = vec![&event.title];
         texts.extend(event.album.as_deref());
         texts.extend(tags.title.as_deref());
@@ -721,8 +721,7 @@ impl App {
         texts.extend(tags.genre.as_deref());
         texts.extend(tags.lyrics.as_deref());
         texts.extend(tags.artists.iter().map(String::as_str));
-        let explicit =
-            crate::media::tags::is_explicit(&self.config.processing.explicit_words, &texts);
+        let explicit = media::tags::is_explicit(&self.config.processing.explicit_words, &texts);
         // Content filtering: the same recording as a ready track is a duplicate (same artist)
         // or a suspected copy (another artist's).
         if let Some((original, same_artist)) = self
@@ -758,17 +757,15 @@ impl App {
                 message: format!(
                     "The cover art ({:.1} MiB) is over the {} MiB limit and was not used.",
                     bytes as f64 / (1024.0 * 1024.0),
-                    crate::media::tags::MAX_COVER_BYTES / (1024 * 1024)
+                    media::tags::MAX_COVER_BYTES / (1024 * 1024)
                 ),
             });
         }
         let thumbnails = match tags.cover.clone() {
             Some(picture) => {
-                match tokio::task::spawn_blocking(move || {
-                    crate::media::artwork::thumbnails(&picture)
-                })
-                .await
-                .map_err(|e| failed(&e))?
+                match tokio::task::spawn_blocking(move || media::artwork::thumbnails(&picture))
+                    .await
+                    .map_err(|e| failed(&e))?
                 {
                     Ok(thumbnails) => thumbnails,
                     Err(error) => {
@@ -800,8 +797,7 @@ impl App {
                 .map_err(|e| failed(&e))?;
             artwork.insert(size, key);
         }
-        let top_tags =
-            crate::media::tags::top_tags(tags.genre.as_deref(), tags.year, &packaged.analysis);
+        let top_tags = media::tags::top_tags(tags.genre.as_deref(), tags.year, &packaged.analysis);
         let analysis = &packaged.analysis;
         Ok(Prepared {
             published: TrackPublished {
@@ -817,7 +813,7 @@ impl App {
                     .collect(),
             },
             true_peak_dbtp: analysis.true_peak_dbtp,
-            fingerprint: crate::media::fingerprint::encode(&packaged.fingerprint),
+            fingerprint: media::fingerprint::encode(&packaged.fingerprint),
             tagged: TrackTagged {
                 track_id: event.track_id.clone(),
                 artists: tags.artists,
@@ -847,10 +843,10 @@ impl App {
             .await?;
         for row in rows {
             let stored = crate::store::long_text(&row, "fingerprint")?;
-            let Some(stored) = crate::media::fingerprint::decode(&stored) else {
+            let Some(stored) = media::fingerprint::decode(&stored) else {
                 continue;
             };
-            if crate::media::fingerprint::same_recording(fingerprint, &stored) {
+            if media::fingerprint::same_recording(fingerprint, &stored) {
                 let uploaded_by: String = row.try_get("uploaded_by")?;
                 return Ok(Some((row.try_get("track_id")?, uploaded_by == artist)));
             }

@@ -2,7 +2,7 @@
 //! backends. One module per flow.
 
 mod support;
-use control_plane::media::wav;
+use media::wav;
 
 mod accounts;
 mod billing;
@@ -12,4 +12,5 @@ mod kafka;
 mod packages;
 mod play;
 mod playlists;
+mod services;
 mod uploads;

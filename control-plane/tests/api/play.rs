@@ -71,7 +71,7 @@ async fn with_player(t_backend: crate::support::Backend, locator_url: &str) -> O
 
 /// Uploads an ad as the administrator (one-request upload with `kind=ad`).
 async fn upload_ad(t: &TestApp, admin: &str) -> String {
-    let wav = control_plane::media::wav::pcm_wav(7.0, 44_100, None, |t| {
+    let wav = media::wav::pcm_wav(7.0, 44_100, None, |t| {
         let value = 0.2 * (std::f64::consts::TAU * 660.0 * t).sin() * (t * 3.0).fract();
         (value, value)
     });

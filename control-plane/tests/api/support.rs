@@ -228,10 +228,25 @@ impl TestApp {
         self.send(peer, request).await
     }
 
+    /// Sends a request without a body to another router (of an `App` with other services).
+    #[allow(dead_code)]
+    pub async fn send_to(&self, router: &Router, method: Method, path: &str) -> Reply {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        Self::send_through(router, "127.0.0.1:40000".parse().unwrap(), request).await
+    }
+
     /// Sends a prepared request.
-    pub async fn send(&self, peer: SocketAddr, mut request: Request<Body>) -> Reply {
+    pub async fn send(&self, peer: SocketAddr, request: Request<Body>) -> Reply {
+        Self::send_through(&self.router, peer, request).await
+    }
+
+    async fn send_through(router: &Router, peer: SocketAddr, mut request: Request<Body>) -> Reply {
         request.extensions_mut().insert(ConnectInfo(peer));
-        let response = self.router.clone().oneshot(request).await.unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();

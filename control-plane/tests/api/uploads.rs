@@ -977,7 +977,7 @@ async fn cover_art_becomes_thumbnails_and_top_tags_are_stored(t: &TestApp) {
     );
     // A cover over the 16 MiB limit: a PNG's first bytes, then padding.
     let mut heavy_cover = png(8, 8, None);
-    heavy_cover.resize(control_plane::media::tags::MAX_COVER_BYTES + 1024, 0);
+    heavy_cover.resize(media::tags::MAX_COVER_BYTES + 1024, 0);
     let heavy = with_cover(
         melody_wav(&[196.0, 246.9, 293.7], 6.0, 44_100, 0.7),
         "Folk",

@@ -7,10 +7,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use control_plane::media::analyze::Limits;
-use control_plane::media::transcode::{LADDER, package};
+use media::analyze::Limits;
+use media::transcode::{LADDER, package};
 
-use control_plane::media::wav::pcm_wav;
+use media::wav::pcm_wav;
 
 /// fdk-aac's AAC-LC encoder delay, in samples.
 const PRIMING: f64 = 2048.0;
@@ -176,7 +176,7 @@ fn ogg_opus_uploads_decode_to_the_source_length_and_loudness() {
     let dir = tempfile::tempdir().unwrap();
     let source = dir.path().join("source.wav");
     std::fs::write(&source, wav(6.0, 48_000)).unwrap();
-    let reference = control_plane::media::analyze::analyze(
+    let reference = media::analyze::analyze(
         std::io::Cursor::new(std::fs::read(&source).unwrap()),
         Some("wav"),
         &Limits::default(),
@@ -196,7 +196,7 @@ fn ogg_opus_uploads_decode_to_the_source_length_and_loudness() {
             "{}",
             String::from_utf8_lossy(&encoded.stderr)
         );
-        let analysis = control_plane::media::analyze::analyze(
+        let analysis = media::analyze::analyze(
             std::io::Cursor::new(std::fs::read(&opus).unwrap()),
             Some("opus"),
             &Limits::default(),
@@ -260,7 +260,7 @@ fn truncated_files_of_every_format_get_a_clear_outcome() {
         }
         let mut bytes = std::fs::read(&file).unwrap();
         bytes.truncate(bytes.len() / 2);
-        let outcome = control_plane::media::analyze::analyze(
+        let outcome = media::analyze::analyze(
             std::io::Cursor::new(bytes),
             Some(extension),
             &Limits::default(),

@@ -680,7 +680,7 @@ mod tests {
         rate: u32,
         declared_frames: Option<u64>,
     ) -> Vec<u8> {
-        crate::media::wav::pcm_wav(seconds, rate, declared_frames, |t| {
+        crate::wav::pcm_wav(seconds, rate, declared_frames, |t| {
             let value = amplitude * (2.0 * std::f64::consts::PI * hz * t).sin();
             (value, value)
         })
@@ -701,7 +701,7 @@ mod tests {
         );
         assert!(features.onsets_per_min < 10.0, "{features:?}");
         // Eight short bursts a second over silence: about 480 attacks a minute.
-        let bursts = crate::media::wav::pcm_wav(10.0, 48_000, None, |t| {
+        let bursts = crate::wav::pcm_wav(10.0, 48_000, None, |t| {
             let within = (t * 8.0).fract();
             let value = if within < 0.3 {
                 0.5 * (std::f64::consts::TAU * 3_000.0 * t).sin()

@@ -10,10 +10,10 @@ fn main() {
         .map(str::to_owned);
     let file = std::io::BufReader::new(std::fs::File::open(&input).expect("readable input"));
     let started = std::time::Instant::now();
-    let analysis = control_plane::media::analyze::analyze(
+    let analysis = media::analyze::analyze(
         file,
         extension.as_deref(),
-        &control_plane::media::analyze::Limits::default(),
+        &media::analyze::Limits::default(),
     );
     let elapsed = started.elapsed().as_secs_f64();
     match analysis {

@@ -12,11 +12,11 @@ fn main() {
         .and_then(|e| e.to_str())
         .map(str::to_owned);
     let file = std::fs::File::open(&input).expect("readable input");
-    let packaged = control_plane::media::transcode::package(
+    let packaged = media::transcode::package(
         file,
         extension.as_deref(),
-        &control_plane::media::analyze::Limits::default(),
-        &control_plane::media::transcode::LADDER,
+        &media::analyze::Limits::default(),
+        &media::transcode::LADDER,
         std::path::Path::new(&out),
     )
     .expect("packaged");

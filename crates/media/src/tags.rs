@@ -121,7 +121,7 @@ pub fn read(path: &Path) -> Tags {
 pub fn top_tags(
     genre: Option<&str>,
     year: Option<u32>,
-    analysis: &crate::media::analyze::Analysis,
+    analysis: &crate::analyze::Analysis,
 ) -> Vec<String> {
     let mut tags = Vec::new();
     if let Some(genre) = genre
@@ -193,8 +193,8 @@ mod tests {
         assert!(!is_explicit(&[], &["damn"]));
     }
 
-    fn analysis(lufs: f64, zc: f64, onsets: f64, spread: f64) -> crate::media::analyze::Analysis {
-        crate::media::analyze::Analysis {
+    fn analysis(lufs: f64, zc: f64, onsets: f64, spread: f64) -> crate::analyze::Analysis {
+        crate::analyze::Analysis {
             sample_rate: 48_000,
             channels: 2,
             frames: 48_000 * 60,
@@ -204,7 +204,7 @@ mod tests {
             sample_peak_dbfs: -1.0,
             gain_db: -14.0 - lufs,
             bad_packets: 0,
-            features: crate::media::analyze::Features {
+            features: crate::analyze::Features {
                 zero_crossings_per_sec: zc,
                 onsets_per_min: onsets,
                 dynamic_spread_db: spread,
