@@ -11,9 +11,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::App;
-use crate::api::{ApiJson, ApiPath, ClientAddr, rfc3339};
 use crate::auth::{AuthUser, CachedUser, Role, profile_key, random_token, session_key, token_hash};
+use crate::calendar::rfc3339;
 use crate::error::{Error, ErrorBody, FieldError, Result};
+use crate::extract::{ApiJson, ApiPath, ClientAddr};
 use crate::store::{NewSession, NewUser, ProfileUpdate, new_id};
 
 /// Longest name, in characters.
@@ -33,20 +34,9 @@ pub(crate) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(set_role))
 }
 
-// ---- Validation --------------------------------------------------------------------------
+pub use crate::auth::normalize_email;
 
-/// Trims and lower-cases an email address and checks its syntax.
-pub fn normalize_email(email: &str) -> Result<String, FieldError> {
-    let email = email.trim().to_lowercase();
-    if email.len() > 254 || !email_address::EmailAddress::is_valid(&email) {
-        return Err(FieldError::new(
-            "email",
-            "invalid",
-            "Not a valid email address.",
-        ));
-    }
-    Ok(email)
-}
+// ---- Validation --------------------------------------------------------------------------
 
 /// Removes the usual separators from a phone number and checks that what is left is E.164:
 /// `+`, then 8 to 15 digits, the first not zero.

@@ -396,6 +396,26 @@ impl LoginThrottle {
     }
 }
 
+/// Whether `caller` may see a track with `status` uploaded by `owner`: anyone a ready one, its
+/// uploader and administrators any.
+pub fn may_see_track(caller: Option<&AuthUser>, status: &str, owner: &str) -> bool {
+    status == "ready"
+        || caller.is_some_and(|caller| caller.user_id == owner || caller.role == Role::Admin)
+}
+
+/// Trims and lower-cases an email address and checks its syntax.
+pub fn normalize_email(email: &str) -> Result<String, crate::error::FieldError> {
+    let email = email.trim().to_lowercase();
+    if email.len() > 254 || !email_address::EmailAddress::is_valid(&email) {
+        return Err(crate::error::FieldError::new(
+            "email",
+            "invalid",
+            "Not a valid email address.",
+        ));
+    }
+    Ok(email)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,10 +23,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::App;
-use crate::api::ApiPath;
 use crate::auth::MaybeAuthUser;
 use crate::bus::{Handler, HandlerError};
 use crate::error::{ErrorBody, Result};
+use crate::extract::ApiPath;
 use crate::store::{Database, DatabaseKind, StoreError};
 
 /// The consumer group that persists the catalog.
@@ -349,7 +349,7 @@ impl App {
         let at = envelope
             .occurred_at_ms()
             .unwrap_or_else(|| self.clock.now_ms());
-        let day = crate::api::rfc3339(at)[..10].to_owned();
+        let day = crate::calendar::rfc3339(at)[..10].to_owned();
         // Which row the event counts on, and what it adds there.
         let (track_id, region, delta) = if envelope.is::<AdServed>() {
             let served: AdServed = envelope.decode().map_err(decode_error)?;
@@ -512,7 +512,19 @@ async fn get_catalog(
     MaybeAuthUser(caller): MaybeAuthUser,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<CatalogEntry>> {
-    crate::processing::ensure_visible(&app, caller.as_ref(), &id).await?;
+    let visible = app
+        .inventory
+        .track_status_and_owner(&id)
+        .await?
+        .is_some_and(|(status, owner)| {
+            crate::auth::may_see_track(caller.as_ref(), &status, &owner)
+        });
+    if !visible {
+        return Err(crate::error::Error::not_found(
+            "track_not_found",
+            "No such track.",
+        ));
+    }
     Ok(Json(CatalogEntry {
         media: app.catalog.media(&id).await?,
         timeline: app.catalog.timeline(&id).await?,

@@ -7,9 +7,11 @@ pub mod api;
 pub mod auth;
 pub mod bus;
 pub mod cache;
+pub mod calendar;
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod objects;
 pub mod packages;
 pub mod payments;
@@ -203,7 +205,7 @@ impl App {
         }
         let (email, password, generated) = match &self.config.bootstrap_admin {
             Some(admin) => (
-                accounts::normalize_email(&admin.email)
+                auth::normalize_email(&admin.email)
                     .map_err(|error| anyhow::anyhow!(error.message))?,
                 admin.password.expose().to_owned(),
                 false,

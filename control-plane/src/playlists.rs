@@ -24,9 +24,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::App;
-use crate::api::{ApiJson, ApiPath, ApiQuery, rfc3339};
 use crate::auth::{AuthUser, MaybeAuthUser};
+use crate::calendar::rfc3339;
 use crate::error::{Error, ErrorBody, FieldError, Result};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::store::{AddOutcome, PlaylistInfoRow, new_id};
 
 pub(crate) fn routes() -> OpenApiRouter<App> {

@@ -30,10 +30,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::App;
-use crate::api::{ApiPath, rfc3339};
-use crate::auth::{MaybeAuthUser, Role};
+use crate::auth::MaybeAuthUser;
 use crate::bus::{self, Handler, HandlerError};
+use crate::calendar::rfc3339;
 use crate::error::{Error, ErrorBody, Result};
+use crate::extract::ApiPath;
 use crate::store::StoreError;
 use media::analyze::Limits;
 use media::transcode::{LADDER, PackageError, package};
@@ -124,7 +125,7 @@ async fn block_track(
     app: App,
     caller: crate::auth::AuthUser,
     ApiPath(id): ApiPath<String>,
-    crate::api::ApiJson(request): crate::api::ApiJson<BlockRequest>,
+    crate::extract::ApiJson(request): crate::extract::ApiJson<BlockRequest>,
 ) -> Result<StatusCode> {
     caller.require_admin()?;
     let reason = request.reason.trim();
@@ -228,15 +229,6 @@ fn is_settled(status: &str) -> bool {
     matches!(status, "ready" | "rejected" | "failed")
 }
 
-/// Fails with 404 unless `caller` may see the track.
-pub(crate) async fn ensure_visible(
-    app: &App,
-    caller: Option<&crate::auth::AuthUser>,
-    id: &str,
-) -> Result<()> {
-    load_track(app, caller, id).await.map(|_| ())
-}
-
 /// Loads a track as `caller` may see it: anyone a ready one, its uploader and administrators
 /// any.
 async fn load_track(app: &App, caller: Option<&crate::auth::AuthUser>, id: &str) -> Result<Track> {
@@ -257,8 +249,7 @@ async fn load_track(app: &App, caller: Option<&crate::auth::AuthUser>, id: &str)
     let owner: String = row
         .try_get("uploaded_by_user_id")
         .map_err(StoreError::from)?;
-    let visible = status == "ready"
-        || caller.is_some_and(|caller| caller.user_id == owner || caller.role == Role::Admin);
+    let visible = crate::auth::may_see_track(caller, &status, &owner);
     if !visible {
         return Err(not_found());
     }

@@ -27,10 +27,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::App;
-use crate::api::{ApiPath, rfc3339};
 use crate::auth::AuthUser;
 use crate::bus::{self, Handler, HandlerError};
+use crate::calendar::rfc3339;
 use crate::error::{Error, ErrorBody, Result};
+use crate::extract::ApiPath;
 use crate::store::{StoreError, new_id, retry_on_conflict};
 
 /// The consumer group of the account-update service.
@@ -42,76 +43,6 @@ pub(crate) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(cancel_current))
         .routes(routes!(my_entitlements))
         .routes(routes!(user_subscriptions))
-}
-
-// ---- Calendar arithmetic (pure) --------------------------------------------------------------
-
-const DAY_MS: i64 = 86_400_000;
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year - era * 400;
-    let month = i64::from(month);
-    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The civil date of a day count since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (
-        if month <= 2 {
-            yoe + era * 400 + 1
-        } else {
-            yoe + era * 400
-        },
-        month,
-        day,
-    )
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    let next = if month == 12 {
-        days_from_civil(year + 1, 1, 1)
-    } else {
-        days_from_civil(year, month + 1, 1)
-    };
-    (next - days_from_civil(year, month, 1)) as u32
-}
-
-/// The (year, month) of a Unix-ms instant, in UTC.
-pub fn civil_year_month(ms: i64) -> (u32, u32) {
-    let (year, month, _) = civil_from_days(ms.div_euclid(DAY_MS));
-    (year.clamp(0, i64::from(u32::MAX)) as u32, month)
-}
-
-/// `ms` plus one billing period: 7 days for `week`; the same day and time one calendar month
-/// or year later for `month` and `year`, clamped to the end of a shorter month (31 January
-/// plus a month is 28 or 29 February).
-pub fn add_period(ms: i64, period: &str) -> Option<i64> {
-    let months = match period {
-        "week" => return Some(ms + 7 * DAY_MS),
-        "month" => 1,
-        "year" => 12,
-        _ => return None,
-    };
-    let days = ms.div_euclid(DAY_MS);
-    let time_of_day = ms.rem_euclid(DAY_MS);
-    let (year, month, day) = civil_from_days(days);
-    let index = year * 12 + i64::from(month - 1) + months;
-    let (year, month) = (index.div_euclid(12), (index.rem_euclid(12) + 1) as u32);
-    let day = day.min(days_in_month(year, month));
-    Some(days_from_civil(year, month, day) * DAY_MS + time_of_day)
 }
 
 // ---- Types -------------------------------------------------------------------------------
@@ -336,7 +267,7 @@ impl App {
             tx.commit().await?;
             return Ok(false);
         }
-        let Some(_) = add_period(0, &event.period) else {
+        let Some(_) = crate::calendar::add_period(0, &event.period) else {
             return Err(StoreError::Corrupt(format!(
                 "payment {} has unknown period {:?}",
                 event.payment_id, event.period
@@ -355,7 +286,7 @@ impl App {
         match current {
             Some(mut row) => {
                 let start = row.end_at;
-                let end = add_period(start, &event.period).unwrap_or(start);
+                let end = crate::calendar::add_period(start, &event.period).unwrap_or(start);
                 sqlx::query(
                     "UPDATE subscriptions SET end_at = ?, status = 'active', auto_renew = 1, canceled_at = NULL, updated_at = ? WHERE id = ?",
                 )
@@ -371,7 +302,7 @@ impl App {
             }
             None => {
                 let start = event.succeeded_at_ms;
-                let end = add_period(start, &event.period).unwrap_or(start);
+                let end = crate::calendar::add_period(start, &event.period).unwrap_or(start);
                 let row = SubscriptionRow {
                     id: new_id(),
                     user_id: event.user_id.clone(),
@@ -581,53 +512,4 @@ async fn record_period(
         .execute(&mut **tx)
         .await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn ms(year: i64, month: u32, day: u32, hour: i64) -> i64 {
-        days_from_civil(year, month, day) * DAY_MS + hour * 3_600_000
-    }
-
-    #[test]
-    fn civil_round_trip() {
-        for days in [-800_000, -1, 0, 1, 59, 60, 365, 11_016, 20_000, 2_932_896] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
-        }
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
-        assert_eq!(civil_year_month(ms(2026, 11, 28, 7)), (2026, 11));
-    }
-
-    #[test]
-    fn periods_follow_the_calendar() {
-        assert_eq!(
-            add_period(ms(2026, 1, 15, 10), "month"),
-            Some(ms(2026, 2, 15, 10))
-        );
-        assert_eq!(
-            add_period(ms(2026, 1, 31, 10), "month"),
-            Some(ms(2026, 2, 28, 10))
-        );
-        assert_eq!(
-            add_period(ms(2024, 1, 31, 0), "month"),
-            Some(ms(2024, 2, 29, 0))
-        );
-        assert_eq!(
-            add_period(ms(2026, 12, 31, 23), "month"),
-            Some(ms(2027, 1, 31, 23))
-        );
-        assert_eq!(
-            add_period(ms(2024, 2, 29, 5), "year"),
-            Some(ms(2025, 2, 28, 5))
-        );
-        assert_eq!(
-            add_period(ms(2026, 3, 1, 0), "week"),
-            Some(ms(2026, 3, 8, 0))
-        );
-        assert_eq!(add_period(0, "fortnight"), None);
-    }
 }

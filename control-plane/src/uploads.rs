@@ -36,10 +36,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::App;
-use crate::api::{ApiPath, rfc3339};
 use crate::auth::{AuthUser, Role};
 use crate::bus;
+use crate::calendar::rfc3339;
 use crate::error::{Error, ErrorBody, Result};
+use crate::extract::ApiPath;
 use crate::store::{StoreError, long_text, new_id};
 
 pub(crate) fn routes() -> OpenApiRouter<App> {

@@ -58,7 +58,7 @@ impl Identity {
     fn server_config(&self, alpn: &[&[u8]]) -> anyhow::Result<ServerConfig> {
         // aws-lc-rs rather than ring: AES-GCM is the largest cost of a segment served over TLS
         // outside the kernel, and aws-lc-rs has AVX-512 code for it where ring stops at AVX2
-        // (about a tenth less CPU per HTTP/2 TLS segment, measured; bench/README.md).
+        // (about a tenth less CPU per HTTP/2 TLS segment, measured; docs/adr/0004-tls-provider.md).
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = ServerConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?

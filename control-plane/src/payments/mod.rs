@@ -27,10 +27,11 @@ use utoipa_axum::routes;
 
 use self::provider::{Card, ChargeOutcome, SANDBOX, SignatureError, verify_webhook};
 use crate::App;
-use crate::api::{ApiJson, ApiPath, rfc3339};
 use crate::auth::{AuthUser, Role};
 use crate::bus;
+use crate::calendar::rfc3339;
 use crate::error::{Error, ErrorBody, Result};
+use crate::extract::{ApiJson, ApiPath};
 use crate::store::{StoreError, is_unique_violation, long_text, new_id, retry_on_conflict};
 
 pub(crate) fn routes() -> OpenApiRouter<App> {
@@ -241,7 +242,7 @@ async fn confirm(
         "confirming" => return Err(in_progress()),
         _ => {}
     }
-    let (year, month) = crate::subscriptions::civil_year_month(app.clock.now_ms());
+    let (year, month) = crate::calendar::civil_year_month(app.clock.now_ms());
     let card = body.card.check(year, month).map_err(Error::Validation)?;
     let now = app.clock.now_ms();
     let claimed = sqlx::query(

@@ -9,7 +9,8 @@
 //! DASH: one Period per ad and one for the track, each with its `BaseURL`.
 
 use std::fmt::Write as _;
-use std::time::{Duration, UNIX_EPOCH};
+
+use crate::calendar::rfc3339;
 
 /// Why a piece cannot be stitched.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -308,11 +309,6 @@ fn xml_escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
-}
-
-fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
-        .to_string()
 }
 
 #[cfg(test)]

@@ -33,11 +33,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::App;
-use crate::api::{ApiJson, ApiPath, ClientAddr};
 use crate::auth::AuthUser;
 use crate::bus;
 use crate::config::PlayConfig;
 use crate::error::{Error, ErrorBody, Result};
+use crate::extract::{ApiJson, ApiPath, ClientAddr};
 use crate::store::{StoreError, is_unique_violation, new_id, retry_on_conflict};
 
 pub(crate) fn routes() -> OpenApiRouter<App> {
@@ -503,7 +503,7 @@ impl App {
             ads: ads_view,
             track_starts_at_ms: starts_at,
             duration_ms: starts_at + track.duration_ms,
-            expires_at: crate::api::rfc3339(decided.expires as i64 * 1000),
+            expires_at: crate::calendar::rfc3339(decided.expires as i64 * 1000),
             progress_every_secs: config.progress_every_secs,
             play_id,
         })

@@ -174,6 +174,20 @@ impl InventoryStore {
         Self { db }
     }
 
+    /// A track's status and uploader, which decide who may see it; `None` if there is no such
+    /// track.
+    pub async fn track_status_and_owner(
+        &self,
+        id: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query("SELECT status, uploaded_by_user_id FROM tracks WHERE id = ?")
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.map(|row| Ok((row.try_get("status")?, row.try_get("uploaded_by_user_id")?)))
+            .transpose()
+    }
+
     /// The underlying database.
     pub fn database(&self) -> &Database {
         &self.db

@@ -683,8 +683,8 @@ async fn duplicated_and_shuffled_events_apply_once(t: &TestApp) {
         .await
         .unwrap();
     let (start, end): (i64, i64) = (monthly.get("start_at"), monthly.get("end_at"));
-    let two_months = control_plane::subscriptions::add_period(
-        control_plane::subscriptions::add_period(start, "month").unwrap(),
+    let two_months = control_plane::calendar::add_period(
+        control_plane::calendar::add_period(start, "month").unwrap(),
         "month",
     )
     .unwrap();

@@ -6,8 +6,6 @@
 //! at least once, so every consumer must make a second delivery change nothing.
 //! This crate has no I/O.
 
-use std::time::{Duration, UNIX_EPOCH};
-
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -138,21 +136,50 @@ impl Envelope {
 impl Envelope {
     /// When the event occurred, Unix ms (`None` if `occurred_at` is not RFC 3339).
     pub fn occurred_at_ms(&self) -> Option<i64> {
-        let time = humantime::parse_rfc3339(&self.occurred_at).ok()?;
-        let elapsed = time.duration_since(UNIX_EPOCH).ok()?;
-        i64::try_from(elapsed.as_millis()).ok()
+        parse_rfc3339(&self.occurred_at)
     }
 }
 
-fn rfc3339(ms: i64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64))
-        .to_string()
+/// Unix milliseconds as RFC 3339 in UTC with exactly three fractional digits
+/// (`2026-12-03T11:00:00.000Z`), the one form every Cadenza timestamp takes on the wire. Times
+/// before 1970 are written as 1970.
+pub fn rfc3339(ms: i64) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    let at = time::OffsetDateTime::UNIX_EPOCH + time::Duration::milliseconds(ms.max(0));
+    at.format(FORMAT)
+        .expect("a UTC time between 1970 and 9999 formats")
+}
+
+/// An RFC 3339 timestamp (any offset, any fraction) as Unix milliseconds; `None` if it is not
+/// one.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let at =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::payments::PaymentSucceeded;
+
+    #[test]
+    fn timestamps_are_utc_with_milliseconds_and_read_back() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(-5), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20.123Z"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-11-14T23:13:20+01:00"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
 
     fn sample() -> PaymentSucceeded {
         PaymentSucceeded {

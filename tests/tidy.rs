@@ -1,0 +1,215 @@
+//! Keeps the tree's structure as ARCHITECTURE.md describes it: every source file opens with
+//! its `//!` summary; no library crate depends on a daemon crate, and no daemon on another
+//! (outside their tests); in the control plane, no service module reaches into another
+//! service, and the shared modules under them reach into none — only the composition root
+//! (`lib.rs`, `api.rs`) names the services.
+
+use std::path::{Path, PathBuf};
+
+/// The daemon crates: each a library with a thin binary, started by the launcher.
+const DAEMONS: [&str; 4] = ["control-plane", "host-locator", "origin", "edge-node"];
+
+/// The control plane's service modules (a file or a folder of `src/`).
+const SERVICES: [&str; 9] = [
+    "accounts",
+    "packages",
+    "playlists",
+    "payments",
+    "subscriptions",
+    "uploads",
+    "processing",
+    "catalog",
+    "play",
+];
+
+/// The control plane's modules that may name services: they compose them.
+const ROOTS: [&str; 2] = ["lib.rs", "api.rs"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every file under `dir` ending in `extension`, outside build output and dependencies.
+fn files(dir: &Path, extension: &str, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if path.is_dir() {
+            if !name.starts_with('.') && name != "target" && name != "node_modules" {
+                files(&path, extension, out);
+            }
+        } else if name.ends_with(extension) {
+            out.push(path);
+        }
+    }
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn every_source_file_opens_with_its_summary() {
+    let mut sources = Vec::new();
+    files(&root(), ".rs", &mut sources);
+    assert!(sources.len() > 50, "found only {} files", sources.len());
+    let missing: Vec<String> = sources
+        .iter()
+        .filter(|path| {
+            let text = std::fs::read_to_string(path).unwrap();
+            let first = text.lines().find(|line| !line.trim().is_empty());
+            !first.is_some_and(|line| line.starts_with("//!"))
+        })
+        .map(|path| relative(path))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "these files do not open with a `//!` summary: {missing:?}"
+    );
+}
+
+/// The dependency names of each section (`[dependencies]`, `[dev-dependencies]`,
+/// `[build-dependencies]`) of a manifest.
+fn dependencies(manifest: &str) -> Vec<(String, String)> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line.trim_matches(['[', ']']).to_owned();
+            continue;
+        }
+        if !section.ends_with("dependencies") || section.starts_with("workspace") {
+            continue;
+        }
+        let name: String = line
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+            .collect();
+        if !name.is_empty() {
+            out.push((section.clone(), name));
+        }
+    }
+    out
+}
+
+#[test]
+fn no_crate_depends_on_a_daemon() {
+    let mut manifests = Vec::new();
+    files(&root(), "Cargo.toml", &mut manifests);
+    let mut offences = Vec::new();
+    let mut checked = 0;
+    for manifest in manifests {
+        let dir = manifest.parent().unwrap();
+        if dir == root() {
+            continue; // the launcher runs every daemon
+        }
+        let own = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let is_daemon = DAEMONS.contains(&own.as_str());
+        checked += 1;
+        let text = std::fs::read_to_string(&manifest).unwrap();
+        for (section, name) in dependencies(&text) {
+            let daemon = DAEMONS.contains(&name.as_str());
+            // A daemon's own tests may start another daemon (the play API's tests run a
+            // locator); nothing else may depend on one.
+            if daemon && !(is_daemon && section == "dev-dependencies") {
+                offences.push(format!("{own} [{section}] depends on {name}"));
+            }
+        }
+    }
+    assert!(checked >= 10, "checked only {checked} manifests");
+    assert!(offences.is_empty(), "{offences:?}");
+}
+
+/// The service or shared module a control-plane source file belongs to.
+fn module_of(path: &Path, src: &Path) -> String {
+    let rest = path.strip_prefix(src).unwrap();
+    let first = rest.components().next().unwrap().as_os_str();
+    first.to_string_lossy().trim_end_matches(".rs").to_owned()
+}
+
+/// The control-plane modules `text` names through `crate::`.
+fn named_modules(text: &str) -> Vec<String> {
+    let mut named = Vec::new();
+    for (index, _) in text.match_indices("crate::") {
+        let rest = &text[index + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // `use crate::{a, b::c};`: every top-level name in the group.
+            let group = &group[..group.find('}').unwrap_or(group.len())];
+            for item in group.split(',') {
+                let name: String = item
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                named.push(name);
+            }
+        } else {
+            named.push(
+                rest.chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect(),
+            );
+        }
+    }
+    named
+}
+
+#[test]
+fn no_service_reaches_into_another() {
+    let src = root().join("control-plane/src");
+    let mut sources = Vec::new();
+    files(&src, ".rs", &mut sources);
+    let mut offences = Vec::new();
+    for path in &sources {
+        let rest = path
+            .strip_prefix(&src)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if ROOTS.contains(&rest.as_str()) || rest == "main.rs" {
+            continue;
+        }
+        let own = module_of(path, &src);
+        let text = std::fs::read_to_string(path).unwrap();
+        for name in named_modules(&text) {
+            if SERVICES.contains(&name.as_str()) && name != own {
+                offences.push(format!("{rest} names the {name} service"));
+            }
+        }
+    }
+    offences.sort();
+    offences.dedup();
+    assert!(
+        sources.len() > 20,
+        "found only {} control-plane files",
+        sources.len()
+    );
+    assert!(offences.is_empty(), "{offences:?}");
+}
+
+#[test]
+fn the_checks_see_what_they_look_for() {
+    assert_eq!(
+        named_modules("use crate::{auth::AuthUser, play};\nlet x = crate::catalog::f();"),
+        ["auth", "play", "catalog"]
+    );
+    let deps = dependencies(
+        "[package]\nname = \"x\"\n[dependencies]\nedge-node.workspace = true\nserde = \"1\"\n[dev-dependencies]\norigin = { path = \"../origin\" }\n",
+    );
+    assert_eq!(
+        deps,
+        [
+            ("dependencies".to_owned(), "edge-node".to_owned()),
+            ("dependencies".to_owned(), "serde".to_owned()),
+            ("dev-dependencies".to_owned(), "origin".to_owned()),
+        ]
+    );
+}
