@@ -382,8 +382,11 @@ impl LoginThrottle {
     /// Counts one failed attempt against the account and the address.
     pub async fn record_failure(&self, email: &str, addr: IpAddr) {
         for (key, _) in Self::keys(email, addr) {
-            if self.shared.incr_window(&key, self.window).await.is_err() {
-                let _ = self.local.incr_window(&key, self.window).await;
+            if self.shared.incr_window(&key, self.window).await.is_err()
+                && let Err(error) = self.local.incr_window(&key, self.window).await
+            {
+                // The in-process counter cannot fail short of a bug; say so if it does.
+                tracing::error!(message = "Could not count a failed login.", %error);
             }
         }
     }

@@ -177,7 +177,7 @@ impl CatalogStore for SqliteCatalog {
         now: i64,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let document = serde_json::to_string(media).unwrap_or_default();
+            let document = crate::store::to_json_column(media);
             sqlx::query(
                 "INSERT INTO track_media (track_id, document, updated_at) VALUES (?, ?, ?) \
                  ON CONFLICT (track_id) DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
@@ -345,14 +345,13 @@ pub fn play_counters_handler(app: App) -> Handler {
 impl App {
     async fn count_play(&self, envelope: Envelope) -> Result<(), HandlerError> {
         use events::plays::{AdServed, PlayCompleted, PlayProgressed, PlaySkipped, PlayStarted};
-        let decode_error = |error: events::DecodeError| HandlerError(error.to_string());
         let at = envelope
             .occurred_at_ms()
             .unwrap_or_else(|| self.clock.now_ms());
         let day = crate::calendar::rfc3339(at)[..10].to_owned();
         // Which row the event counts on, and what it adds there.
         let (track_id, region, delta) = if envelope.is::<AdServed>() {
-            let served: AdServed = envelope.decode().map_err(decode_error)?;
+            let served: AdServed = envelope.decode()?;
             let delta = PlayCounter {
                 ads: 1,
                 ..PlayCounter::default()
@@ -360,24 +359,24 @@ impl App {
             (served.ad_track_id, served.region, delta)
         } else {
             let (facts, delta) = if envelope.is::<PlayStarted>() {
-                let PlayStarted(facts) = envelope.decode().map_err(decode_error)?;
+                let PlayStarted(facts) = envelope.decode()?;
                 let delta = PlayCounter {
                     starts: 1,
                     ..PlayCounter::default()
                 };
                 (facts, delta)
             } else if envelope.is::<PlayProgressed>() {
-                let PlayProgressed(facts) = envelope.decode().map_err(decode_error)?;
+                let PlayProgressed(facts) = envelope.decode()?;
                 (facts, PlayCounter::default())
             } else if envelope.is::<PlayCompleted>() {
-                let PlayCompleted(facts) = envelope.decode().map_err(decode_error)?;
+                let PlayCompleted(facts) = envelope.decode()?;
                 let delta = PlayCounter {
                     completes: 1,
                     ..PlayCounter::default()
                 };
                 (facts, delta)
             } else if envelope.is::<PlaySkipped>() {
-                let PlaySkipped(facts) = envelope.decode().map_err(decode_error)?;
+                let PlaySkipped(facts) = envelope.decode()?;
                 let delta = PlayCounter {
                     skips: 1,
                     ..PlayCounter::default()
@@ -410,16 +409,15 @@ impl App {
         let at = envelope
             .occurred_at_ms()
             .unwrap_or_else(|| self.clock.now_ms());
-        let decode_error = |error: events::DecodeError| HandlerError(error.to_string());
         // Each event is decoded once: a timeline detail, and what it changes in the media facts.
         let (detail, update) = if envelope.is::<TrackRejected>() {
-            let event: TrackRejected = envelope.decode().map_err(decode_error)?;
+            let event: TrackRejected = envelope.decode()?;
             (Some(event.reason), None)
         } else if envelope.is::<TrackFailed>() {
-            let event: TrackFailed = envelope.decode().map_err(decode_error)?;
+            let event: TrackFailed = envelope.decode()?;
             (Some(event.reason), None)
         } else if envelope.is::<TrackTranscoded>() {
-            let event: TrackTranscoded = envelope.decode().map_err(decode_error)?;
+            let event: TrackTranscoded = envelope.decode()?;
             let detail = format!(
                 "{} renditions, {} files",
                 event.renditions.len(),
@@ -427,15 +425,9 @@ impl App {
             );
             (Some(detail), Some(Update::Transcoded(event)))
         } else if envelope.is::<TrackTagged>() {
-            (
-                None,
-                Some(Update::Tagged(envelope.decode().map_err(decode_error)?)),
-            )
+            (None, Some(Update::Tagged(envelope.decode()?)))
         } else if envelope.is::<TrackPublished>() {
-            (
-                None,
-                Some(Update::Published(envelope.decode().map_err(decode_error)?)),
-            )
+            (None, Some(Update::Published(envelope.decode()?)))
         } else {
             (None, None)
         };

@@ -264,23 +264,10 @@ async fn load_track(app: &App, caller: Option<&crate::auth::AuthUser>, id: &str)
         .to_owned()
     });
     let progress: Option<f64> = row.try_get("progress").map_err(StoreError::from)?;
-    let long = |column: &str| -> Result<Option<String>> {
-        Ok(crate::store::optional_long_text(&row, column).map_err(StoreError::from)?)
-    };
-    let top_tags: Vec<String> = long("top_tags")?
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or_default();
-    let artwork: std::collections::BTreeMap<String, String> = long("artwork")?
-        .and_then(|text| serde_json::from_str(&text).ok())
-        .unwrap_or_default();
-    let notes: Vec<TrackNote> = match long("notes")? {
-        Some(text) => serde_json::from_str(&text).map_err(|error| {
-            Error::Internal(anyhow::anyhow!(
-                "track {id}: stored notes do not parse: {error}"
-            ))
-        })?,
-        None => Vec::new(),
-    };
+    let top_tags: Vec<String> = crate::store::json_column(&row, "top_tags")?.unwrap_or_default();
+    let artwork: std::collections::BTreeMap<String, String> =
+        crate::store::json_column(&row, "artwork")?.unwrap_or_default();
+    let notes: Vec<TrackNote> = crate::store::json_column(&row, "notes")?.unwrap_or_default();
     Ok(Track {
         notes,
         stage,
@@ -361,9 +348,7 @@ impl App {
         if !envelope.is::<TrackUploaded>() {
             return Ok(());
         }
-        let event: TrackUploaded = envelope
-            .decode()
-            .map_err(|error| HandlerError(error.to_string()))?;
+        let event: TrackUploaded = envelope.decode().map_err(HandlerError::upstream)?;
         let track = event.track_id.clone();
         // Claim it; a ready, rejected or failed track was already settled (a redelivery).
         let now = self.clock.now_ms();
@@ -398,7 +383,7 @@ impl App {
             .take(12)
             .collect();
         let prefix = format!("media/{track}/{version}/");
-        let scratch = tempfile::tempdir().map_err(|error| HandlerError(error.to_string()))?;
+        let scratch = tempfile::tempdir().map_err(HandlerError::internal)?;
         let outcome = self
             .transcode_and_publish(&event, &prefix, scratch.path())
             .await;
@@ -418,7 +403,7 @@ impl App {
                 .bind(i64::from(published.tagged.explicit))
                 .bind(published.tagged.genre.clone())
                 .bind(published.tagged.year.map(i64::from))
-                .bind(serde_json::to_string(&published.tagged.top_tags).unwrap_or_default())
+                .bind(crate::store::to_json_column(&published.tagged.top_tags))
                 .bind(
                     (!published.tagged.artwork.is_empty()).then(|| {
                         let paths: std::collections::BTreeMap<String, String> = published
@@ -427,12 +412,12 @@ impl App {
                             .iter()
                             .map(|(size, key)| (size.to_string(), format!("/{key}")))
                             .collect();
-                        serde_json::to_string(&paths).unwrap_or_default()
+                        crate::store::to_json_column(&paths)
                     }),
                 )
                 .bind(
                     (!published.notes.is_empty())
-                        .then(|| serde_json::to_string(&published.notes).unwrap_or_default()),
+                        .then(|| crate::store::to_json_column(&published.notes)),
                 )
                 .bind(now)
                 .bind(&track)
@@ -563,18 +548,19 @@ impl App {
     }
 
     async fn delete_objects(&self, raw_key: &str, prefix: &str) {
-        let mut keys = self
-            .objects
-            .list(prefix.trim_end_matches('/'))
-            .await
-            .unwrap_or_default();
-        keys.extend(
-            self.objects
-                .list(artwork_prefix(prefix).trim_end_matches('/'))
-                .await
-                .unwrap_or_default(),
-        );
-        keys.push(raw_key.to_owned());
+        let mut keys = vec![raw_key.to_owned()];
+        for listed in [
+            prefix.trim_end_matches('/').to_owned(),
+            artwork_prefix(prefix).trim_end_matches('/').to_owned(),
+        ] {
+            match self.objects.list(&listed).await {
+                Ok(found) => keys.extend(found),
+                Err(error) => {
+                    metrics::counter!("cadenza_orphaned_objects_total").increment(1);
+                    tracing::warn!(message = "Could not list the objects of a settled track; some may stay behind.", prefix = listed, %error);
+                }
+            }
+        }
         for key in keys {
             if let Err(error) = self.objects.delete(&key).await {
                 tracing::warn!(message = "Could not delete an object of a settled track.", key, %error);

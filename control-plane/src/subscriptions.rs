@@ -229,7 +229,7 @@ impl App {
         }
         let event = envelope
             .decode::<PaymentSucceeded>()
-            .map_err(|error| HandlerError(error.to_string()))?;
+            .map_err(HandlerError::upstream)?;
         let event_id = envelope.id.to_string();
         let applied = retry_on_conflict(|| self.apply_payment(&event_id, &event)).await?;
         if applied {

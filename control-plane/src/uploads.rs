@@ -391,7 +391,7 @@ async fn terminate_upload(
     .execute(app.inventory.database().pool())
     .await
     .map_err(StoreError::from)?;
-    let _ = tokio::fs::remove_file(app.staging_path(&id)).await;
+    remove_staged(&app.staging_path(&id)).await;
     app.upload_locks.forget(&id);
     let mut response = StatusCode::NO_CONTENT.into_response();
     tus_headers(&mut response);
@@ -755,7 +755,7 @@ impl App {
         bus::append(&mut tx, &upload.track_id, &event, now).await?;
         tx.commit().await.map_err(StoreError::from)?;
         self.bus.notify();
-        let _ = tokio::fs::remove_file(&staged).await;
+        remove_staged(&staged).await;
         self.upload_locks.forget(id);
         metrics::counter!("cadenza_uploads_completed_total").increment(1);
         tracing::info!(
@@ -783,5 +783,17 @@ impl App {
             }
         }
         Ok(())
+    }
+}
+
+/// Deletes a staged upload file; one already gone is fine, any other failure is logged (the
+/// file is only disk space: nothing reads it again).
+async fn remove_staged(path: &std::path::Path) {
+    match tokio::fs::remove_file(path).await {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            tracing::warn!(message = "Could not delete a staged upload file.", path = %path.display(), %error);
+        }
     }
 }

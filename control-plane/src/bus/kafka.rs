@@ -145,7 +145,9 @@ pub(crate) async fn relay(bus: Bus, kafka: KafkaTransport, db: Database, shutdow
                 // id, so the next attempt starts a fresh idempotent session. A broker that lost
                 // its state also needs its topics again.
                 drop(current);
-                let _ = kafka.ensure_topics(&topics).await;
+                if let Err(error) = kafka.ensure_topics(&topics).await {
+                    tracing::warn!(message = "Could not create the bus topics; trying again with the next attempt.", %error);
+                }
                 tokio::select! {
                     () = shutdown.wait() => {}
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}

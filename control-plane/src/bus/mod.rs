@@ -59,26 +59,96 @@ pub enum BusError {
     UnknownTopic(String),
 }
 
-/// Why a handler could not process an event; the event is delivered again.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct HandlerError(pub String);
+/// Where a handler's failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The event itself: undecodable, of an unknown version, or naming what does not exist.
+    /// Delivering it again cannot help.
+    Upstream,
+    /// A store, object store or service the handler reads or writes: likely to pass on a
+    /// retry.
+    Downstream,
+    /// The handler's own work (a scratch file, a task that died).
+    Internal,
+}
 
-impl From<StoreError> for HandlerError {
-    fn from(error: StoreError) -> Self {
-        Self(error.to_string())
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Upstream => "upstream",
+            Self::Downstream => "downstream",
+            Self::Internal => "internal",
+        }
     }
 }
 
-impl From<crate::error::Error> for HandlerError {
-    fn from(error: crate::error::Error) -> Self {
-        Self(error.to_string())
+/// Why a handler could not process an event: where it came from, and whether delivering the
+/// event again may help. A retryable failure is retried with backoff up to [`MAX_ATTEMPTS`]
+/// times; one that is not goes to the dead letters at once.
+#[derive(Debug, thiserror::Error)]
+#[error("{} failure{}: {message}", fault.name(), if *retryable { "" } else { " (not retried)" })]
+pub struct HandlerError {
+    /// Where it came from.
+    pub fault: Fault,
+    /// Whether delivering the event again may succeed.
+    pub retryable: bool,
+    /// What went wrong.
+    pub message: String,
+}
+
+impl HandlerError {
+    /// The event cannot be processed as it is (never retried).
+    pub fn upstream(error: impl std::fmt::Display) -> Self {
+        Self {
+            fault: Fault::Upstream,
+            retryable: false,
+            message: error.to_string(),
+        }
+    }
+
+    /// A store or service failed (retried).
+    pub fn downstream(error: impl std::fmt::Display) -> Self {
+        Self {
+            fault: Fault::Downstream,
+            retryable: true,
+            message: error.to_string(),
+        }
+    }
+
+    /// The handler's own work failed (retried).
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        Self {
+            fault: Fault::Internal,
+            retryable: true,
+            message: error.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for HandlerError {
+    fn from(error: StoreError) -> Self {
+        Self::downstream(error)
     }
 }
 
 impl From<sqlx::Error> for HandlerError {
     fn from(error: sqlx::Error) -> Self {
-        Self(error.to_string())
+        Self::downstream(error)
+    }
+}
+
+impl From<events::DecodeError> for HandlerError {
+    fn from(error: events::DecodeError) -> Self {
+        Self::upstream(error)
+    }
+}
+
+impl From<crate::error::Error> for HandlerError {
+    fn from(error: crate::error::Error) -> Self {
+        match error {
+            crate::error::Error::Store(error) => Self::downstream(error),
+            other => Self::internal(other),
+        }
     }
 }
 
@@ -362,11 +432,15 @@ pub(crate) async fn hold_lease(
 
 /// Gives a lease up (at shutdown), so a standby takes over at once.
 pub(crate) async fn release_lease(db: &Database, name: &str, owner: &str) {
-    let _ = sqlx::query("DELETE FROM bus_leases WHERE name = ? AND owner = ?")
+    if let Err(error) = sqlx::query("DELETE FROM bus_leases WHERE name = ? AND owner = ?")
         .bind(name)
         .bind(owner)
         .execute(db.pool())
-        .await;
+        .await
+    {
+        // Harmless: the lease expires on its own and a standby takes over then.
+        tracing::warn!(message = "Could not give a bus lease up; it expires on its own.", lease = name, %error);
+    }
 }
 
 /// The next sequence number `group` wants from `topic` (0 for a new group).
@@ -459,7 +533,8 @@ pub(crate) async fn read_outbox(
 }
 
 /// Runs `handler` on one event, retrying with backoff. After [`MAX_ATTEMPTS`] failures (or at
-/// once if the envelope cannot be read) the event goes to `bus_dead_letters`, is logged and
+/// once if the envelope cannot be read or the failure is not retryable) the event goes to
+/// `bus_dead_letters`, is logged and
 /// counted, and delivery moves on. Returns `false` only when shutdown interrupted it (the
 /// event must not be acknowledged).
 pub(crate) async fn process(
@@ -492,8 +567,9 @@ pub(crate) async fn process(
             }
             Err(error) => {
                 attempt += 1;
-                metrics::counter!("cadenza_bus_handler_failures_total", "group" => group.to_owned()).increment(1);
-                if attempt >= MAX_ATTEMPTS {
+                metrics::counter!("cadenza_bus_handler_failures_total", "group" => group.to_owned(), "fault" => error.fault.name())
+                    .increment(1);
+                if attempt >= MAX_ATTEMPTS || !error.retryable {
                     dead_letter(
                         bus,
                         db,
@@ -501,7 +577,7 @@ pub(crate) async fn process(
                         topic,
                         &envelope.id.to_string(),
                         raw,
-                        &error.0,
+                        &error.to_string(),
                     )
                     .await;
                     return true;
@@ -527,7 +603,7 @@ async fn dead_letter(
     error: &str,
 ) {
     tracing::error!(
-        message = "Event moved to the dead-letter table after repeated failures.",
+        message = "Event moved to the dead-letter table: it failed repeatedly or cannot succeed.",
         group,
         topic,
         event_id,

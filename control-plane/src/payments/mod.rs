@@ -165,7 +165,7 @@ async fn checkout(
     let fingerprint = hex::encode(Sha256::digest(
         format!(
             "POST /api/v1/payments\n{}",
-            serde_json::to_string(&body).unwrap_or_default()
+            crate::store::to_json_column(&body)
         )
         .as_bytes(),
     ));
@@ -627,14 +627,10 @@ impl App {
             Err(error) => {
                 let (status, body) = error.to_body();
                 if status.is_server_error() {
-                    // Nothing was decided; let a retry run again.
-                    let _ = sqlx::query(
-                        "DELETE FROM idempotency_keys WHERE user_id = ? AND idem_key = ?",
-                    )
-                    .bind(user_id)
-                    .bind(key)
-                    .execute(pool)
-                    .await;
+                    // Nothing was decided; free the key so that a retry runs again. A key
+                    // that cannot be freed would answer 409 for its whole lifetime, so the
+                    // delete is retried, and logged and counted if it still fails.
+                    release_idempotency_key(pool, user_id, key).await;
                     return Err(error);
                 }
                 (
@@ -821,5 +817,30 @@ impl App {
             }
         }
         accepted
+    }
+}
+
+/// Deletes an idempotency key whose operation decided nothing, retrying briefly.
+async fn release_idempotency_key(pool: &sqlx::AnyPool, user_id: &str, key: &str) {
+    let mut attempt = 0;
+    loop {
+        let result = sqlx::query("DELETE FROM idempotency_keys WHERE user_id = ? AND idem_key = ?")
+            .bind(user_id)
+            .bind(key)
+            .execute(pool)
+            .await;
+        match result {
+            Ok(_) => return,
+            Err(error) if attempt < 3 => {
+                attempt += 1;
+                tracing::warn!(message = "Could not free an idempotency key; retrying.", attempt, %error);
+                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+            }
+            Err(error) => {
+                metrics::counter!("cadenza_idempotency_keys_stuck_total").increment(1);
+                tracing::error!(message = "Could not free an idempotency key: retries with it answer 409 until it expires.", user_id, %error);
+                return;
+            }
+        }
     }
 }

@@ -539,10 +539,7 @@ impl App {
                 "This track is not ready to play yet.",
             ));
         };
-        let artwork = crate::store::optional_long_text(&row, "artwork")
-            .map_err(StoreError::from)?
-            .and_then(|text| serde_json::from_str(&text).ok())
-            .unwrap_or_default();
+        let artwork = crate::store::json_column(&row, "artwork")?.unwrap_or_default();
         Ok(PlayableTrack {
             id: row.try_get("id").map_err(StoreError::from)?,
             name: row.try_get("name").map_err(StoreError::from)?,
@@ -780,7 +777,7 @@ impl App {
         .bind(device)
         .bind(&candidates[0].node)
         .bind(&candidates[0].site)
-        .bind(serde_json::to_string(&document).unwrap_or_default())
+        .bind(crate::store::to_json_column(&document))
         .bind(ads_ms as i64)
         .bind(track.duration_ms as i64)
         .bind(expires as i64 * 1000)

@@ -258,6 +258,26 @@ pub fn optional_long_text(
     }
 }
 
+/// Reads a JSON long-text column: `None` when it is NULL, and [`StoreError::Corrupt`] (never a
+/// silent empty value) when what it holds does not parse as a `T`.
+pub fn json_column<T: serde::de::DeserializeOwned>(
+    row: &sqlx::any::AnyRow,
+    column: &str,
+) -> Result<Option<T>, StoreError> {
+    optional_long_text(row, column)?
+        .map(|text| {
+            serde_json::from_str(&text)
+                .map_err(|error| StoreError::Corrupt(format!("column {column}: {error}")))
+        })
+        .transpose()
+}
+
+/// A value as the JSON text a column stores. Cadenza's column types (strings, numbers, lists,
+/// maps with string keys) always serialise.
+pub fn to_json_column<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("column values serialise to JSON")
+}
+
 /// Reads a long-text column (`TEXT`/`MEDIUMTEXT`) as a string. SQLite reports such columns
 /// as text, while sqlx's `Any` driver sees MySQL's as BLOBs; both hold UTF-8.
 pub fn long_text(row: &sqlx::any::AnyRow, column: &str) -> Result<String, sqlx::Error> {

@@ -28,6 +28,7 @@ on_both_backends!(
     renewal_before_expiry_extends_from_the_end,
     duplicated_and_shuffled_events_apply_once,
     consumer_killed_mid_batch_loses_nothing_and_doubles_nothing,
+    failures_are_retried_only_where_a_retry_can_help,
     cancel_keeps_access_until_the_end,
     refunds_end_the_subscription,
 );
@@ -714,7 +715,7 @@ async fn consumer_killed_mid_batch_loses_nothing_and_doubles_nothing(t: &TestApp
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
                     .is_multiple_of(2)
                 {
-                    return Err(HandlerError("killed before the acknowledgement".to_owned()));
+                    return Err(HandlerError::internal("killed before the acknowledgement"));
                 }
                 Ok(())
             })
@@ -760,6 +761,73 @@ async fn consumer_killed_mid_batch_loses_nothing_and_doubles_nothing(t: &TestApp
         assert_eq!(t.entitlements(token).await["package_name"], "Premium");
     }
     assert_eq!(t.count("SELECT COUNT(*) FROM bus_dead_letters").await, 0);
+}
+
+/// A handler that fails `failures` times with `error`, then runs the real account-update
+/// handler; counts its calls.
+fn failing_first(
+    t: &TestApp,
+    failures: usize,
+    error: fn() -> HandlerError,
+) -> (Handler, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let real = account_update_handler(t.app.clone());
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let handler: Handler = {
+        let calls = calls.clone();
+        std::sync::Arc::new(move |envelope: Envelope| {
+            let real = real.clone();
+            let calls = calls.clone();
+            Box::pin(async move {
+                if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < failures {
+                    return Err(error());
+                }
+                real(envelope).await
+            })
+        })
+    };
+    (handler, calls)
+}
+
+async fn failures_are_retried_only_where_a_retry_can_help(t: &TestApp) {
+    let premium = t.package_id("Premium").await;
+    let first = t.user("flaky@example.com").await;
+    t.buy(&first, &premium, CARD_OK).await;
+    // A store that fails twice: the event is delivered again, with backoff, and applies once.
+    let (flaky, calls) = failing_first(t, 2, || HandlerError::downstream("connection reset"));
+    let handled = t
+        .app
+        .bus
+        .poll(ACCOUNT_UPDATE, events::payments::TOPIC, &flaky)
+        .await
+        .unwrap();
+    assert_eq!(handled, 1);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(t.entitlements(&first).await["package_name"], "Premium");
+    assert_eq!(t.count("SELECT COUNT(*) FROM bus_dead_letters").await, 0);
+
+    // An event that cannot be processed as it is: one attempt, then the dead letters, with the
+    // failure's source in the record; delivery moves on.
+    let second = t.user("unlucky@example.com").await;
+    t.buy(&second, &premium, CARD_OK).await;
+    let (hopeless, calls) = failing_first(t, usize::MAX, || {
+        HandlerError::upstream("payload names an unknown package")
+    });
+    t.app
+        .bus
+        .poll(ACCOUNT_UPDATE, events::payments::TOPIC, &hopeless)
+        .await
+        .unwrap();
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(t.count("SELECT COUNT(*) FROM bus_dead_letters").await, 1);
+    let error: String = sqlx::query_scalar("SELECT error FROM bus_dead_letters")
+        .fetch_one(t.app.users.database().pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        error,
+        "upstream failure (not retried): payload names an unknown package"
+    );
+    assert_ne!(t.entitlements(&second).await["package_name"], "Premium");
 }
 
 async fn cancel_keeps_access_until_the_end(t: &TestApp) {
