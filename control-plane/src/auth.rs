@@ -401,8 +401,12 @@ impl LoginThrottle {
 
 /// Whether `caller` may see a track with `status` uploaded by `owner`: anyone a ready one, its
 /// uploader and administrators any.
-pub fn may_see_track(caller: Option<&AuthUser>, status: &str, owner: &str) -> bool {
-    status == "ready"
+pub fn may_see_track(
+    caller: Option<&AuthUser>,
+    status: crate::store::TrackStatus,
+    owner: &str,
+) -> bool {
+    status == crate::store::TrackStatus::Ready
         || caller.is_some_and(|caller| caller.user_id == owner || caller.role == Role::Admin)
 }
 

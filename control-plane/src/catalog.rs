@@ -508,9 +508,7 @@ async fn get_catalog(
         .inventory
         .track_status_and_owner(&id)
         .await?
-        .is_some_and(|(status, owner)| {
-            crate::auth::may_see_track(caller.as_ref(), &status, &owner)
-        });
+        .is_some_and(|(status, owner)| crate::auth::may_see_track(caller.as_ref(), status, &owner));
     if !visible {
         return Err(crate::error::Error::not_found(
             "track_not_found",

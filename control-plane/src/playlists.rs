@@ -429,12 +429,12 @@ impl App {
             .track(track_id)
             .await?
             .ok_or_else(|| Error::not_found("track_not_found", "No such track."))?;
-        if track.status != "ready" {
+        if track.status != crate::store::TrackStatus::Ready {
             return Err(Error::conflict(
                 "track_not_playable",
                 format!(
                     "The track is {}, not ready; only ready tracks go in playlists.",
-                    track.status
+                    track.status.as_str()
                 ),
             ));
         }

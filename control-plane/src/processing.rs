@@ -36,6 +36,7 @@ use crate::calendar::rfc3339;
 use crate::error::{Error, ErrorBody, Result};
 use crate::extract::ApiPath;
 use crate::store::StoreError;
+use crate::store::{TrackStage, TrackStatus};
 use media::analyze::Limits;
 use media::transcode::{LADDER, PackageError, package};
 
@@ -62,10 +63,10 @@ pub struct Track {
     singer: String,
     album: Option<String>,
     /// `uploaded`, `processing`, `ready`, `rejected` or `failed`.
-    status: String,
+    status: TrackStatus,
     /// Where processing is: `queued`, `transcoding`, `filtering`, `publishing`, `done`,
     /// `rejected` or `failed`.
-    stage: String,
+    stage: TrackStage,
     /// How far processing is, 0 to 1.
     progress: f64,
     /// Why it was rejected or failed.
@@ -197,7 +198,7 @@ async fn track_events(
                     if let Some(track) = next.take()
                         && last.as_ref() != Some(&track)
                     {
-                        let finished = is_settled(&track.status);
+                        let finished = track.status.is_settled();
                         let event = SseEvent::default()
                             .event("track")
                             .json_data(&track)
@@ -224,11 +225,6 @@ async fn track_events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
-/// Whether a track's status is final.
-fn is_settled(status: &str) -> bool {
-    matches!(status, "ready" | "rejected" | "failed")
-}
-
 /// Loads a track as `caller` may see it: anyone a ready one, its uploader and administrators
 /// any.
 async fn load_track(app: &App, caller: Option<&crate::auth::AuthUser>, id: &str) -> Result<Track> {
@@ -246,23 +242,20 @@ async fn load_track(app: &App, caller: Option<&crate::auth::AuthUser>, id: &str)
         Ok(row.try_get(column).map_err(StoreError::from)?)
     };
     let status: String = row.try_get("status").map_err(StoreError::from)?;
+    let status = TrackStatus::parse(&status)?;
     let owner: String = row
         .try_get("uploaded_by_user_id")
         .map_err(StoreError::from)?;
-    let visible = crate::auth::may_see_track(caller, &status, &owner);
+    let visible = crate::auth::may_see_track(caller, status, &owner);
     if !visible {
         return Err(not_found());
     }
     let prefix = get("url")?;
-    let stage = get("stage")?.unwrap_or_else(|| {
-        match status.as_str() {
-            "uploaded" => "queued",
-            "processing" => "transcoding",
-            "ready" => "done",
-            other => other,
-        }
-        .to_owned()
-    });
+    // Rows written before stages existed name none: the status decides.
+    let stage = match get("stage")? {
+        Some(stage) => TrackStage::parse(&stage)?,
+        None => TrackStage::of(status),
+    };
     let progress: Option<f64> = row.try_get("progress").map_err(StoreError::from)?;
     let top_tags: Vec<String> = crate::store::json_column(&row, "top_tags")?.unwrap_or_default();
     let artwork: std::collections::BTreeMap<String, String> =
@@ -271,7 +264,11 @@ async fn load_track(app: &App, caller: Option<&crate::auth::AuthUser>, id: &str)
     Ok(Track {
         notes,
         stage,
-        progress: progress.unwrap_or(if status == "ready" { 1.0 } else { 0.0 }),
+        progress: progress.unwrap_or(if status == TrackStatus::Ready {
+            1.0
+        } else {
+            0.0
+        }),
         top_tags,
         artwork,
         id: row.try_get("id").map_err(StoreError::from)?,
@@ -441,7 +438,7 @@ impl App {
             Err(Settled::Rejected(code, reason)) => {
                 self.settle(
                     &track,
-                    "rejected",
+                    TrackStatus::Rejected,
                     &reason,
                     &TrackRejected {
                         track_id: track.clone(),
@@ -459,7 +456,7 @@ impl App {
             Err(Settled::Failed(reason)) => {
                 self.settle(
                     &track,
-                    "failed",
+                    TrackStatus::Failed,
                     &reason,
                     &TrackFailed {
                         track_id: track.clone(),
@@ -479,11 +476,11 @@ impl App {
     }
 
     /// Records where processing is (best effort: progress is informative).
-    async fn set_stage(&self, track: &str, stage: &str, progress: f64) {
+    async fn set_stage(&self, track: &str, stage: TrackStage, progress: f64) {
         let updated = sqlx::query(
             "UPDATE tracks SET stage = ?, progress = ?, updated_at = ? WHERE id = ? AND status = 'processing'",
         )
-        .bind(stage)
+        .bind(stage.as_str())
         .bind(progress)
         .bind(self.clock.now_ms())
         .bind(track)
@@ -498,7 +495,7 @@ impl App {
     async fn stage_with_event<E: events::Event>(
         &self,
         track: &str,
-        stage: &str,
+        stage: TrackStage,
         progress: f64,
         event: &E,
     ) -> Result<(), HandlerError> {
@@ -507,7 +504,7 @@ impl App {
         sqlx::query(
             "UPDATE tracks SET stage = ?, progress = ?, updated_at = ? WHERE id = ? AND status = 'processing'",
         )
-        .bind(stage)
+        .bind(stage.as_str())
         .bind(progress)
         .bind(now)
         .bind(track)
@@ -523,7 +520,7 @@ impl App {
     async fn settle<E: events::Event>(
         &self,
         track: &str,
-        status: &str,
+        status: TrackStatus,
         reason: &str,
         event: &E,
         raw_key: &str,
@@ -534,8 +531,8 @@ impl App {
         sqlx::query(
             "UPDATE tracks SET status = ?, stage = ?, reason = ?, updated_at = ? WHERE id = ?",
         )
-        .bind(status)
-        .bind(status)
+        .bind(status.as_str())
+        .bind(TrackStage::of(status).as_str())
         .bind(reason)
         .bind(now)
         .bind(track)
@@ -620,7 +617,8 @@ impl App {
                     let progress = 0.05 + 0.8 * fraction;
                     if progress - reported >= 0.01 {
                         reported = progress;
-                        app.set_stage(&track, "transcoding", progress).await;
+                        app.set_stage(&track, TrackStage::Transcoding, progress)
+                            .await;
                     }
                 }
             })
@@ -656,7 +654,7 @@ impl App {
         };
         self.stage_with_event(
             &event.track_id,
-            "filtering",
+            TrackStage::Filtering,
             0.86,
             &TrackTranscoded {
                 track_id: event.track_id.clone(),
@@ -757,7 +755,8 @@ impl App {
             }
             None => Vec::new(),
         };
-        self.set_stage(&event.track_id, "publishing", 0.9).await;
+        self.set_stage(&event.track_id, TrackStage::Publishing, 0.9)
+            .await;
         for file in &packaged.files {
             self.objects
                 .put_file(&format!("{prefix}{file}"), &out.join(file))

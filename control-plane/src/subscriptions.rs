@@ -47,6 +47,49 @@ pub(crate) fn routes() -> OpenApiRouter<App> {
 
 // ---- Types -------------------------------------------------------------------------------
 
+/// A subscription's state, as the `subscriptions.status` column stores it (`expired` is never
+/// stored: it is `active` or `canceled` past `end_at`, read against the clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    /// Runs to `end_at` and renews.
+    Active,
+    /// Runs to `end_at` without renewing.
+    Canceled,
+    /// Past its `end_at` (computed, not stored).
+    Expired,
+    /// Ended by a refund.
+    Refunded,
+}
+
+impl SubscriptionStatus {
+    /// The column's text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Canceled => "canceled",
+            Self::Expired => "expired",
+            Self::Refunded => "refunded",
+        }
+    }
+
+    /// Whether it gives access until `end_at`.
+    fn in_force(self) -> bool {
+        matches!(self, Self::Active | Self::Canceled)
+    }
+}
+
+impl TryFrom<String> for SubscriptionStatus {
+    type Error = StoreError;
+
+    fn try_from(text: String) -> Result<Self, StoreError> {
+        [Self::Active, Self::Canceled, Self::Refunded]
+            .into_iter()
+            .find(|status| status.as_str() == text)
+            .ok_or_else(|| StoreError::Corrupt(format!("subscription status {text:?}")))
+    }
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct SubscriptionRow {
     id: String,
@@ -55,7 +98,8 @@ struct SubscriptionRow {
     payment_id: String,
     start_at: i64,
     end_at: i64,
-    status: String,
+    #[sqlx(try_from = "String")]
+    status: SubscriptionStatus,
     auto_renew: i64,
     canceled_at: Option<i64>,
     created_at: i64,
@@ -71,7 +115,7 @@ pub struct Subscription {
     package_name: Option<String>,
     /// `active`, `canceled` (runs to `end_at` without renewal), `expired` or `refunded`,
     /// evaluated against the clock now.
-    status: String,
+    status: SubscriptionStatus,
     start_at: String,
     end_at: String,
     auto_renew: bool,
@@ -310,7 +354,7 @@ impl App {
                     payment_id: event.payment_id.clone(),
                     start_at: start,
                     end_at: end,
-                    status: "active".to_owned(),
+                    status: SubscriptionStatus::Active,
                     auto_renew: 1,
                     canceled_at: None,
                     created_at: now,
@@ -461,15 +505,12 @@ impl App {
         let mut current = None;
         for row in rows {
             let package = self.inventory.package(&row.package_id).await?;
-            let in_force = matches!(row.status.as_str(), "active" | "canceled")
-                && row.start_at <= now
-                && now < row.end_at;
-            let status =
-                if matches!(row.status.as_str(), "active" | "canceled") && now >= row.end_at {
-                    "expired".to_owned()
-                } else {
-                    row.status.clone()
-                };
+            let in_force = row.status.in_force() && row.start_at <= now && now < row.end_at;
+            let status = if row.status.in_force() && now >= row.end_at {
+                SubscriptionStatus::Expired
+            } else {
+                row.status
+            };
             let view = Subscription {
                 id: row.id,
                 package_id: row.package_id,

@@ -44,6 +44,58 @@ pub(crate) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(user_payments))
 }
 
+/// Where a payment is, as the `payments.status` column stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentStatus {
+    /// Created at checkout; waiting for a card.
+    RequiresConfirmation,
+    /// A confirmation is talking to the provider.
+    Confirming,
+    /// The provider is deciding; its webhook will say.
+    Processing,
+    /// Charged.
+    Succeeded,
+    /// The last attempt failed; it may be confirmed again with another card.
+    Failed,
+    /// Charged, then given back.
+    Refunded,
+}
+
+impl PaymentStatus {
+    const ALL: [Self; 6] = [
+        Self::RequiresConfirmation,
+        Self::Confirming,
+        Self::Processing,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Refunded,
+    ];
+
+    /// The column's text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RequiresConfirmation => "requires_confirmation",
+            Self::Confirming => "confirming",
+            Self::Processing => "processing",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Refunded => "refunded",
+        }
+    }
+}
+
+impl TryFrom<String> for PaymentStatus {
+    type Error = StoreError;
+
+    fn try_from(text: String) -> Result<Self, StoreError> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+            .ok_or_else(|| StoreError::Corrupt(format!("payment status {text:?}")))
+    }
+}
+
 /// A payment as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PaymentRow {
@@ -53,7 +105,8 @@ pub struct PaymentRow {
     amount: i64,
     currency: String,
     period: String,
-    status: String,
+    #[sqlx(try_from = "String")]
+    status: PaymentStatus,
     provider: String,
     provider_ref: Option<String>,
     card_brand: Option<String>,
@@ -81,7 +134,7 @@ pub struct Payment {
     period: String,
     /// `requires_confirmation`, `confirming`, `processing` (awaiting the provider's webhook),
     /// `succeeded`, `failed` (may be confirmed again with another card) or `refunded`.
-    status: String,
+    status: PaymentStatus,
     provider: String,
     /// Brand and last four digits of the card used; nothing else of it is kept.
     card: Option<CardSummary>,
@@ -235,12 +288,12 @@ async fn confirm(
     if payment.user_id != caller.user_id {
         return Err(payment_not_found());
     }
-    match payment.status.as_str() {
-        "succeeded" | "refunded" | "processing" => {
+    match payment.status {
+        PaymentStatus::Succeeded | PaymentStatus::Refunded | PaymentStatus::Processing => {
             return Ok((StatusCode::OK, Json(Payment::from(payment))).into_response());
         }
-        "confirming" => return Err(in_progress()),
-        _ => {}
+        PaymentStatus::Confirming => return Err(in_progress()),
+        PaymentStatus::RequiresConfirmation | PaymentStatus::Failed => {}
     }
     let (year, month) = crate::calendar::civil_year_month(app.clock.now_ms());
     let card = body.card.check(year, month).map_err(Error::Validation)?;
@@ -431,15 +484,15 @@ async fn webhook(
 async fn refund(app: App, caller: AuthUser, ApiPath(id): ApiPath<String>) -> Result<Json<Payment>> {
     caller.require_admin()?;
     let payment = app.payment(&id).await?.ok_or_else(payment_not_found)?;
-    match payment.status.as_str() {
-        "refunded" => return Ok(Json(payment.into())),
-        "succeeded" => {}
-        _ => {
+    match payment.status {
+        PaymentStatus::Refunded => return Ok(Json(payment.into())),
+        PaymentStatus::Succeeded => {}
+        other => {
             return Err(Error::conflict(
                 "payment_not_refundable",
                 format!(
                     "Only a succeeded payment can be refunded; this one is {}.",
-                    payment.status
+                    other.as_str()
                 ),
             ));
         }
@@ -691,8 +744,8 @@ impl App {
                 "The webhook's charge, amount or currency does not match the payment.",
             )));
         }
-        let outcome = match (event.kind.as_str(), payment.status.as_str()) {
-            ("payment_intent.succeeded", "processing") => {
+        let outcome = match (event.kind.as_str(), payment.status) {
+            ("payment_intent.succeeded", PaymentStatus::Processing) => {
                 sqlx::query("UPDATE payments SET status = 'succeeded', succeeded_at = ?, updated_at = ? WHERE id = ?")
                     .bind(now)
                     .bind(now)
@@ -708,7 +761,7 @@ impl App {
                 .await?;
                 "processed"
             }
-            ("payment_intent.payment_failed", "processing") => {
+            ("payment_intent.payment_failed", PaymentStatus::Processing) => {
                 sqlx::query("UPDATE payments SET status = 'failed', failure_code = ?, failure_message = ?, updated_at = ? WHERE id = ?")
                     .bind(event.data.failure_code.as_deref().unwrap_or("card_declined"))
                     .bind("The card was declined.")

@@ -533,7 +533,10 @@ impl App {
                 message: format!("This track has been taken down: {reason}"),
             });
         }
-        let (Some("ready"), Some(prefix)) = (text("status")?.as_deref(), text("url")?) else {
+        let status = text("status")?
+            .map(|status| crate::store::TrackStatus::parse(&status))
+            .transpose()?;
+        let (Some(crate::store::TrackStatus::Ready), Some(prefix)) = (status, text("url")?) else {
             return Err(Error::conflict(
                 "track_not_ready",
                 "This track is not ready to play yet.",

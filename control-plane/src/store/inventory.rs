@@ -90,8 +90,9 @@ pub struct TrackRow {
     pub duration_ms: Option<i64>,
     /// `music` or `ad`.
     pub kind: String,
-    /// `uploaded`, `processing`, `ready`, `rejected` or `failed`.
-    pub status: String,
+    /// Where it is in its life.
+    #[sqlx(try_from = "String")]
+    pub status: TrackStatus,
     /// Why it was rejected or failed.
     pub reason: Option<String>,
     /// Unix ms.
@@ -116,7 +117,7 @@ pub struct NewTrack {
     /// `music` or `ad`.
     pub kind: String,
     /// Initial status.
-    pub status: String,
+    pub status: TrackStatus,
     /// Duration if already known.
     pub duration_ms: Option<i64>,
     /// Unix ms.
@@ -168,6 +169,132 @@ pub struct InventoryStore {
 
 type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
+/// Where a track is in its life, as the `tracks.status` column stores it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackStatus {
+    /// Stored, waiting for the processing consumer.
+    Uploaded,
+    /// Being processed.
+    Processing,
+    /// Published: playable.
+    Ready,
+    /// Refused, with a reason; its objects are deleted.
+    Rejected,
+    /// Processing could not finish; its objects are deleted.
+    Failed,
+}
+
+impl TryFrom<String> for TrackStatus {
+    type Error = StoreError;
+
+    fn try_from(text: String) -> Result<Self, StoreError> {
+        Self::parse(&text)
+    }
+}
+
+impl TrackStatus {
+    const ALL: [Self; 5] = [
+        Self::Uploaded,
+        Self::Processing,
+        Self::Ready,
+        Self::Rejected,
+        Self::Failed,
+    ];
+
+    /// The column's text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Uploaded => "uploaded",
+            Self::Processing => "processing",
+            Self::Ready => "ready",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The column's text read back; anything else is a corrupt row.
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == text)
+            .ok_or_else(|| StoreError::Corrupt(format!("track status {text:?}")))
+    }
+
+    /// Whether it is final: ready, rejected or failed.
+    pub fn is_settled(self) -> bool {
+        matches!(self, Self::Ready | Self::Rejected | Self::Failed)
+    }
+}
+
+/// Where processing is, finer than the status, as the `tracks.stage` column stores it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackStage {
+    /// Waiting for the processing consumer.
+    Queued,
+    /// Decoding, measuring and encoding.
+    Transcoding,
+    /// Checking for copies and reading tags.
+    Filtering,
+    /// Writing the renditions and thumbnails.
+    Publishing,
+    /// Ready.
+    Done,
+    /// Rejected.
+    Rejected,
+    /// Failed.
+    Failed,
+}
+
+impl TrackStage {
+    const ALL: [Self; 7] = [
+        Self::Queued,
+        Self::Transcoding,
+        Self::Filtering,
+        Self::Publishing,
+        Self::Done,
+        Self::Rejected,
+        Self::Failed,
+    ];
+
+    /// The column's text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Transcoding => "transcoding",
+            Self::Filtering => "filtering",
+            Self::Publishing => "publishing",
+            Self::Done => "done",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+        }
+    }
+
+    /// The column's text read back; anything else is a corrupt row.
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
+        Self::ALL
+            .into_iter()
+            .find(|stage| stage.as_str() == text)
+            .ok_or_else(|| StoreError::Corrupt(format!("track stage {text:?}")))
+    }
+
+    /// The stage a track of `status` is at when its row names none.
+    pub fn of(status: TrackStatus) -> Self {
+        match status {
+            TrackStatus::Uploaded => Self::Queued,
+            TrackStatus::Processing => Self::Transcoding,
+            TrackStatus::Ready => Self::Done,
+            TrackStatus::Rejected => Self::Rejected,
+            TrackStatus::Failed => Self::Failed,
+        }
+    }
+}
+
 impl InventoryStore {
     /// Wraps a connected Inventory DB.
     pub fn new(db: Database) -> Self {
@@ -179,13 +306,19 @@ impl InventoryStore {
     pub async fn track_status_and_owner(
         &self,
         id: &str,
-    ) -> Result<Option<(String, String)>, StoreError> {
+    ) -> Result<Option<(TrackStatus, String)>, StoreError> {
         let row = sqlx::query("SELECT status, uploaded_by_user_id FROM tracks WHERE id = ?")
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?;
-        row.map(|row| Ok((row.try_get("status")?, row.try_get("uploaded_by_user_id")?)))
-            .transpose()
+        row.map(|row| {
+            let status: String = row.try_get("status")?;
+            Ok((
+                TrackStatus::parse(&status)?,
+                row.try_get("uploaded_by_user_id")?,
+            ))
+        })
+        .transpose()
     }
 
     /// The underlying database.
@@ -297,7 +430,7 @@ impl InventoryStore {
         .bind(track.album.clone())
         .bind(track.duration_ms)
         .bind(&track.kind)
-        .bind(&track.status)
+        .bind(track.status.as_str())
         .bind(track.now)
         .bind(track.now)
         .execute(self.db.pool())

@@ -23,7 +23,7 @@ use sqlx::{AnyPool, Executor};
 
 pub use inventory::{
     AddOutcome, InventoryStore, NewPackage, NewTrack, PackageRow, PackageUpdate, PlaylistTrackRow,
-    TrackRow,
+    TrackRow, TrackStage, TrackStatus,
 };
 pub use users::{
     NewSession, NewUser, PlaylistInfoRow, ProfileUpdate, SessionRow, UserRow, UserStore,

@@ -317,7 +317,7 @@ impl TestApp {
                 singer: "Test Singer".to_owned(),
                 album: None,
                 kind: "music".to_owned(),
-                status: status.to_owned(),
+                status: control_plane::store::TrackStatus::parse(status).unwrap(),
                 duration_ms: Some(180_000),
                 now: self.clock.now_ms(),
             })
