@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cadenza::{Stack, StackOptions, start};
-use edge_node::h3_client::H3Client;
 use serde_json::{Value, json};
 use telemetry::{Clock, LogFormat, Shutdown};
+use test_support::h3::H3Client;
 
 fn options(dir: &Path, clock: Clock) -> StackOptions {
     StackOptions {
@@ -263,18 +263,7 @@ fn media_path(url: &str) -> &str {
 }
 
 fn ffmpeg_available() -> bool {
-    let found = std::process::Command::new("ffmpeg")
-        .arg("-version")
-        .output()
-        .is_ok_and(|output| output.status.success());
-    if !found {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI must have ffmpeg (.ci/run installs it)"
-        );
-        eprintln!("SKIPPED: decoding with ffmpeg (not installed; .ci/run installs it)");
-    }
-    found
+    test_support::tools_available(&["ffmpeg"], "decoding the plays with ffmpeg")
 }
 
 /// Decodes `input` (a URL or file) with ffmpeg after remuxing its AAC frames as they come (an

@@ -15,7 +15,6 @@ pub mod engine;
 pub mod fill;
 pub mod freshness;
 mod h1;
-pub mod h3_client;
 pub mod hooks;
 mod quic;
 pub mod register;

@@ -9,7 +9,7 @@ use std::process::Command;
 use axum::http::Method;
 
 use crate::on_both_backends;
-use crate::support::{TestApp, skip_notice};
+use crate::support::TestApp;
 use crate::uploads::{process, upload_bytes};
 use crate::wav::pcm_wav;
 
@@ -101,17 +101,7 @@ const TABLE: &[(Format, Damage, Outcome)] = &[
 ];
 
 fn ffmpeg_available() -> bool {
-    let found = Command::new("ffmpeg")
-        .arg("-version")
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if !found && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but ffmpeg is not installed");
-    }
-    if !found {
-        skip_notice("the ingest corpus needs ffmpeg");
-    }
-    found
+    test_support::tools_available(&["ffmpeg"], "the ingest corpus")
 }
 
 /// A WAV of a melody of its own for case `index` (so that no two uploads look like copies of

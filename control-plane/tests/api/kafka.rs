@@ -18,16 +18,7 @@ use telemetry::Shutdown;
 use crate::support::{Backend, PASSWORD, TestApp};
 
 fn required(name: &str) -> Option<String> {
-    match std::env::var(name).ok().filter(|value| !value.is_empty()) {
-        Some(value) => Some(value),
-        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but {name} is not set")
-        }
-        None => {
-            crate::support::skip_notice(&format!("this Kafka test needs {name}"));
-            None
-        }
-    }
+    test_support::server_var(name, "this Kafka test")
 }
 
 /// A control plane whose bus is Kafka at `url`, in a namespace of its own, with the relay and

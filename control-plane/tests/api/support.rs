@@ -379,9 +379,4 @@ macro_rules! on_both_backends {
     };
 }
 
-/// Says that a test was skipped, on the terminal itself: libtest captures `eprintln!` of
-/// passing tests, which would hide the notice.
-pub fn skip_notice(what: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "skipped: {what}");
-}
+pub use test_support::skip_notice;

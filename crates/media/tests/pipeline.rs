@@ -16,17 +16,7 @@ use media::wav::pcm_wav;
 const PRIMING: f64 = 2048.0;
 
 fn ffmpeg_available() -> bool {
-    let found = Command::new("ffprobe")
-        .arg("-version")
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if !found && std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but ffprobe/ffmpeg are not installed");
-    }
-    if !found {
-        skip_notice("the output checks need ffmpeg and ffprobe");
-    }
-    found
+    test_support::tools_available(&["ffmpeg", "ffprobe"], "the output checks")
 }
 
 /// A 16-bit stereo WAV: a chord that changes every second, so segments differ.
@@ -156,13 +146,6 @@ fn every_rendition_decodes_cleanly_through_hls_and_dash() {
             assert!(dir.path().join(file).is_file(), "{file} listed but missing");
         }
     }
-}
-
-/// Says that a test was skipped, on the terminal itself: libtest captures `eprintln!` of
-/// passing tests, which would hide the notice.
-fn skip_notice(what: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "skipped: {what}");
 }
 
 /// Ogg Opus (made by ffmpeg's libopus, an independent encoder) decodes to the source's length

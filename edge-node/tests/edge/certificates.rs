@@ -3,12 +3,7 @@
 use crate::support::{TestEdge, TestOrigin};
 
 fn identity() -> (String, String, Vec<u8>) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    (
-        certified.cert.pem(),
-        certified.signing_key.serialize_pem(),
-        certified.cert.der().to_vec(),
-    )
+    test_support::certs::self_signed(&["localhost"])
 }
 
 async fn served_certificate(edge: &TestEdge, roots: &[&[u8]]) -> Vec<u8> {

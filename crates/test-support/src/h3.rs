@@ -1,5 +1,5 @@
-//! A small HTTP/3 client over one QUIC connection: the edge's own tests, the cross-daemon
-//! tests and operators' health probes use it to fetch from an edge's HTTP/3 listener.
+//! A small HTTP/3 client over one QUIC connection (quinn, h3 and h3-quinn), for the tests that
+//! fetch from an edge's HTTP/3 listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,0 +1,51 @@
+//! What the workspace's tests share, and nothing a daemon links: a scriptable origin
+//! ([`origin`]), an HTTP/3 client ([`h3`]), self-signed certificates ([`certs`]), and the rules
+//! for tests that need a server or a tool (run when it is named or installed, say so when
+//! skipped, and fail under `CI=true` instead of skipping).
+
+pub mod certs;
+pub mod h3;
+pub mod origin;
+
+pub use origin::bytes_of;
+
+/// Whether this is a CI run (`CI=true`), where every backend and tool must be present.
+pub fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|value| value == "true")
+}
+
+/// Says that a test (or part of one) was skipped, on the terminal itself: libtest captures
+/// `eprintln!` of passing tests, which would hide the notice.
+pub fn skip_notice(what: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "skipped: {what}");
+}
+
+/// The value of the environment variable `name` when set and not empty. Unset, it is `None`
+/// and the skip is announced with `why` — or, under `CI=true`, the test fails.
+pub fn server_var(name: &str, why: &str) -> Option<String> {
+    match std::env::var(name).ok().filter(|value| !value.is_empty()) {
+        Some(value) => Some(value),
+        None if ci() => panic!("CI=true but {name} is not set ({why})"),
+        None => {
+            skip_notice(&format!("{why} (set {name})"));
+            None
+        }
+    }
+}
+
+/// Whether every one of `tools` runs (`TOOL -version`); when one does not, the skip is
+/// announced with `why` — or, under `CI=true` (where `.ci/run` installs them), the test fails.
+pub fn tools_available(tools: &[&str], why: &str) -> bool {
+    let found = tools.iter().all(|tool| {
+        std::process::Command::new(tool)
+            .arg("-version")
+            .output()
+            .is_ok_and(|output| output.status.success())
+    });
+    if !found {
+        assert!(!ci(), "CI=true but {tools:?} are not installed ({why})");
+        skip_notice(&format!("{why}: needs {}", tools.join(" and ")));
+    }
+    found
+}
