@@ -15,10 +15,7 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full, StreamBody};
-use http_semantics::{
-    Multipart, Precondition, RangeDecision, Validators, evaluate_preconditions, if_range_matches,
-    parse_range,
-};
+use http_semantics::{BodyPlan, Planner, Precondition, Validators};
 use serde_json::json;
 use subtle::ConstantTimeEq as _;
 
@@ -911,7 +908,8 @@ impl Engine {
             etag: etag.as_deref(),
             last_modified,
         };
-        match evaluate_preconditions(&request.headers, validators) {
+        let planner = Planner::new(&request.headers, validators, self.inner.config.max_ranges);
+        match planner.preconditions() {
             Precondition::Proceed => {}
             Precondition::NotModified => {
                 for name in [
@@ -932,112 +930,58 @@ impl Engine {
             }
         }
         headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-        let range_header = request
-            .headers
-            .get(header::RANGE)
-            .and_then(|value| value.to_str().ok())
-            .filter(|_| if_range_matches(&request.headers, validators));
         // Ranges need the length; a fill of unknown length is waited for.
-        let (length, source) = match (range_header, length, source) {
+        let (length, source) = match (planner.range(), length, source) {
             (Some(_), None, Source::Filling(fill)) => match fill.wait_end().await {
                 FillEnd::Complete(object) => (
                     Some(object.body.len() as u64),
                     Source::Stored(object.body.clone()),
                 ),
-                _ => {
-                    return error(
-                        StatusCode::BAD_GATEWAY,
-                        "upstream_unavailable",
-                        "the parent's response broke off",
-                    );
-                }
+                _ => return broke_off(),
             },
             (_, length, source) => (length, source),
         };
-        let decision = match (range_header, length) {
-            (Some(range), Some(total)) => parse_range(range, total, self.inner.config.max_ranges),
-            _ => RangeDecision::Full,
-        };
-        match decision {
-            RangeDecision::Full => {
-                if let Some(length) = length {
-                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-                    count(if head_only { 0 } else { length });
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("application/octet-stream")
+            .to_owned();
+        let plan = planner.body(length, &content_type);
+        if plan == BodyPlan::Unsatisfiable {
+            let mut response = error(
+                plan.status(),
+                "range_not_satisfiable",
+                "no requested range overlaps the object",
+            );
+            plan.set_headers(response.headers_mut(), length);
+            return response;
+        }
+        plan.set_headers(&mut headers, length);
+        if let Some(sent) = plan.body_len(length) {
+            count(if head_only { 0 } else { sent });
+        }
+        let status = plan.status();
+        let body = match plan {
+            _ if head_only => empty(),
+            BodyPlan::Full | BodyPlan::Unsatisfiable => source.whole(),
+            BodyPlan::Single(range) => match source {
+                Source::Stored(bytes) => {
+                    full(bytes.slice(range.start as usize..range.end as usize))
                 }
-                let body = if head_only { empty() } else { source.whole() };
-                build(StatusCode::OK, headers, body)
-            }
-            RangeDecision::Unsatisfiable => {
-                let total = length.unwrap_or(0);
-                let mut response = error(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "range_not_satisfiable",
-                    "no requested range overlaps the object",
-                );
-                if let Ok(value) = HeaderValue::from_str(&format!("bytes */{total}")) {
-                    response.headers_mut().insert(header::CONTENT_RANGE, value);
-                }
-                response
-            }
-            RangeDecision::Partial(ranges) if ranges.len() == 1 => {
-                let total = length.unwrap_or(0);
-                let range = ranges[0];
-                if let Ok(value) = HeaderValue::from_str(&range.content_range(total)) {
-                    headers.insert(header::CONTENT_RANGE, value);
-                }
-                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(range.len()));
-                count(if head_only { 0 } else { range.len() });
-                let body = if head_only {
-                    empty()
-                } else {
-                    match source {
-                        Source::Stored(bytes) => {
-                            full(bytes.slice(range.start as usize..range.end as usize))
-                        }
-                        Source::Filling(fill) => {
-                            stream_body(fill.stream(range.start, Some(range.end)))
-                        }
-                    }
-                };
-                build(StatusCode::PARTIAL_CONTENT, headers, body)
-            }
-            RangeDecision::Partial(ranges) => {
-                let total = length.unwrap_or(0);
+                Source::Filling(fill) => stream_body(fill.stream(range.start, Some(range.end))),
+            },
+            BodyPlan::Multipart(parts) => {
                 let bytes = match source {
                     Source::Stored(bytes) => bytes,
                     Source::Filling(fill) => match fill.wait_end().await {
                         FillEnd::Complete(object) => object.body.clone(),
-                        _ => {
-                            return error(
-                                StatusCode::BAD_GATEWAY,
-                                "upstream_unavailable",
-                                "the parent's response broke off",
-                            );
-                        }
+                        _ => return broke_off(),
                     },
                 };
-                let content_type = headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or("application/octet-stream")
-                    .to_owned();
-                let parts = Multipart::new(ranges, total, &content_type);
-                if let Ok(value) = HeaderValue::from_str(&parts.content_type()) {
-                    headers.insert(header::CONTENT_TYPE, value);
-                }
-                headers.insert(
-                    header::CONTENT_LENGTH,
-                    HeaderValue::from(parts.content_length()),
-                );
-                count(if head_only { 0 } else { parts.content_length() });
-                let body = if head_only {
-                    empty()
-                } else {
-                    full(parts.body_from(&bytes))
-                };
-                build(StatusCode::PARTIAL_CONTENT, headers, body)
+                full(parts.body_from(&bytes))
             }
-        }
+        };
+        build(status, headers, body)
     }
 
     /// Fetches a response for this one client straight from the parents, storing nothing:
@@ -1162,6 +1106,15 @@ where
 }
 
 /// A JSON error response in the platform's one shape.
+/// 502 for a response whose parent broke off before the bytes a range needs arrived.
+fn broke_off() -> Response<Body> {
+    error(
+        StatusCode::BAD_GATEWAY,
+        "upstream_unavailable",
+        "the parent's response broke off",
+    )
+}
+
 pub fn error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
     let body = json!({"error": {"status": status.as_u16(), "code": code, "message": message}});
     let mut response = build(

@@ -22,10 +22,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::StreamExt as _;
-use http_semantics::{
-    Multipart, Precondition, RangeDecision, Validators, compressible, content_type,
-    evaluate_preconditions, if_range_matches, parse_range,
-};
+use http_semantics::{BodyPlan, Planner, Precondition, Validators, compressible, content_type};
 use object_store::path::Path as Key;
 use object_store::{GetOptions, GetRange, ObjectStore as _, ObjectStoreExt as _};
 use objects::Objects;
@@ -287,7 +284,8 @@ async fn respond(
         etag: Some(etag.as_bytes()),
         last_modified: Some(last_modified),
     };
-    match evaluate_preconditions(request, validators) {
+    let planner = Planner::new(request, validators, config.max_ranges);
+    match planner.preconditions() {
         Precondition::Proceed => {}
         Precondition::NotModified => return Ok((StatusCode::NOT_MODIFIED, headers).into_response()),
         Precondition::Failed => {
@@ -320,71 +318,42 @@ async fn respond(
         return Ok((StatusCode::OK, headers, body).into_response());
     }
 
-    let decision = match request
-        .get(header::RANGE)
-        .and_then(|value| value.to_str().ok())
-    {
-        Some(range) if if_range_matches(request, validators) => {
-            parse_range(range, total, config.max_ranges)
-        }
-        _ => RangeDecision::Full,
-    };
     let head = *method == Method::HEAD;
-    match decision {
-        RangeDecision::Full => {
-            insert(&mut headers, header::CONTENT_TYPE, media_type);
-            insert(&mut headers, header::CONTENT_LENGTH, &total.to_string());
+    let plan = planner.body(Some(total), media_type);
+    if matches!(plan, BodyPlan::Full | BodyPlan::Single(_)) {
+        insert(&mut headers, header::CONTENT_TYPE, media_type);
+    }
+    plan.set_headers(&mut headers, Some(total));
+    let status = plan.status();
+    match plan {
+        BodyPlan::Full => {
             let body = match whole.take() {
                 _ if head => Body::empty(),
                 Some(result) => Body::from_stream(result.into_stream()),
                 None => stream(origin, &location, &etag_core, None).await?,
             };
-            Ok((StatusCode::OK, headers, body).into_response())
+            Ok((status, headers, body).into_response())
         }
-        RangeDecision::Unsatisfiable => {
-            insert(
-                &mut headers,
-                header::CONTENT_RANGE,
-                &format!("bytes */{total}"),
-            );
+        BodyPlan::Unsatisfiable => {
             let mut response = error(
-                StatusCode::RANGE_NOT_SATISFIABLE,
+                status,
                 "range_not_satisfiable",
                 "no requested range overlaps the object",
             );
             response.headers_mut().extend(headers);
             Ok(response)
         }
-        RangeDecision::Partial(ranges) if ranges.len() == 1 => {
-            let range = ranges[0];
-            insert(&mut headers, header::CONTENT_TYPE, media_type);
-            insert(
-                &mut headers,
-                header::CONTENT_RANGE,
-                &range.content_range(total),
-            );
-            insert(
-                &mut headers,
-                header::CONTENT_LENGTH,
-                &range.len().to_string(),
-            );
+        BodyPlan::Single(range) => {
             let body = if head {
                 Body::empty()
             } else {
                 stream(origin, &location, &etag_core, Some(range.start..range.end)).await?
             };
-            Ok((StatusCode::PARTIAL_CONTENT, headers, body).into_response())
+            Ok((status, headers, body).into_response())
         }
-        RangeDecision::Partial(ranges) => {
-            let parts = Multipart::new(ranges, total, media_type);
-            insert(&mut headers, header::CONTENT_TYPE, &parts.content_type());
-            insert(
-                &mut headers,
-                header::CONTENT_LENGTH,
-                &parts.content_length().to_string(),
-            );
+        BodyPlan::Multipart(parts) => {
             if head {
-                return Ok((StatusCode::PARTIAL_CONTENT, headers).into_response());
+                return Ok((status, headers).into_response());
             }
             // Parts are fetched one after another as the body is sent: memory holds one part.
             let store = store.clone();
@@ -409,12 +378,7 @@ async fn respond(
                     Err(failure) => vec![Err(failure)],
                 })
             });
-            Ok((
-                StatusCode::PARTIAL_CONTENT,
-                headers,
-                Body::from_stream(body),
-            )
-                .into_response())
+            Ok((status, headers, Body::from_stream(body)).into_response())
         }
     }
 }

@@ -8,11 +8,13 @@
 mod conditional;
 mod media;
 mod negotiate;
+mod plan;
 mod range;
 
 pub use conditional::{Precondition, Validators, evaluate_preconditions, if_range_matches};
 pub use media::{compressible, content_type};
 pub use negotiate::{accepts_gzip, preflight_headers};
+pub use plan::{BodyPlan, Planner};
 pub use range::{ByteRange, Multipart, RangeDecision, parse_range};
 
 /// Formats a time as an HTTP date (IMF-fixdate).

@@ -138,7 +138,7 @@ fn coalesce(mut ranges: Vec<ByteRange>) -> Vec<ByteRange> {
 /// The layout of a `multipart/byteranges` body: each part's header block, then its bytes,
 /// then the closing delimiter. Callers write `part_header(i)`, the bytes of `ranges[i]`, …,
 /// then `trailer()`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Multipart {
     boundary: String,
     headers: Vec<Bytes>,
