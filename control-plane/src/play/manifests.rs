@@ -1,16 +1,20 @@
 //! Per-play manifests made from cacheable pieces: the packaged HLS playlists and DASH MPDs of
-//! the ads and of the track, stitched with absolute URLs (each piece carries its own URL token)
-//! so that the segments stay the shared, year-cacheable files every other play uses. Pure text
-//! in, text out.
+//! the ads and of the track, read into typed models (m3u8-rs for HLS, `media::mpd` for DASH,
+//! the same types the packager writes with), stitched with absolute URLs (each piece carries
+//! its own URL token) so that the segments stay the shared, year-cacheable files every other
+//! play uses, and written back. Pure: documents in, documents out.
 //!
 //! HLS: the master lists the same renditions; each media playlist plays the ads' segments, then
 //! `EXT-X-DISCONTINUITY` and the track's, every piece with its own `EXT-X-MAP`; each ad break
 //! is marked with an `EXT-X-DATERANGE` (which RFC 8216 ties to `EXT-X-PROGRAM-DATE-TIME`).
 //! DASH: one Period per ad and one for the track, each with its `BaseURL`.
 
-use std::fmt::Write as _;
+use std::collections::HashMap;
 
-use crate::calendar::rfc3339;
+use m3u8_rs::{
+    DateRange, MasterPlaylist, MediaPlaylist, MediaPlaylistType, MediaSegment, QuotedOrUnquoted,
+};
+use media::mpd::{Event, EventStream, Mpd, Period, Seconds};
 
 /// Why a piece cannot be stitched.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -31,19 +35,43 @@ pub struct HlsPiece<'a> {
     pub ad: Option<&'a str>,
 }
 
+fn media_playlist(text: &str) -> Result<MediaPlaylist, SpliceError> {
+    m3u8_rs::parse_media_playlist_res(text.as_bytes())
+        .map_err(|_| SpliceError::Malformed("media playlist"))
+}
+
+fn master_playlist(text: &str) -> Result<MasterPlaylist, SpliceError> {
+    if !text.starts_with("#EXTM3U") {
+        return Err(SpliceError::Malformed("master playlist"));
+    }
+    m3u8_rs::parse_master_playlist_res(text.as_bytes())
+        .map_err(|_| SpliceError::Malformed("master playlist"))
+}
+
+fn write_hls(write: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> String {
+    let mut out = Vec::new();
+    write(&mut out).expect("writing to memory succeeds");
+    String::from_utf8(out).expect("playlists are UTF-8")
+}
+
 /// A media playlist's total duration, seconds (the sum of its `EXTINF`s).
 pub fn hls_duration(playlist: &str) -> Result<f64, SpliceError> {
-    let mut total = 0.0;
-    for line in playlist.lines() {
-        if let Some(rest) = line.strip_prefix("#EXTINF:") {
-            let seconds = rest.split(',').next().unwrap_or_default();
-            total += seconds
-                .trim()
-                .parse::<f64>()
-                .map_err(|_| SpliceError::Malformed("EXTINF"))?;
-        }
-    }
-    Ok(total)
+    Ok(duration_of(&media_playlist(playlist)?))
+}
+
+fn duration_of(playlist: &MediaPlaylist) -> f64 {
+    playlist
+        .segments
+        .iter()
+        .map(|segment| f64::from(segment.duration))
+        .sum()
+}
+
+/// A Unix-ms instant as the date type HLS tags carry.
+fn hls_date(ms: i64) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::from_timestamp_millis(ms.max(0))
+        .unwrap_or_default()
+        .fixed_offset()
 }
 
 /// The per-play media playlist of one rendition: `pieces` in order (ads first), starting at
@@ -54,61 +82,64 @@ pub fn hls_media(
     play_id: &str,
 ) -> Result<String, SpliceError> {
     let mut target = 1u64;
-    let mut durations = Vec::with_capacity(pieces.len());
-    for piece in pieces {
-        if !piece.playlist.starts_with("#EXTM3U") {
-            return Err(SpliceError::Malformed("media playlist"));
-        }
-        for line in piece.playlist.lines() {
-            if let Some(value) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
-                let value: u64 = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| SpliceError::Malformed("EXT-X-TARGETDURATION"))?;
-                target = target.max(value);
-            }
-        }
-        durations.push(hls_duration(piece.playlist)?);
-    }
-    let mut out = format!(
-        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-PROGRAM-DATE-TIME:{}\n",
-        rfc3339(start_ms)
-    );
+    let mut segments = Vec::new();
     let mut offset_ms = 0.0;
-    for (index, (piece, duration)) in pieces.iter().zip(&durations).enumerate() {
-        if index > 0 {
-            out.push_str("#EXT-X-DISCONTINUITY\n");
-        }
-        if let Some(ad) = piece.ad {
-            let _ = writeln!(
-                out,
-                "#EXT-X-DATERANGE:ID=\"{play_id}-ad-{}\",CLASS=\"com.cadenza.ad\",START-DATE=\"{}\",DURATION={duration:.3},X-AD-ID=\"{ad}\"",
-                index + 1,
-                rfc3339(start_ms + offset_ms as i64),
-            );
-        }
-        for line in piece.playlist.lines() {
-            let line = line.trim_end();
-            if line.is_empty() {
-                continue;
+    for (index, piece) in pieces.iter().enumerate() {
+        let playlist = media_playlist(piece.playlist)?;
+        target = target.max(playlist.target_duration);
+        let duration = duration_of(&playlist);
+        let map = playlist
+            .segments
+            .first()
+            .and_then(|segment| segment.map.clone())
+            .ok_or(SpliceError::Malformed("EXT-X-MAP"))?;
+        for (position, segment) in playlist.segments.into_iter().enumerate() {
+            let mut segment = MediaSegment {
+                uri: absolute(&piece.base, &segment.uri),
+                duration: segment.duration,
+                title: segment.title,
+                ..MediaSegment::default()
+            };
+            if position == 0 {
+                let mut map = map.clone();
+                map.uri = absolute(&piece.base, &map.uri);
+                segment.map = Some(map);
+                segment.discontinuity = index > 0;
+                if index == 0 {
+                    segment.program_date_time = Some(hls_date(start_ms));
+                }
+                if let Some(ad) = piece.ad {
+                    segment.daterange = Some(DateRange {
+                        id: format!("{play_id}-ad-{}", index + 1),
+                        class: Some("com.cadenza.ad".to_owned()),
+                        start_date: hls_date(start_ms + offset_ms as i64),
+                        end_date: None,
+                        duration: Some((duration * 1000.0).round() / 1000.0),
+                        planned_duration: None,
+                        x_prefixed: Some(HashMap::from([(
+                            "X-AD-ID".to_owned(),
+                            QuotedOrUnquoted::Quoted(ad.to_owned()),
+                        )])),
+                        end_on_next: false,
+                        other_attributes: None,
+                    });
+                }
             }
-            if let Some(attributes) = line.strip_prefix("#EXT-X-MAP:") {
-                let uri =
-                    attribute(attributes, "URI").ok_or(SpliceError::Malformed("EXT-X-MAP"))?;
-                let _ = writeln!(out, "#EXT-X-MAP:URI=\"{}\"", absolute(&piece.base, uri));
-            } else if line.starts_with("#EXTINF:") {
-                out.push_str(line);
-                out.push('\n');
-            } else if !line.starts_with('#') {
-                out.push_str(&absolute(&piece.base, line));
-                out.push('\n');
-            }
-            // Every other tag belongs to the piece's header or end and is written once above.
+            segments.push(segment);
         }
         offset_ms += duration * 1000.0;
     }
-    out.push_str("#EXT-X-ENDLIST\n");
-    Ok(out)
+    let playlist = MediaPlaylist {
+        version: Some(7),
+        target_duration: target,
+        media_sequence: 0,
+        segments,
+        end_list: true,
+        playlist_type: Some(MediaPlaylistType::Vod),
+        independent_segments: true,
+        ..MediaPlaylist::default()
+    };
+    Ok(write_hls(|out| playlist.write_to(out)))
 }
 
 /// The per-play master playlist: the track's, with each variant pointing at the per-play
@@ -119,55 +150,29 @@ pub fn hls_master(track_master: &str, ad_masters: &[&str]) -> Result<String, Spl
         .iter()
         .map(|master| variants(master))
         .collect::<Result<_, _>>()?;
-    let mut out = String::new();
-    let mut lines = track_master.lines().peekable();
-    if !track_master.starts_with("#EXTM3U") {
-        return Err(SpliceError::Malformed("master playlist"));
+    let mut master = master_playlist(track_master)?;
+    for variant in &mut master.variants {
+        let rendition = rendition_of(&variant.uri)?.to_owned();
+        variant.bandwidth = ad_peaks
+            .iter()
+            .filter_map(|ad| {
+                ad.iter()
+                    .find(|(id, _)| *id == rendition)
+                    .map(|(_, peak)| *peak)
+            })
+            .fold(variant.bandwidth, u64::max);
+        variant.uri = format!("{rendition}.m3u8");
     }
-    while let Some(line) = lines.next() {
-        if let Some(attributes) = line.strip_prefix("#EXT-X-STREAM-INF:") {
-            let uri = lines
-                .next()
-                .ok_or(SpliceError::Malformed("EXT-X-STREAM-INF"))?;
-            let rendition = rendition_of(uri)?;
-            let own: u64 = attribute(attributes, "BANDWIDTH")
-                .and_then(|value| value.parse().ok())
-                .ok_or(SpliceError::Malformed("BANDWIDTH"))?;
-            let peak = ad_peaks
-                .iter()
-                .filter_map(|ad| {
-                    ad.iter()
-                        .find(|(id, _)| id == rendition)
-                        .map(|(_, peak)| *peak)
-                })
-                .fold(own, u64::max);
-            let attributes =
-                attributes.replacen(&format!("BANDWIDTH={own}"), &format!("BANDWIDTH={peak}"), 1);
-            let _ = writeln!(out, "#EXT-X-STREAM-INF:{attributes}\n{rendition}.m3u8");
-        } else if !line.trim().is_empty() {
-            out.push_str(line);
-            out.push('\n');
-        }
-    }
-    Ok(out)
+    Ok(write_hls(|out| master.write_to(out)))
 }
 
 /// The renditions a master lists (`rendition id`, `BANDWIDTH`).
 pub fn variants(master: &str) -> Result<Vec<(String, u64)>, SpliceError> {
-    let mut found = Vec::new();
-    let mut lines = master.lines();
-    while let Some(line) = lines.next() {
-        if let Some(attributes) = line.strip_prefix("#EXT-X-STREAM-INF:") {
-            let uri = lines
-                .next()
-                .ok_or(SpliceError::Malformed("EXT-X-STREAM-INF"))?;
-            let bandwidth = attribute(attributes, "BANDWIDTH")
-                .and_then(|value| value.parse().ok())
-                .ok_or(SpliceError::Malformed("BANDWIDTH"))?;
-            found.push((rendition_of(uri)?.to_owned(), bandwidth));
-        }
-    }
-    Ok(found)
+    master_playlist(master)?
+        .variants
+        .iter()
+        .map(|variant| Ok((rendition_of(&variant.uri)?.to_owned(), variant.bandwidth)))
+        .collect()
 }
 
 /// `128k` of `128k/index.m3u8`.
@@ -197,67 +202,53 @@ pub struct DashPiece<'a> {
     pub ad: Option<&'a str>,
 }
 
-/// An MPD's `mediaPresentationDuration`, seconds (the packager writes `PT{seconds}S`).
+/// An MPD's `mediaPresentationDuration`, seconds.
 pub fn mpd_duration(mpd: &str) -> Result<f64, SpliceError> {
-    let value = xml_attribute(mpd, "mediaPresentationDuration")
-        .ok_or(SpliceError::Malformed("mediaPresentationDuration"))?;
-    value
-        .strip_prefix("PT")
-        .and_then(|rest| rest.strip_suffix('S'))
-        .and_then(|seconds| seconds.parse::<f64>().ok())
-        .ok_or(SpliceError::Malformed("mediaPresentationDuration"))
+    Ok(Mpd::parse(mpd)
+        .map_err(|_| SpliceError::Malformed("MPD"))?
+        .duration
+        .0)
 }
 
-/// The per-play MPD: one Period per piece, in order.
+/// The per-play MPD: one Period per piece, in order, each the piece's own with its start,
+/// duration and `BaseURL` (and, for an ad, an event marking the break).
 pub fn dash_mpd(pieces: &[DashPiece<'_>]) -> Result<String, SpliceError> {
-    let mut periods = String::new();
+    let mut periods = Vec::with_capacity(pieces.len());
     let mut start = 0.0;
     for (index, piece) in pieces.iter().enumerate() {
-        let duration = mpd_duration(piece.mpd)?;
-        let open = piece
-            .mpd
-            .find("<Period")
+        let packaged = Mpd::parse(piece.mpd).map_err(|_| SpliceError::Malformed("MPD"))?;
+        let duration = packaged.duration.0;
+        let period = packaged
+            .periods
+            .into_iter()
+            .next()
             .ok_or(SpliceError::Malformed("Period"))?;
-        let body_start = open
-            + piece.mpd[open..]
-                .find('>')
-                .ok_or(SpliceError::Malformed("Period"))?
-            + 1;
-        let body_end = piece
-            .mpd
-            .rfind("</Period>")
-            .ok_or(SpliceError::Malformed("Period"))?;
-        if body_end < body_start {
-            return Err(SpliceError::Malformed("Period"));
+        if period.adaptation_sets.is_empty() {
+            return Err(SpliceError::Malformed("AdaptationSet"));
         }
-        let body = piece.mpd[body_start..body_end]
-            .trim_start_matches('\n')
-            .trim_end();
-        let id = match piece.ad {
-            Some(_) => format!("ad-{}", index + 1),
-            None => "track".to_owned(),
-        };
-        let _ = writeln!(
-            periods,
-            "  <Period id=\"{id}\" start=\"PT{start:.3}S\" duration=\"PT{duration:.3}S\">\n    <BaseURL>{}</BaseURL>",
-            xml_escape(&piece.base)
-        );
-        if let Some(ad) = piece.ad {
-            let _ = writeln!(
-                periods,
-                "    <EventStream schemeIdUri=\"urn:cadenza:ad:2026\" timescale=\"1000\">\n      <Event id=\"{}\" presentationTime=\"0\" duration=\"{}\">{}</Event>\n    </EventStream>",
-                index + 1,
-                (duration * 1000.0).round() as u64,
-                xml_escape(ad)
-            );
-        }
-        periods.push_str(body);
-        periods.push_str("\n  </Period>\n");
+        periods.push(Period {
+            id: match piece.ad {
+                Some(_) => format!("ad-{}", index + 1),
+                None => "track".to_owned(),
+            },
+            start: Seconds(start),
+            duration: Some(Seconds(duration)),
+            base_url: Some(piece.base.clone()),
+            events: piece.ad.map(|ad| EventStream {
+                scheme: "urn:cadenza:ad:2026".to_owned(),
+                timescale: 1000,
+                events: vec![Event {
+                    id: index as u64 + 1,
+                    presentation_time: 0,
+                    duration: (duration * 1000.0).round() as u64,
+                    value: ad.to_owned(),
+                }],
+            }),
+            adaptation_sets: period.adaptation_sets,
+        });
         start += duration;
     }
-    Ok(format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011,urn:mpeg:dash:profile:cmaf:2019\" type=\"static\" mediaPresentationDuration=\"PT{start:.3}S\" minBufferTime=\"PT2S\">\n{periods}</MPD>\n"
-    ))
+    Ok(Mpd::new(start, periods).to_xml())
 }
 
 /// `base` + a relative `uri` (an absolute one is kept).
@@ -267,48 +258,6 @@ fn absolute(base: &str, uri: &str) -> String {
     } else {
         format!("{base}{uri}")
     }
-}
-
-/// An HLS attribute's value (quotes removed).
-fn attribute<'a>(attributes: &'a str, name: &str) -> Option<&'a str> {
-    let mut rest = attributes;
-    loop {
-        let (key, after) = rest.split_once('=')?;
-        let (value, next) = if let Some(quoted) = after.strip_prefix('"') {
-            let end = quoted.find('"')?;
-            (
-                &quoted[..end],
-                quoted[end + 1..].strip_prefix(',').unwrap_or(""),
-            )
-        } else {
-            match after.split_once(',') {
-                Some((value, next)) => (value, next),
-                None => (after, ""),
-            }
-        };
-        if key.trim() == name {
-            return Some(value);
-        }
-        if next.is_empty() {
-            return None;
-        }
-        rest = next;
-    }
-}
-
-/// The first `name="…"` attribute in an XML document.
-fn xml_attribute<'a>(xml: &'a str, name: &str) -> Option<&'a str> {
-    let needle = format!(" {name}=\"");
-    let start = xml.find(&needle)? + needle.len();
-    let end = xml[start..].find('"')?;
-    Some(&xml[start..start + end])
-}
-
-fn xml_escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -341,7 +290,20 @@ mod tests {
         assert_eq!(text.matches("#EXT-X-DISCONTINUITY").count(), 1);
         assert!(text.contains("#EXT-X-TARGETDURATION:7\n"));
         assert!(text.contains("#EXT-X-PROGRAM-DATE-TIME:2023-11-14T22:13:20.000Z"));
-        assert!(text.contains("#EXT-X-DATERANGE:ID=\"p-ad-1\",CLASS=\"com.cadenza.ad\",START-DATE=\"2023-11-14T22:13:20.000Z\",DURATION=10.500,X-AD-ID=\"ad\""));
+        // The break's marker: its id, class, start (the program date), length and ad.
+        let marker = text
+            .lines()
+            .find(|line| line.starts_with("#EXT-X-DATERANGE:"))
+            .unwrap();
+        for part in [
+            "ID=\"p-ad-1\"",
+            "CLASS=\"com.cadenza.ad\"",
+            "START-DATE=\"2023-11-14T22:13:20+00:00\"",
+            "DURATION=10.5",
+            "X-AD-ID=\"ad\"",
+        ] {
+            assert!(marker.contains(part), "{marker}");
+        }
         let ad_map = text
             .find("#EXT-X-MAP:URI=\"https://e/t/A/media/ad/1/64k/init.mp4\"")
             .unwrap();
@@ -349,9 +311,33 @@ mod tests {
         let track_map = text
             .find("#EXT-X-MAP:URI=\"https://e/t/T/media/tr/1/64k/init.mp4\"")
             .unwrap();
-        assert!(ad_map < gap && gap < track_map);
+        let ad_last = text
+            .find("https://e/t/A/media/ad/1/64k/seg-00002.m4s")
+            .unwrap();
+        let track_first = text
+            .find("https://e/t/T/media/tr/1/64k/seg-00001.m4s")
+            .unwrap();
+        // The ad's map and segments, then the discontinuity and the track's map (in either
+        // order: both are tags of the track's first segment), then the track's segments.
+        assert!(
+            ad_map < ad_last && ad_last < gap && ad_last < track_map,
+            "{text}"
+        );
+        assert!(gap < track_first && track_map < track_first, "{text}");
         assert!(text.contains("\nhttps://e/t/T/media/tr/1/64k/seg-00001.m4s\n"));
         assert_eq!(hls_duration(&text).unwrap(), 16.5);
+        assert!(
+            hls_media(
+                &[HlsPiece {
+                    base: String::new(),
+                    playlist: "nope",
+                    ad: None
+                }],
+                0,
+                "p"
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -362,7 +348,8 @@ mod tests {
         assert!(
             master.contains(
                 "BANDWIDTH=72000,AVERAGE-BANDWIDTH=65000,CODECS=\"mp4a.40.2\"\n64k.m3u8\n"
-            )
+            ),
+            "{master}"
         );
         assert!(master.contains(
             "BANDWIDTH=130000,AVERAGE-BANDWIDTH=128000,CODECS=\"mp4a.40.2\"\n128k.m3u8\n"
@@ -374,14 +361,24 @@ mod tests {
         assert!(hls_master("not a playlist", &[]).is_err());
     }
 
+    /// A packaged MPD of `duration` seconds, as the packager writes it.
+    fn packaged(duration: f64) -> String {
+        let rendition = media::package::RenditionInfo {
+            id: "64k".into(),
+            segments: vec![media::package::SegmentInfo {
+                start: 0,
+                samples: (duration * 48_000.0) as u64,
+                bytes: 48_000,
+                presented_secs: duration,
+            }],
+            init_bytes: 700,
+        };
+        media::package::dash_mpd(&[rendition], 48_000, 2, 2048, duration, "mp4a.40.2")
+    }
+
     #[test]
     fn dash_gets_a_period_per_piece() {
-        let mpd = |duration: &str| {
-            format!(
-                "<?xml version=\"1.0\"?>\n<MPD type=\"static\" mediaPresentationDuration=\"PT{duration}S\">\n  <Period id=\"0\" start=\"PT0S\">\n    <AdaptationSet/>\n  </Period>\n</MPD>\n"
-            )
-        };
-        let (ad, track) = (mpd("10.500"), mpd("20.000"));
+        let (ad, track) = (packaged(10.5), packaged(20.0));
         let text = dash_mpd(&[
             DashPiece {
                 base: "https://e/t/A/media/ad/1/".into(),
@@ -395,10 +392,18 @@ mod tests {
             },
         ])
         .unwrap();
-        assert!(text.contains("mediaPresentationDuration=\"PT30.500S\""));
-        assert!(text.contains("<Period id=\"ad-1\" start=\"PT0.000S\" duration=\"PT10.500S\">\n    <BaseURL>https://e/t/A/media/ad/1/</BaseURL>"));
+        assert!(
+            text.contains("mediaPresentationDuration=\"PT30.500S\""),
+            "{text}"
+        );
+        assert!(text.contains("<Period id=\"ad-1\" start=\"PT0.000S\" duration=\"PT10.500S\">\n    <BaseURL>https://e/t/A/media/ad/1/</BaseURL>"), "{text}");
         assert!(text.contains("<Period id=\"track\" start=\"PT10.500S\" duration=\"PT20.000S\">"));
-        assert_eq!(text.matches("<AdaptationSet/>").count(), 2);
+        assert!(
+            text.contains("<Event id=\"1\" presentationTime=\"0\" duration=\"10500\">ad</Event>"),
+            "{text}"
+        );
+        assert_eq!(text.matches("<AdaptationSet ").count(), 2);
+        assert_eq!(mpd_duration(&text).unwrap(), 30.5);
         assert!(
             dash_mpd(&[DashPiece {
                 base: String::new(),
@@ -407,14 +412,5 @@ mod tests {
             }])
             .is_err()
         );
-    }
-
-    #[test]
-    fn reads_quoted_and_bare_attributes() {
-        let attributes = "BANDWIDTH=1,CODECS=\"a,b\",URI=\"x.mp4\"";
-        assert_eq!(attribute(attributes, "CODECS"), Some("a,b"));
-        assert_eq!(attribute(attributes, "URI"), Some("x.mp4"));
-        assert_eq!(attribute(attributes, "BANDWIDTH"), Some("1"));
-        assert_eq!(attribute(attributes, "NONE"), None);
     }
 }

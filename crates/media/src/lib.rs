@@ -7,6 +7,7 @@ pub mod analyze;
 pub mod artwork;
 pub mod fingerprint;
 pub mod integrity;
+pub mod mpd;
 pub mod package;
 pub mod tags;
 pub mod transcode;

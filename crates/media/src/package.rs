@@ -305,7 +305,9 @@ pub fn hls_master_playlist(renditions: &[RenditionInfo], codecs: &str) -> String
     text
 }
 
-/// The static DASH MPD.
+/// The static DASH MPD: one Period, one audio AdaptationSet whose SegmentTimeline is the
+/// first rendition's (all renditions share their segment boundaries), a Representation per
+/// rendition.
 pub fn dash_mpd(
     renditions: &[RenditionInfo],
     sample_rate: u32,
@@ -314,44 +316,63 @@ pub fn dash_mpd(
     duration_secs: f64,
     codecs: &str,
 ) -> String {
-    let timeline = renditions.first().map_or_else(String::new, |rendition| {
-        let mut runs: Vec<(u64, u64, u32)> = Vec::new();
+    use crate::mpd::{
+        AdaptationSet, ChannelConfiguration, Mpd, Period, Representation, Run, Seconds,
+        SegmentTemplate, SegmentTimeline,
+    };
+    let mut runs: Vec<Run> = Vec::new();
+    if let Some(rendition) = renditions.first() {
         for segment in &rendition.segments {
             match runs.last_mut() {
-                Some((_, duration, repeat)) if *duration == segment.samples => *repeat += 1,
-                _ => runs.push((segment.start, segment.samples, 0)),
+                Some(run) if run.d == segment.samples => *run.r.get_or_insert(0) += 1,
+                _ => runs.push(Run {
+                    t: runs.is_empty().then_some(segment.start),
+                    d: segment.samples,
+                    r: None,
+                }),
             }
         }
-        runs.iter()
-            .enumerate()
-            .map(|(index, (start, duration, repeat))| {
-                let t = if index == 0 {
-                    format!(" t=\"{start}\"")
-                } else {
-                    String::new()
-                };
-                let r = if *repeat > 0 {
-                    format!(" r=\"{repeat}\"")
-                } else {
-                    String::new()
-                };
-                format!("<S{t} d=\"{duration}\"{r}/>")
-            })
-            .collect()
-    });
-    let mut text = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011,urn:mpeg:dash:profile:cmaf:2019\" type=\"static\" mediaPresentationDuration=\"PT{duration_secs:.3}S\" minBufferTime=\"PT2S\">\n  <Period id=\"0\" start=\"PT0S\">\n    <AdaptationSet contentType=\"audio\" mimeType=\"audio/mp4\" codecs=\"{codecs}\" audioSamplingRate=\"{sample_rate}\" lang=\"und\" segmentAlignment=\"true\" startWithSAP=\"1\">\n      <AudioChannelConfiguration schemeIdUri=\"urn:mpeg:dash:23003:3:audio_channel_configuration:2011\" value=\"{channels}\"/>\n      <SegmentTemplate timescale=\"{sample_rate}\" presentationTimeOffset=\"{priming}\" initialization=\"$RepresentationID$/init.mp4\" media=\"$RepresentationID$/seg-$Number%05d$.m4s\" startNumber=\"1\">\n        <SegmentTimeline>{timeline}</SegmentTimeline>\n      </SegmentTemplate>\n"
-    );
-    for rendition in renditions {
-        let _ = writeln!(
-            text,
-            "      <Representation id=\"{}\" bandwidth=\"{}\"/>",
-            rendition.id,
-            rendition.peak_bandwidth()
-        );
     }
-    text.push_str("    </AdaptationSet>\n  </Period>\n</MPD>\n");
-    text
+    let adaptation = AdaptationSet {
+        content_type: "audio".to_owned(),
+        mime_type: "audio/mp4".to_owned(),
+        codecs: codecs.to_owned(),
+        sample_rate,
+        lang: "und".to_owned(),
+        segment_alignment: true,
+        start_with_sap: 1,
+        channels: ChannelConfiguration {
+            scheme: "urn:mpeg:dash:23003:3:audio_channel_configuration:2011".to_owned(),
+            value: channels,
+        },
+        template: SegmentTemplate {
+            timescale: sample_rate,
+            presentation_time_offset: u64::from(priming),
+            initialization: "$RepresentationID$/init.mp4".to_owned(),
+            media: "$RepresentationID$/seg-$Number%05d$.m4s".to_owned(),
+            start_number: 1,
+            timeline: SegmentTimeline { runs },
+        },
+        representations: renditions
+            .iter()
+            .map(|rendition| Representation {
+                id: rendition.id.clone(),
+                bandwidth: rendition.peak_bandwidth(),
+            })
+            .collect(),
+    };
+    Mpd::new(
+        duration_secs,
+        vec![Period {
+            id: "0".to_owned(),
+            start: Seconds(0.0),
+            duration: None,
+            base_url: None,
+            events: None,
+            adaptation_sets: vec![adaptation],
+        }],
+    )
+    .to_xml()
 }
 
 #[cfg(test)]
@@ -436,9 +457,16 @@ mod tests {
             "{master}"
         );
         let mpd = dash_mpd(&[rendition], 44_100, 2, 2048, 12.135, "mp4a.40.2");
-        assert!(
-            mpd.contains("<S t=\"0\" d=\"264192\" r=\"1\"/><S d=\"10240\"/>"),
-            "{mpd}"
+        assert!(mpd.contains("<S t=\"0\" d=\"264192\" r=\"1\"/>"), "{mpd}");
+        assert!(mpd.contains("<S d=\"10240\"/>"), "{mpd}");
+        let read = crate::mpd::Mpd::parse(&mpd).unwrap();
+        assert_eq!(
+            read.periods[0].adaptation_sets[0]
+                .template
+                .timeline
+                .runs
+                .len(),
+            2
         );
         assert!(mpd.contains("presentationTimeOffset=\"2048\""));
     }
