@@ -195,6 +195,46 @@ fn no_service_reaches_into_another() {
     assert!(offences.is_empty(), "{offences:?}");
 }
 
+/// The module graph of a crate's `src/` (a module per top-level file or folder; `lib.rs` and
+/// `main.rs`, which compose, left out), and its cycles.
+fn module_cycles(src: &Path) -> Vec<String> {
+    let mut sources = Vec::new();
+    files(src, ".rs", &mut sources);
+    let mut edges: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    let modules: std::collections::BTreeSet<String> =
+        sources.iter().map(|path| module_of(path, src)).collect();
+    for path in &sources {
+        let own = module_of(path, src);
+        if own == "lib" || own == "main" {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).unwrap();
+        for name in named_modules(&text) {
+            if name != own && modules.contains(&name) && name != "lib" {
+                edges.entry(own.clone()).or_default().insert(name);
+            }
+        }
+    }
+    let mut cycles = Vec::new();
+    for (from, targets) in &edges {
+        for to in targets {
+            if from < to && edges.get(to).is_some_and(|back| back.contains(from)) {
+                cycles.push(format!("{from} <-> {to}"));
+            }
+        }
+    }
+    cycles
+}
+
+#[test]
+fn no_two_modules_import_each_other() {
+    for krate in ["control-plane", "edge-node", "host-locator", "origin"] {
+        let cycles = module_cycles(&root().join(krate).join("src"));
+        assert!(cycles.is_empty(), "{krate}: {cycles:?}");
+    }
+}
+
 #[test]
 fn the_checks_see_what_they_look_for() {
     assert_eq!(

@@ -34,7 +34,7 @@ pub(crate) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(set_role))
 }
 
-pub use crate::auth::normalize_email;
+pub use crate::validate::normalize_email;
 
 // ---- Validation --------------------------------------------------------------------------
 

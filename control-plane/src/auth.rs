@@ -410,19 +410,6 @@ pub fn may_see_track(
         || caller.is_some_and(|caller| caller.user_id == owner || caller.role == Role::Admin)
 }
 
-/// Trims and lower-cases an email address and checks its syntax.
-pub fn normalize_email(email: &str) -> Result<String, crate::error::FieldError> {
-    let email = email.trim().to_lowercase();
-    if email.len() > 254 || !email_address::EmailAddress::is_valid(&email) {
-        return Err(crate::error::FieldError::new(
-            "email",
-            "invalid",
-            "Not a valid email address.",
-        ));
-    }
-    Ok(email)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -486,7 +486,7 @@ impl Config {
             ));
         }
         if let Some(admin) = &self.bootstrap_admin {
-            if crate::auth::normalize_email(&admin.email).is_err() {
+            if crate::validate::normalize_email(&admin.email).is_err() {
                 return Err(invalid(
                     "bootstrap_admin.email",
                     "not a valid email address",

@@ -22,6 +22,7 @@ pub mod services;
 pub mod store;
 pub mod subscriptions;
 pub mod uploads;
+pub mod validate;
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -205,7 +206,7 @@ impl App {
         }
         let (email, password, generated) = match &self.config.bootstrap_admin {
             Some(admin) => (
-                auth::normalize_email(&admin.email)
+                validate::normalize_email(&admin.email)
                     .map_err(|error| anyhow::anyhow!(error.message))?,
                 admin.password.expose().to_owned(),
                 false,

@@ -4,7 +4,6 @@
 //! one fill for its key and streams as bytes arrive. Ranges and conditional requests are
 //! answered here, from the cache or from a fill in progress.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,7 +12,6 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt as _, Full, StreamBody};
 use http_semantics::{BodyPlan, Planner, Precondition, Validators};
 use serde_json::json;
@@ -21,7 +19,7 @@ use subtle::ConstantTimeEq as _;
 
 use crate::cache::{Cache, Meta, Object, Tier, latin1, variant_key, vary_names};
 use crate::config::Config;
-use crate::fill::{Fill, FillEnd, FillHead, Fills};
+use crate::fill::{Fill, FillEnd, FillFailure, FillHead, Fills};
 use crate::freshness::{self, RequestDirectives, Use};
 use crate::hooks::{CacheOutcome, Hooks};
 use crate::upstream::{FetchRequest, Parent, Upstream, connection_names, end_to_end};
@@ -29,41 +27,7 @@ use crate::upstream::{FetchRequest, Parent, Upstream, connection_names, end_to_e
 /// RFC 9211's response header.
 const CACHE_STATUS: HeaderName = HeaderName::from_static("cache-status");
 
-/// Response bodies of every protocol.
-pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
-
-/// The protocol a request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Protocol {
-    /// HTTP/1.x.
-    Http1,
-    /// HTTP/2 (over TLS or h2c).
-    Http2,
-    /// HTTP/3 over QUIC.
-    Http3,
-}
-
-impl Protocol {
-    /// Metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Http1 => "http1",
-            Self::Http2 => "http2",
-            Self::Http3 => "http3",
-        }
-    }
-}
-
-/// What the engine knows of a request besides its head.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestContext {
-    /// Protocol.
-    pub protocol: Protocol,
-    /// Peer address.
-    pub peer: SocketAddr,
-    /// Whether it came over TLS or QUIC.
-    pub secure: bool,
-}
+pub use crate::request::{Body, Protocol, RequestContext};
 
 /// The caching engine. Cheap to clone.
 #[derive(Clone)]
@@ -524,7 +488,7 @@ impl Engine {
                 CacheOutcome::Bypass,
             ),
             Err(FillEnd::Failed(reason)) => {
-                tracing::warn!(message = "Fill failed.", path = path_and_query, reason = %reason);
+                tracing::warn!(message = "Fill failed.", path = path_and_query, fault = ?reason.fault(), retryable = reason.retryable(), reason = %reason);
                 if let Some(stale) = stale {
                     let policy = &stale.meta.policy;
                     if policy.usable_on_error(stale.age_ms(self.now_ms())) {
@@ -664,7 +628,7 @@ impl Engine {
         };
         let mut response = match inner.upstream.fetch(&fetch).await {
             Ok(response) => response,
-            Err(failure) => return end("failed", FillEnd::Failed(failure.to_string().into())),
+            Err(failure) => return end("failed", FillEnd::Failed(failure.into())),
         };
         let response_time = self.now_ms();
         let status = response.status();
@@ -699,10 +663,7 @@ impl Engine {
                 return end("revalidated", FillEnd::Complete(object));
             }
             if status.is_server_error() {
-                return end(
-                    "failed",
-                    FillEnd::Failed(format!("the parent answered {status}").into()),
-                );
+                return end("failed", FillEnd::Failed(FillFailure::ParentStatus(status)));
             }
         }
         let content_length = if status == StatusCode::NOT_MODIFIED {
@@ -731,22 +692,22 @@ impl Engine {
                 Ok(Ok(Some(chunk))) => {
                     received += chunk.len() as u64;
                     if received > max {
-                        return end(
-                            "failed",
-                            FillEnd::Failed("the object is larger than the cache takes".into()),
-                        );
+                        return end("failed", FillEnd::Failed(FillFailure::TooLarge));
                     }
                     fill.push(chunk);
                 }
                 Ok(Ok(None)) => break,
                 Ok(Err(failure)) => {
-                    return end("failed", FillEnd::Failed(format!("body: {failure}").into()));
+                    return end(
+                        "failed",
+                        FillEnd::Failed(FillFailure::Body(failure.to_string())),
+                    );
                 }
-                Err(_) => return end("failed", FillEnd::Failed("body: idle timeout".into())),
+                Err(_) => return end("failed", FillEnd::Failed(FillFailure::IdleTimeout)),
             }
         }
         if content_length.is_some_and(|length| length != received) {
-            return end("failed", FillEnd::Failed("short body".into()));
+            return end("failed", FillEnd::Failed(FillFailure::ShortBody));
         }
         let object = Arc::new(self.object(
             &key,

@@ -40,7 +40,57 @@ pub enum FillEnd {
     /// it itself.
     Bypass,
     /// No parent answered, or the body broke off.
-    Failed(Arc<str>),
+    Failed(FillFailure),
+}
+
+/// Why a fill failed: where the fault lies, and whether a later request may succeed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FillFailure {
+    /// No parent answered (each one's failure inside).
+    #[error(transparent)]
+    Parents(#[from] crate::upstream::UpstreamError),
+    /// The parent answered a revalidation with a server error.
+    #[error("the parent answered {0}")]
+    ParentStatus(http::StatusCode),
+    /// The parent's body broke off.
+    #[error("body: {0}")]
+    Body(String),
+    /// The parent stopped sending the body for longer than the idle timeout.
+    #[error("body: idle timeout")]
+    IdleTimeout,
+    /// The body ended before its `Content-Length`.
+    #[error("short body")]
+    ShortBody,
+    /// The object grew past what the cache takes (the fill stops; each waiter fetches it).
+    #[error("the object is larger than the cache takes")]
+    TooLarge,
+    /// The fill's task ended without saying how (it panicked or was cancelled).
+    #[error("the fill went away")]
+    Abandoned,
+}
+
+/// Where a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The parents: unreachable, slow, or answering badly.
+    Upstream,
+    /// The edge itself: a limit, or a task that died.
+    Internal,
+}
+
+impl FillFailure {
+    /// Where the fault lies.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::TooLarge | Self::Abandoned => Fault::Internal,
+            _ => Fault::Upstream,
+        }
+    }
+
+    /// Whether a later request may succeed (every failure here but the size limit).
+    pub fn retryable(&self) -> bool {
+        !matches!(self, Self::TooLarge)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -116,7 +166,7 @@ impl Fill {
                 }
             }
             if changes.changed().await.is_err() {
-                return Err(FillEnd::Failed("the fill went away".into()));
+                return Err(FillEnd::Failed(FillFailure::Abandoned));
             }
         }
     }
@@ -130,7 +180,7 @@ impl Fill {
                 return end.clone();
             }
             if changes.changed().await.is_err() {
-                return FillEnd::Failed("the fill went away".into());
+                return FillEnd::Failed(FillFailure::Abandoned);
             }
         }
     }

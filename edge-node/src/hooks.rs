@@ -4,7 +4,7 @@
 use http::request::Parts;
 use http::{Response, StatusCode};
 
-use crate::engine::{Body, RequestContext};
+use crate::request::{Body, RequestContext};
 use crate::upstream::FetchRequest;
 
 /// How the cache answered a request.

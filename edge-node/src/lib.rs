@@ -18,6 +18,7 @@ mod h1;
 pub mod hooks;
 mod quic;
 pub mod register;
+pub mod request;
 pub mod server;
 pub mod stall;
 pub mod tls;

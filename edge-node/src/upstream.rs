@@ -33,12 +33,58 @@ pub struct FetchRequest {
     pub headers: HeaderMap,
 }
 
-/// Why no parent answered.
-#[derive(Debug, thiserror::Error)]
+/// How one parent failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParentFailure {
+    /// No response head within the first-byte timeout.
+    Timeout,
+    /// The connection could not be made or broke before a response.
+    Connection,
+    /// It answered with a server error (and another parent was left to ask).
+    ServerError(http::StatusCode),
+}
+
+impl std::fmt::Display for ParentFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("timeout"),
+            Self::Connection => f.write_str("error"),
+            Self::ServerError(status) => write!(f, "server error {}", status.as_u16()),
+        }
+    }
+}
+
+/// Why no parent answered: each parent asked, with how it failed. Always the upstream's fault,
+/// and a later request may succeed.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum UpstreamError {
     /// Every parent failed to connect, timed out or answered with a server error.
-    #[error("no parent answered: {0}")]
-    AllFailed(String),
+    #[error("no parent answered: {}", describe(.0))]
+    AllFailed(Vec<(String, ParentFailure)>),
+}
+
+fn describe(attempts: &[(String, ParentFailure)]) -> String {
+    attempts
+        .iter()
+        .map(|(parent, failure)| format!("{parent}: {failure}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl UpstreamError {
+    /// Each parent asked, in order, with how it failed.
+    pub fn attempts(&self) -> &[(String, ParentFailure)] {
+        match self {
+            Self::AllFailed(attempts) => attempts,
+        }
+    }
+
+    /// Whether every parent timed out (none refused or failed outright).
+    pub fn timed_out(&self) -> bool {
+        self.attempts()
+            .iter()
+            .all(|(_, failure)| *failure == ParentFailure::Timeout)
+    }
 }
 
 /// The parents and the HTTP client that reaches them.
@@ -123,22 +169,27 @@ impl Upstream {
             let outcome = tokio::time::timeout(self.first_byte_timeout, builder.send()).await;
             metrics::histogram!("cadenza_edge_upstream_seconds", "parent" => index.to_string())
                 .record(started.elapsed().as_secs_f64());
-            let result = match outcome {
-                Err(_) => "timeout",
-                Ok(Err(_)) => "error",
+            let failure = match outcome {
+                Err(_) => ParentFailure::Timeout,
+                Ok(Err(_)) => ParentFailure::Connection,
                 Ok(Ok(response)) if response.status().is_server_error() && index < last => {
-                    "server_error"
+                    ParentFailure::ServerError(response.status())
                 }
                 Ok(Ok(response)) => {
                     metrics::counter!("cadenza_edge_upstream_fetches_total", "parent" => index.to_string(), "outcome" => "answered").increment(1);
                     return Ok(response);
                 }
             };
+            let result = match failure {
+                ParentFailure::Timeout => "timeout",
+                ParentFailure::Connection => "error",
+                ParentFailure::ServerError(_) => "server_error",
+            };
             metrics::counter!("cadenza_edge_upstream_fetches_total", "parent" => index.to_string(), "outcome" => result).increment(1);
             tracing::warn!(message = "Parent failed; trying the next.", parent = %parent.base, outcome = result);
-            failures.push(format!("{}: {result}", parent.base));
+            failures.push((parent.base.clone(), failure));
         }
-        Err(UpstreamError::AllFailed(failures.join(", ")))
+        Err(UpstreamError::AllFailed(failures))
     }
 }
 

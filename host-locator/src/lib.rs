@@ -10,7 +10,9 @@ pub mod config;
 pub mod error;
 pub mod geo;
 pub mod mmdb;
+pub mod near;
 pub mod registry;
+pub mod rendezvous;
 pub mod select;
 
 use std::borrow::Cow;

@@ -273,7 +273,7 @@ impl Registration {
             .or_else(|| self.address.and_then(&locate))
             .unwrap_or(default);
         Ok(Description {
-            hash: crate::select::node_hash(&self.id),
+            hash: crate::rendezvous::node_hash(&self.id),
             unit: crate::geo::unit_vector(location),
             id: self.id.clone(),
             kind: self.kind,
@@ -487,7 +487,7 @@ pub struct Snapshot {
     pub generation: u64,
     /// The nearest sites of the places clients were placed at (sites do not move within a
     /// snapshot, so the answer for a place holds until the next one).
-    pub near: crate::select::NearMemo,
+    pub near: crate::near::NearMemo,
 }
 
 impl Snapshot {
@@ -540,7 +540,7 @@ impl Snapshot {
             v4,
             v6,
             generation,
-            near: crate::select::NearMemo::default(),
+            near: crate::near::NearMemo::default(),
         }
     }
 }
