@@ -26,6 +26,8 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
     pub tls_key: Option<PathBuf>,
+    /// How often the certificate files are checked for a new pair, milliseconds.
+    pub tls_reload_interval_ms: u64,
     /// Admin address (`/metrics`, `/healthz`, `/readyz`, `/purge`).
     pub admin_listen: SocketAddr,
     /// Bearer token for `/purge`.
@@ -116,6 +118,7 @@ impl Default for Config {
             http3: true,
             tls_cert: None,
             tls_key: None,
+            tls_reload_interval_ms: 5_000,
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9084)),
             purge_key: None,
             parents: vec!["http://127.0.0.1:8083".to_owned()],
@@ -182,6 +185,12 @@ impl Config {
         };
         if self.listen.is_none() && self.tls_listen.is_none() {
             return Err(invalid("listen", "set listen, tls_listen or both"));
+        }
+        if self.tls_reload_interval_ms == 0 {
+            return Err(invalid(
+                "tls_reload_interval_ms",
+                "the certificate check interval must be positive",
+            ));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid("tls_cert", "give tls_cert and tls_key together"));

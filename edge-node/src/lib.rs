@@ -134,6 +134,7 @@ pub fn start(
         addresses.tls = Some(address);
         let files = config.tls_cert.clone().zip(config.tls_key.clone());
         let (certificates, identity) = tls::Certificates::load(files)?;
+        let reload_every = Duration::from_millis(config.tls_reload_interval_ms);
         addresses.certificate = identity.chain().iter().map(|der| der.to_vec()).collect();
         if config.http3 {
             let endpoint = quic_endpoint(
@@ -146,14 +147,16 @@ pub fn start(
             addresses.http3 = true;
             let reloading = endpoint.clone();
             let streams = config.max_concurrent_streams;
-            certificates.watch(shutdown.clone(), move |identity| {
-                match identity.quic_config(streams) {
+            certificates.watch(
+                reload_every,
+                shutdown.clone(),
+                move |identity| match identity.quic_config(streams) {
                     Ok(quic) => reloading.set_server_config(Some(quic)),
                     Err(error) => {
                         tracing::warn!(message = "QUIC certificate refused.", error = %error)
                     }
-                }
-            });
+                },
+            );
             servers.push(tokio::spawn(server::serve_h3(
                 engine.clone(),
                 endpoint,
@@ -161,7 +164,7 @@ pub fn start(
                 grace,
             )));
         } else {
-            certificates.watch(shutdown.clone(), |_| {});
+            certificates.watch(reload_every, shutdown.clone(), |_| {});
         }
         servers.push(tokio::spawn(server::serve_tcp(
             engine.clone(),

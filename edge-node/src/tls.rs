@@ -111,10 +111,11 @@ impl Certificates {
         self.current.load_full()
     }
 
-    /// Polls the files and swaps the configurations when they change (a broken new pair is
+    /// Polls the files `every` so often and swaps the configurations when they change (a broken new pair is
     /// logged and the old one kept). `on_change` receives the new identity (for QUIC).
     pub fn watch(
         &self,
+        every: Duration,
         shutdown: telemetry::Shutdown,
         on_change: impl Fn(&Identity) + Send + 'static,
     ) {
@@ -132,7 +133,7 @@ impl Certificates {
             loop {
                 tokio::select! {
                     () = shutdown.wait() => return,
-                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    () = tokio::time::sleep(every) => {}
                 }
                 let now = (stamp(&cert), stamp(&key));
                 if now == seen {

@@ -49,3 +49,31 @@ pub fn tools_available(tools: &[&str], why: &str) -> bool {
     }
     found
 }
+
+/// Waits until `ready` holds, checking every 10 ms, for at most 10 s; `what` names it when it
+/// never does. For conditions a test cannot be told of directly (a file written by a
+/// background task), in place of a fixed sleep.
+pub async fn eventually(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// How many files lie under `dir`, at any depth (0 if it does not exist).
+pub fn files_under(dir: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| {
+            let path = entry.path();
+            if path.is_dir() { files_under(&path) } else { 1 }
+        })
+        .sum()
+}

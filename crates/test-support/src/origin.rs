@@ -166,9 +166,17 @@ impl TestOrigin {
         *self.state.unauthorised.lock().unwrap()
     }
 
-    /// Stops answering: the port refuses connections.
-    pub fn stop(&self) {
+    /// Stops answering; returns once the port refuses connections.
+    pub async fn stop(&self) {
         self.task.abort();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tokio::net::TcpStream::connect(self.address).await.is_ok() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the test origin still accepts connections"
+            );
+            tokio::task::yield_now().await;
+        }
     }
 }
 

@@ -116,7 +116,7 @@ async fn origin_stopped_cached_objects_and_stale_within_its_window_are_served() 
         let response = edge.h1.get(edge.http(path)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
-    origin.stop();
+    origin.stop().await;
     clock.advance(Duration::from_millis(2_100));
     let response = edge
         .h1
@@ -394,10 +394,13 @@ async fn the_disk_tier_survives_a_restart() {
             .await
             .unwrap();
         assert_eq!(response.bytes().await.unwrap(), body);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let objects = dir.path().join("objects");
+        test_support::eventually("the object on disk", || {
+            test_support::files_under(&objects) == 1
+        })
+        .await;
     }
-    origin.stop();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    origin.stop().await;
     let edge = TestEdge::start_with(config).await;
     let response = edge
         .h1

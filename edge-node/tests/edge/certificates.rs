@@ -34,6 +34,7 @@ async fn certificates_are_reloaded_when_their_files_change() {
     let mut config = crate::support::edge_config(vec![origin.url()]);
     config.tls_cert = Some(cert_path.clone());
     config.tls_key = Some(key_path.clone());
+    config.tls_reload_interval_ms = 50;
     let edge = TestEdge::start_with(config).await;
     let (second_cert, second_key, second_der) = identity();
     let roots = [first_der.as_slice(), second_der.as_slice()];
@@ -41,7 +42,8 @@ async fn certificates_are_reloaded_when_their_files_change() {
 
     // A broken pair is refused and the old certificate stays in service.
     std::fs::write(&cert_path, "not a certificate").unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(5_500)).await;
+    // Three check intervals: the watcher has seen the broken pair and kept the old one.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     assert_eq!(served_certificate(&edge, &roots).await, first_der);
 
     // A new pair, written key first and renamed into place, is served to new connections.
@@ -50,12 +52,12 @@ async fn certificates_are_reloaded_when_their_files_change() {
     std::fs::write(&staged, second_cert).unwrap();
     std::fs::rename(&staged, &cert_path).unwrap();
     let mut served = Vec::new();
-    for _ in 0..30 {
+    for _ in 0..200 {
         served = served_certificate(&edge, &roots).await;
         if served == second_der {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(served, second_der);
 }

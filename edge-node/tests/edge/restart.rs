@@ -86,13 +86,20 @@ async fn sigkill_during_fills_then_restart_serves_only_whole_objects() {
         let response = client.get(url(path)).send().await.unwrap();
         assert_eq!(response.bytes().await.unwrap(), body);
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stored = dir.path().join("cache").join("objects");
+    test_support::eventually("five objects on disk", || {
+        test_support::files_under(&stored) == 5
+    })
+    .await;
     // …twenty-five are mid-fill when the process is killed.
     let pending: Vec<_> = objects[5..]
         .iter()
         .map(|(path, _)| tokio::spawn(client.get(url(path)).send()))
         .collect();
-    tokio::time::sleep(Duration::from_millis(120)).await;
+    test_support::eventually("every fill under way", || {
+        objects[5..].iter().all(|(path, _)| origin.hits(path) >= 1)
+    })
+    .await;
     daemon.0.kill().unwrap();
     daemon.0.wait().unwrap();
     for task in pending {
@@ -100,7 +107,7 @@ async fn sigkill_during_fills_then_restart_serves_only_whole_objects() {
     }
 
     // Restarted with the origin gone: whatever is served comes from the disk and is whole.
-    origin.stop();
+    origin.stop().await;
     let _daemon = spawn(&config, admin).await;
     let mut from_disk = 0;
     for (path, body) in &objects {
