@@ -1,5 +1,5 @@
 //! Decodes and measures an audio file as the pipeline's first stage does, and says how fast:
-//! `cargo run --release -p control-plane --example decode -- input.opus` prints the track's
+//! `cargo run --release -p media --example decode -- input.opus` prints the track's
 //! duration, the wall time and the speed × realtime (for comparing decoders with ffmpeg's on
 //! the same file; one thread).
 fn main() {

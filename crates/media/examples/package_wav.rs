@@ -1,5 +1,5 @@
 //! Packages an audio file into a directory of CMAF renditions with HLS and DASH manifests:
-//! `cargo run -p control-plane --example package_wav -- input.wav out/` (a development aid
+//! `cargo run -p media --example package_wav -- input.wav out/` (a development aid
 //! for inspecting the pipeline's output with other tools).
 fn main() {
     let mut args = std::env::args().skip(1);
