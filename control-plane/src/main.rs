@@ -5,31 +5,26 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::Parser;
 use control_plane::config::Config;
 use control_plane::store::Clock;
 use control_plane::{App, run};
 use figment::Figment;
-use telemetry::{Flags, LogFormat, Shutdown};
+use telemetry::{CommonArgs, Shutdown};
 
 /// Cadenza control plane: accounts, packages, playlists, payments, uploads, processing, the
 /// catalog and the play API — all of them, or those `--services` names.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
-    /// TOML configuration file (flags and CADENZA_* variables override it).
-    #[arg(long, env = "CADENZA_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Directory for the embedded databases.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// Public API address.
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Admin address (/metrics, /healthz, /readyz).
-    #[arg(long)]
-    admin_listen: Option<SocketAddr>,
     /// User DB URL (sqlite:… or mysql://…).
     #[arg(long)]
     user_db_url: Option<String>,
@@ -39,9 +34,6 @@ struct Cli {
     /// Cache URL (memory:// or redis://…).
     #[arg(long)]
     cache_url: Option<String>,
-    /// Log format: human or json.
-    #[arg(long)]
-    log_format: Option<LogFormat>,
     /// The services this process runs: `all` (the default) or a comma-separated list, e.g.
     /// `processing` for a transcoding worker or `accounts,packages,playlists,payments,
     /// subscriptions,uploads,catalog,play` for an API process (an unknown name is refused with
@@ -52,14 +44,13 @@ struct Cli {
 
 impl Cli {
     fn overrides(&self) -> Figment {
-        Flags::default()
+        self.common
+            .flags()
             .set("data_dir", self.data_dir.as_ref())
             .set("listen", self.listen)
-            .set("admin_listen", self.admin_listen)
             .set("user_db_url", self.user_db_url.as_ref())
             .set("inventory_db_url", self.inventory_db_url.as_ref())
             .set("cache_url", self.cache_url.as_ref())
-            .set("log_format", self.log_format)
             .set("services", self.services.as_ref())
             .into()
     }
@@ -67,31 +58,22 @@ impl Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref(), cli.overrides()) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("control-plane: {error}");
-            return ExitCode::from(64);
-        }
-    };
-    telemetry::init_logging(config.log_format, "info");
-    telemetry::run_main("control-plane", serve(config))
+    telemetry::daemon(
+        "control-plane",
+        Config::load(cli.common.config.as_deref(), cli.overrides()),
+        |config| config.log_format,
+        serve,
+    )
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     // A process that serves no HTTP (a processing worker) binds only its admin port.
     let listener = if config.services.serve_http() {
-        Some(
-            tokio::net::TcpListener::bind(config.listen)
-                .await
-                .with_context(|| format!("failed to bind the public address {}", config.listen))?,
-        )
+        Some(telemetry::bind(config.listen, "public").await?)
     } else {
         None
     };
-    let admin = tokio::net::TcpListener::bind(config.admin_listen)
-        .await
-        .with_context(|| format!("failed to bind the admin address {}", config.admin_listen))?;
+    let admin = telemetry::bind(config.admin_listen, "admin").await?;
     let app = App::build(config, Clock::system()).await?;
     if let Some(admin) = app.bootstrap_admin().await? {
         // Shown once: the password is not stored anywhere but as its hash.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use edge_node::Config;
-use telemetry::{Flags, LogFormat, Shutdown};
+use telemetry::{CommonArgs, Shutdown};
 
 /// mimalloc: glibc's malloc, free and consolidation passes took about 10 % of the edge's CPU
 /// on small HTTP/2 responses; with mimalloc each such response costs about 8 % less CPU
@@ -19,45 +19,35 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
-    /// TOML configuration file (flags and CADENZA_* variables override it).
-    #[arg(long, env = "CADENZA_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Cleartext HTTP/1.1 + h2c address.
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// TLS (and HTTP/3) address.
     #[arg(long)]
     tls_listen: Option<SocketAddr>,
-    /// Admin address (/metrics, /healthz, /readyz, /purge).
-    #[arg(long)]
-    admin_listen: Option<SocketAddr>,
     /// Disk cache directory.
     #[arg(long)]
     disk_cache_dir: Option<PathBuf>,
-    /// Log format: human or json.
-    #[arg(long)]
-    log_format: Option<LogFormat>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let overrides = Flags::default()
+    let overrides = cli
+        .common
+        .flags()
         .set("listen", cli.listen)
         .set("tls_listen", cli.tls_listen)
-        .set("admin_listen", cli.admin_listen)
-        .set("disk_cache_dir", cli.disk_cache_dir.as_ref())
-        .set("log_format", cli.log_format);
-    let config = match Config::load(cli.config.as_deref(), overrides.into()) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("edge-node: {error}");
-            return ExitCode::from(64);
-        }
-    };
-    telemetry::init_logging(config.log_format, "info");
-    telemetry::run_main("edge-node", async move {
-        let shutdown = Shutdown::new();
-        shutdown.trigger_on_signals();
-        edge_node::run(config, shutdown).await
-    })
+        .set("disk_cache_dir", cli.disk_cache_dir.as_ref());
+    telemetry::daemon(
+        "edge-node",
+        Config::load(cli.common.config.as_deref(), overrides.into()),
+        |config| config.log_format,
+        |config| async move {
+            let shutdown = Shutdown::new();
+            shutdown.trigger_on_signals();
+            edge_node::run(config, shutdown).await
+        },
+    )
 }

@@ -10,27 +10,20 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use host_locator::config::Config;
 use host_locator::{Locator, run};
-use telemetry::{Clock, Flags, LogFormat, Shutdown};
+use telemetry::{Clock, CommonArgs, Shutdown};
 
 /// Cadenza host locator: sends each player to the nearest healthy edge or ISP box.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Cli {
-    /// TOML configuration file (flags and CADENZA_* variables override it).
-    #[arg(long, env = "CADENZA_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Public API address.
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// Admin address (/metrics, /healthz, /readyz).
-    #[arg(long)]
-    admin_listen: Option<SocketAddr>,
     /// MaxMind DB (City) file.
     #[arg(long)]
     geoip_db: Option<PathBuf>,
-    /// Log format: human or json.
-    #[arg(long)]
-    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -59,20 +52,17 @@ fn main() -> ExitCode {
             }
         };
     }
-    let overrides = Flags::default()
+    let overrides = cli
+        .common
+        .flags()
         .set("listen", cli.listen)
-        .set("admin_listen", cli.admin_listen)
-        .set("geoip_db", cli.geoip_db.as_ref())
-        .set("log_format", cli.log_format);
-    let config = match Config::load(cli.config.as_deref(), overrides.into()) {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("host-locator: {error}");
-            return ExitCode::from(64);
-        }
-    };
-    telemetry::init_logging(config.log_format, "info");
-    telemetry::run_main("host-locator", serve(config))
+        .set("geoip_db", cli.geoip_db.as_ref());
+    telemetry::daemon(
+        "host-locator",
+        Config::load(cli.common.config.as_deref(), overrides.into()),
+        |config| config.log_format,
+        serve,
+    )
 }
 
 fn build_geoip(csv: &PathBuf, out: &PathBuf) -> anyhow::Result<()> {
@@ -90,12 +80,8 @@ fn build_geoip(csv: &PathBuf, out: &PathBuf) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("failed to bind the public address {}", config.listen))?;
-    let admin = tokio::net::TcpListener::bind(config.admin_listen)
-        .await
-        .with_context(|| format!("failed to bind the admin address {}", config.admin_listen))?;
+    let listener = telemetry::bind(config.listen, "public").await?;
+    let admin = telemetry::bind(config.admin_listen, "admin").await?;
     let locator = Locator::new(config, Clock::system())?;
     let shutdown = Shutdown::new();
     shutdown.trigger_on_signals();

@@ -10,6 +10,7 @@
 mod admin;
 mod clock;
 mod config;
+mod daemon;
 mod logging;
 mod net;
 pub mod pem;
@@ -18,6 +19,7 @@ mod shutdown;
 pub use admin::{Readiness, ReadinessCheck, admin_router, metrics_handle, track_http};
 pub use clock::Clock;
 pub use config::{Flags, Secret, load_layered};
+pub use daemon::{CommonArgs, bind, daemon};
 pub use logging::{LogFormat, init_logging};
 pub use net::{client_addr, request_client_addr};
 pub use shutdown::{Shutdown, accept, drain_within, run_main, serve};

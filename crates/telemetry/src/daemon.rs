@@ -1,0 +1,65 @@
+//! What every daemon's `main` does the same way: the flags they all take, loading the
+//! configuration (an invalid one exits with status 64 and one line saying what is wrong),
+//! starting logging, binding listeners with a clear error, and running on [`run_main`]'s
+//! runtime.
+
+use std::fmt::Display;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::{Flags, LogFormat, init_logging, run_main};
+
+/// The flags every daemon takes (`#[command(flatten)]` them into its own).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// TOML configuration file (flags and CADENZA_* variables override it).
+    #[arg(long, env = "CADENZA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Admin address (/metrics, /healthz, /readyz).
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Log format: human or json.
+    #[arg(long)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl CommonArgs {
+    /// The configuration layer of these flags, for the daemon to add its own to.
+    pub fn flags(&self) -> Flags {
+        Flags::default()
+            .set("admin_listen", self.admin_listen)
+            .set("log_format", self.log_format)
+    }
+}
+
+/// Runs daemon `name`: `loaded` is its configuration or why it could not be had (exit 64),
+/// `log_format` says how it logs, and `serve` is the daemon itself.
+pub fn daemon<C, F>(
+    name: &str,
+    loaded: Result<C, impl Display>,
+    log_format: impl FnOnce(&C) -> LogFormat,
+    serve: impl FnOnce(C) -> F,
+) -> ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let config = match loaded {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{name}: {error}");
+            return ExitCode::from(64);
+        }
+    };
+    init_logging(log_format(&config), "info");
+    run_main(name, serve(config))
+}
+
+/// Binds `address` for the `what` listener ("public", "admin"), saying which failed.
+pub async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("failed to bind the {what} address {address}"))
+}
