@@ -89,5 +89,44 @@ where
         }))
         .merge(overrides)
         .extract()
-        .map_err(Box::new)
+        .map_err(|mut error: figment::Error| {
+            // A flag's (or a default's) error would name this file's line and the profile:
+            // name the key instead.
+            let from_code = error
+                .metadata
+                .as_ref()
+                .is_some_and(|metadata| matches!(metadata.source, Some(figment::Source::Code(_))));
+            if from_code {
+                let key = error.path.join(".");
+                error.profile = None;
+                error.metadata = Some(figment::Metadata::named(format!("the flags (at `{key}`)")));
+            }
+            Box::new(error)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Sample {
+        port: u16,
+    }
+
+    #[test]
+    fn a_bad_flag_names_its_key_not_the_code() {
+        let flags = Flags::default().set("port", Some("eighty"));
+        let error = load_layered(&Sample { port: 80 }, None, flags.into()).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("the flags (at `port`)"), "{message}");
+        assert!(!message.contains(".rs"), "{message}");
+        let flags = Flags::default().set("port", Some(8080));
+        assert_eq!(
+            load_layered(&Sample { port: 80 }, None, flags.into())
+                .unwrap()
+                .port,
+            8080
+        );
+    }
 }
