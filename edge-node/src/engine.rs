@@ -217,6 +217,11 @@ impl Engine {
         self.inner.fills.len()
     }
 
+    /// Fills in progress whose parent's response head has arrived.
+    pub fn fills_with_head(&self) -> usize {
+        self.inner.fills.with_head()
+    }
+
     /// Waits until no fill runs, background revalidations included.
     pub async fn fills_idle(&self) {
         self.inner.fills.idle().await;

@@ -321,6 +321,16 @@ impl Fills {
         self.running.lock().expect("fills lock").len()
     }
 
+    /// Fills in progress whose response head has arrived (the body may still be coming).
+    pub fn with_head(&self) -> usize {
+        self.running
+            .lock()
+            .expect("fills lock")
+            .values()
+            .filter(|fill| fill.state.lock().expect("fill lock").head.is_some())
+            .count()
+    }
+
     /// Whether no fill runs.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -444,7 +444,10 @@ async fn a_request_for_another_variant_does_not_join_a_fill_in_progress() {
     };
     let english = tokio::spawn(get("en"));
     // The first fill has its head (and so its Vary) but not its whole body yet.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    test_support::eventually("the first fill's head", || {
+        edge.engine.fills_with_head() == 1
+    })
+    .await;
     assert_eq!(origin.hits("/assets/slow-varied"), 1);
     let french = tokio::spawn(get("fr"));
     let (english, french) = (english.await.unwrap(), french.await.unwrap());
