@@ -16,8 +16,11 @@ pub fn civil_year_month(ms: i64) -> (u32, u32) {
     (at.year().max(0) as u32, u32::from(u8::from(at.month())))
 }
 
-/// A billing period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How often a package is billed.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Period {
     /// Seven days.
     Week,
@@ -28,14 +31,20 @@ pub enum Period {
 }
 
 impl Period {
-    /// `week`, `month` or `year`, as packages store it.
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "week" => Some(Self::Week),
-            "month" => Some(Self::Month),
-            "year" => Some(Self::Year),
-            _ => None,
+    /// `week`, `month` or `year`, as packages store it and events carry it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Week => "week",
+            Self::Month => "month",
+            Self::Year => "year",
         }
+    }
+
+    /// The name read back; `None` for any other.
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Week, Self::Month, Self::Year]
+            .into_iter()
+            .find(|period| period.as_str() == name)
     }
 }
 
@@ -83,34 +92,23 @@ mod tests {
 
     #[test]
     fn periods_follow_the_calendar() {
-        assert_eq!(
-            add_period(ms(2026, 1, 15, 10), "month"),
-            Some(ms(2026, 2, 15, 10))
-        );
-        assert_eq!(
-            add_period(ms(2026, 1, 31, 10), "month"),
-            Some(ms(2026, 2, 28, 10))
-        );
-        assert_eq!(
-            add_period(ms(2024, 1, 31, 0), "month"),
-            Some(ms(2024, 2, 29, 0))
-        );
-        assert_eq!(
-            add_period(ms(2026, 12, 31, 23), "month"),
-            Some(ms(2027, 1, 31, 23))
-        );
-        assert_eq!(
-            add_period(ms(2024, 2, 29, 5), "year"),
-            Some(ms(2025, 2, 28, 5))
-        );
-        assert_eq!(
-            add_period(ms(2026, 3, 1, 0), "week"),
-            Some(ms(2026, 3, 8, 0))
-        );
-        assert_eq!(
-            add_period(ms(2026, 3, 1, 0) + 1_234, "month"),
-            Some(ms(2026, 4, 1, 0) + 1_234)
-        );
+        for (from, period, to) in [
+            (ms(2026, 1, 15, 10), "month", ms(2026, 2, 15, 10)),
+            (ms(2026, 1, 31, 10), "month", ms(2026, 2, 28, 10)),
+            (ms(2024, 1, 31, 0), "month", ms(2024, 2, 29, 0)),
+            (ms(2026, 12, 31, 23), "month", ms(2027, 1, 31, 23)),
+            (ms(2024, 2, 29, 5), "year", ms(2025, 2, 28, 5)),
+            (ms(2026, 3, 1, 0), "week", ms(2026, 3, 8, 0)),
+            (
+                ms(2026, 3, 1, 0) + 1_234,
+                "month",
+                ms(2026, 4, 1, 0) + 1_234,
+            ),
+        ] {
+            assert_eq!(add_period(from, period), Some(to), "{period} after {from}");
+        }
         assert_eq!(add_period(0, "fortnight"), None);
+        assert_eq!(Period::parse("year"), Some(Period::Year));
+        assert_eq!(Period::Month.as_str(), "month");
     }
 }

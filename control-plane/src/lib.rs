@@ -277,6 +277,28 @@ impl store::Dialect {
     }
 }
 
+/// Runs `task` every `period` until `shutdown`.
+fn every<F>(
+    period: Duration,
+    shutdown: &Shutdown,
+    app: App,
+    task: impl Fn(App) -> F + Send + 'static,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Future<Output = ()> + Send,
+{
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.wait() => break,
+                () = tokio::time::sleep(period) => {}
+            }
+            task(app.clone()).await;
+        }
+    })
+}
+
 /// Runs the services `app.config.services` names until `shutdown` triggers: the public API on
 /// `listener` (needed only when one of them serves HTTP), the admin port on `admin`, the bus
 /// consumers and background tasks among them; then drains within the configured grace period
@@ -338,44 +360,26 @@ pub async fn run(
         }
     }
     if services.runs(Service::Payments) {
-        workers.push(tokio::spawn({
-            let app = app.clone();
-            let shutdown = shutdown.clone();
-            let delay = Duration::from_millis(app.config.payments.sandbox_webhook_delay_ms);
-            async move {
-                // The sandbox's asynchronous confirmations arrive after a delay, as a real
-                // provider's would.
-                loop {
-                    tokio::select! {
-                        () = shutdown.wait() => break,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                    app.deliver_sandbox_webhooks().await;
-                }
-            }
+        // The sandbox's asynchronous confirmations arrive after a delay, as a real provider's
+        // would.
+        let delay = Duration::from_millis(app.config.payments.sandbox_webhook_delay_ms);
+        workers.push(every(delay, &shutdown, app.clone(), |app| async move {
+            app.deliver_sandbox_webhooks().await;
         }));
     }
     if services.runs(Service::Sweeper) {
-        workers.push(tokio::spawn({
-            let app = app.clone();
-            let shutdown = shutdown.clone();
-            async move {
-                loop {
-                    tokio::select! {
-                        () = shutdown.wait() => break,
-                        () = tokio::time::sleep(SWEEP_EVERY) => {}
-                    }
-                    if let Err(error) = app.sweep_orphans(ORPHAN_GRACE).await {
-                        tracing::warn!(message = "Orphan sweep failed; it runs again later.", %error);
-                    }
+        workers.push(every(
+            SWEEP_EVERY,
+            &shutdown,
+            app.clone(),
+            |app| async move {
+                if let Err(error) = app.sweep_orphans(ORPHAN_GRACE).await {
+                    tracing::warn!(message = "Orphan sweep failed; it runs again later.", %error);
                 }
-            }
-        }));
+            },
+        ));
     }
-    let public_addr = match &listener {
-        Some(listener) => Some(listener.local_addr()?),
-        None => None,
-    };
+    let public_addr = listener.as_ref().map(TcpListener::local_addr).transpose()?;
     tracing::info!(
         message = "Control plane running.",
         services = %services,

@@ -23,36 +23,7 @@ pub(crate) fn routes() -> OpenApiRouter<App> {
         .routes(routes!(retire_package))
 }
 
-/// How often a package is billed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Period {
-    /// Seven days.
-    Week,
-    /// One calendar month.
-    Month,
-    /// One calendar year.
-    Year,
-}
-
-impl Period {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Week => "week",
-            Self::Month => "month",
-            Self::Year => "year",
-        }
-    }
-
-    fn parse(value: &str) -> Option<Self> {
-        match value {
-            "week" => Some(Self::Week),
-            "month" => Some(Self::Month),
-            "year" => Some(Self::Year),
-            _ => None,
-        }
-    }
-}
+pub use crate::calendar::Period;
 
 /// A package.
 #[derive(Debug, Serialize, ToSchema)]

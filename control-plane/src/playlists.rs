@@ -28,7 +28,7 @@ use crate::auth::{AuthUser, MaybeAuthUser};
 use crate::calendar::rfc3339;
 use crate::error::{Error, ErrorBody, FieldError, Result};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::store::{AddOutcome, PlaylistInfoRow, new_id};
+use crate::store::{AddOutcome, PlaylistInfoRow, TextColumn, new_id};
 
 pub(crate) fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new()

@@ -36,7 +36,7 @@ use crate::calendar::rfc3339;
 use crate::error::{Error, ErrorBody, Result};
 use crate::extract::ApiPath;
 use crate::store::StoreError;
-use crate::store::{TrackStage, TrackStatus};
+use crate::store::{TextColumn, TrackStage, TrackStatus};
 use media::analyze::Limits;
 use media::transcode::{LADDER, PackageError, package};
 

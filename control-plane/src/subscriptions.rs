@@ -32,7 +32,7 @@ use crate::bus::{self, Handler, HandlerError};
 use crate::calendar::rfc3339;
 use crate::error::{Error, ErrorBody, Result};
 use crate::extract::ApiPath;
-use crate::store::{StoreError, new_id, retry_on_conflict};
+use crate::store::{StoreError, TextColumn, new_id, retry_on_conflict};
 
 /// The consumer group of the account-update service.
 pub const ACCOUNT_UPDATE: &str = "account-update";
@@ -62,9 +62,12 @@ pub enum SubscriptionStatus {
     Refunded,
 }
 
-impl SubscriptionStatus {
-    /// The column's text.
-    pub fn as_str(self) -> &'static str {
+impl TextColumn for SubscriptionStatus {
+    // `Expired` is never stored.
+    const ALL: &'static [Self] = &[Self::Active, Self::Canceled, Self::Refunded];
+    const WHAT: &'static str = "subscription status";
+
+    fn as_str(self) -> &'static str {
         match self {
             Self::Active => "active",
             Self::Canceled => "canceled",
@@ -72,7 +75,9 @@ impl SubscriptionStatus {
             Self::Refunded => "refunded",
         }
     }
+}
 
+impl SubscriptionStatus {
     /// Whether it gives access until `end_at`.
     fn in_force(self) -> bool {
         matches!(self, Self::Active | Self::Canceled)
@@ -83,10 +88,7 @@ impl TryFrom<String> for SubscriptionStatus {
     type Error = StoreError;
 
     fn try_from(text: String) -> Result<Self, StoreError> {
-        [Self::Active, Self::Canceled, Self::Refunded]
-            .into_iter()
-            .find(|status| status.as_str() == text)
-            .ok_or_else(|| StoreError::Corrupt(format!("subscription status {text:?}")))
+        Self::parse(&text)
     }
 }
 

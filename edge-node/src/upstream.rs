@@ -71,22 +71,6 @@ fn describe(attempts: &[(String, ParentFailure)]) -> String {
         .join(", ")
 }
 
-impl UpstreamError {
-    /// Each parent asked, in order, with how it failed.
-    pub fn attempts(&self) -> &[(String, ParentFailure)] {
-        match self {
-            Self::AllFailed(attempts) => attempts,
-        }
-    }
-
-    /// Whether every parent timed out (none refused or failed outright).
-    pub fn timed_out(&self) -> bool {
-        self.attempts()
-            .iter()
-            .all(|(_, failure)| *failure == ParentFailure::Timeout)
-    }
-}
-
 /// The parents and the HTTP client that reaches them.
 #[derive(Debug, Clone)]
 pub struct Upstream {

@@ -32,7 +32,9 @@ use crate::bus;
 use crate::calendar::rfc3339;
 use crate::error::{Error, ErrorBody, Result};
 use crate::extract::{ApiJson, ApiPath};
-use crate::store::{StoreError, is_unique_violation, long_text, new_id, retry_on_conflict};
+use crate::store::{
+    StoreError, TextColumn, is_unique_violation, long_text, new_id, retry_on_conflict,
+};
 
 pub(crate) fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new()
@@ -62,8 +64,8 @@ pub enum PaymentStatus {
     Refunded,
 }
 
-impl PaymentStatus {
-    const ALL: [Self; 6] = [
+impl TextColumn for PaymentStatus {
+    const ALL: &'static [Self] = &[
         Self::RequiresConfirmation,
         Self::Confirming,
         Self::Processing,
@@ -71,9 +73,9 @@ impl PaymentStatus {
         Self::Failed,
         Self::Refunded,
     ];
+    const WHAT: &'static str = "payment status";
 
-    /// The column's text.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             Self::RequiresConfirmation => "requires_confirmation",
             Self::Confirming => "confirming",
@@ -89,10 +91,7 @@ impl TryFrom<String> for PaymentStatus {
     type Error = StoreError;
 
     fn try_from(text: String) -> Result<Self, StoreError> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == text)
-            .ok_or_else(|| StoreError::Corrupt(format!("payment status {text:?}")))
+        Self::parse(&text)
     }
 }
 

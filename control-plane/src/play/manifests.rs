@@ -54,11 +54,6 @@ fn write_hls(write: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> String 
     String::from_utf8(out).expect("playlists are UTF-8")
 }
 
-/// A media playlist's total duration, seconds (the sum of its `EXTINF`s).
-pub fn hls_duration(playlist: &str) -> Result<f64, SpliceError> {
-    Ok(duration_of(&media_playlist(playlist)?))
-}
-
 fn duration_of(playlist: &MediaPlaylist) -> f64 {
     playlist
         .segments
@@ -202,14 +197,6 @@ pub struct DashPiece<'a> {
     pub ad: Option<&'a str>,
 }
 
-/// An MPD's `mediaPresentationDuration`, seconds.
-pub fn mpd_duration(mpd: &str) -> Result<f64, SpliceError> {
-    Ok(Mpd::parse(mpd)
-        .map_err(|_| SpliceError::Malformed("MPD"))?
-        .duration
-        .0)
-}
-
 /// The per-play MPD: one Period per piece, in order, each the piece's own with its start,
 /// duration and `BaseURL` (and, for an ad, an event marking the break).
 pub fn dash_mpd(pieces: &[DashPiece<'_>]) -> Result<String, SpliceError> {
@@ -325,7 +312,7 @@ mod tests {
         );
         assert!(gap < track_first && track_map < track_first, "{text}");
         assert!(text.contains("\nhttps://e/t/T/media/tr/1/64k/seg-00001.m4s\n"));
-        assert_eq!(hls_duration(&text).unwrap(), 16.5);
+        assert_eq!(duration_of(&media_playlist(&text).unwrap()), 16.5);
         assert!(
             hls_media(
                 &[HlsPiece {
@@ -403,7 +390,7 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.matches("<AdaptationSet ").count(), 2);
-        assert_eq!(mpd_duration(&text).unwrap(), 30.5);
+        assert_eq!(Mpd::parse(&text).unwrap().duration.0, 30.5);
         assert!(
             dash_mpd(&[DashPiece {
                 base: String::new(),

@@ -38,7 +38,7 @@ use crate::bus;
 use crate::config::PlayConfig;
 use crate::error::{Error, ErrorBody, Result};
 use crate::extract::{ApiJson, ApiPath, ClientAddr};
-use crate::store::{StoreError, is_unique_violation, new_id, retry_on_conflict};
+use crate::store::{StoreError, TextColumn, is_unique_violation, new_id, retry_on_conflict};
 
 pub(crate) fn routes() -> OpenApiRouter<App> {
     OpenApiRouter::new()

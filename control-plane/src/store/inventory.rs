@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::{Database, StoreError, placeholders, retry_on_conflict};
+use super::{Database, StoreError, TextColumn, placeholders, retry_on_conflict};
 
 /// A package as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -195,17 +195,17 @@ impl TryFrom<String> for TrackStatus {
     }
 }
 
-impl TrackStatus {
-    const ALL: [Self; 5] = [
+impl TextColumn for TrackStatus {
+    const ALL: &'static [Self] = &[
         Self::Uploaded,
         Self::Processing,
         Self::Ready,
         Self::Rejected,
         Self::Failed,
     ];
+    const WHAT: &'static str = "track status";
 
-    /// The column's text.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             Self::Uploaded => "uploaded",
             Self::Processing => "processing",
@@ -214,15 +214,9 @@ impl TrackStatus {
             Self::Failed => "failed",
         }
     }
+}
 
-    /// The column's text read back; anything else is a corrupt row.
-    pub fn parse(text: &str) -> Result<Self, StoreError> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == text)
-            .ok_or_else(|| StoreError::Corrupt(format!("track status {text:?}")))
-    }
-
+impl TrackStatus {
     /// Whether it is final: ready, rejected or failed.
     pub fn is_settled(self) -> bool {
         matches!(self, Self::Ready | Self::Rejected | Self::Failed)
@@ -251,8 +245,8 @@ pub enum TrackStage {
     Failed,
 }
 
-impl TrackStage {
-    const ALL: [Self; 7] = [
+impl TextColumn for TrackStage {
+    const ALL: &'static [Self] = &[
         Self::Queued,
         Self::Transcoding,
         Self::Filtering,
@@ -261,9 +255,9 @@ impl TrackStage {
         Self::Rejected,
         Self::Failed,
     ];
+    const WHAT: &'static str = "track stage";
 
-    /// The column's text.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
             Self::Transcoding => "transcoding",
@@ -274,15 +268,9 @@ impl TrackStage {
             Self::Failed => "failed",
         }
     }
+}
 
-    /// The column's text read back; anything else is a corrupt row.
-    pub fn parse(text: &str) -> Result<Self, StoreError> {
-        Self::ALL
-            .into_iter()
-            .find(|stage| stage.as_str() == text)
-            .ok_or_else(|| StoreError::Corrupt(format!("track stage {text:?}")))
-    }
-
+impl TrackStage {
     /// The stage a track of `status` is at when its row names none.
     pub fn of(status: TrackStatus) -> Self {
         match status {

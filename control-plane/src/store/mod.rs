@@ -258,6 +258,27 @@ pub fn optional_long_text(
     }
 }
 
+/// An enum a column stores as text: every variant with its text, and what it is called in the
+/// error for a row holding something else.
+pub trait TextColumn: Copy + 'static {
+    /// Every variant.
+    const ALL: &'static [Self];
+    /// What the column holds, for errors (`track status`).
+    const WHAT: &'static str;
+
+    /// The column's text.
+    fn as_str(self) -> &'static str;
+
+    /// The column's text read back; anything else is a corrupt row.
+    fn parse(text: &str) -> Result<Self, StoreError> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|value| value.as_str() == text)
+            .ok_or_else(|| StoreError::Corrupt(format!("{} {text:?}", Self::WHAT)))
+    }
+}
+
 /// Reads a JSON long-text column: `None` when it is NULL, and [`StoreError::Corrupt`] (never a
 /// silent empty value) when what it holds does not parse as a `T`.
 pub fn json_column<T: serde::de::DeserializeOwned>(

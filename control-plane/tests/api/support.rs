@@ -12,7 +12,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use control_plane::App;
 use control_plane::config::{Config, Secret};
-use control_plane::store::{Clock, NewTrack, new_id};
+use control_plane::store::{Clock, NewTrack, TextColumn as _, new_id};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sqlx::Connection;

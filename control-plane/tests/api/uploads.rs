@@ -9,6 +9,8 @@ use serde_json::json;
 use sha1::Digest as _;
 use sqlx::Row;
 
+use control_plane::store::TextColumn as _;
+
 use crate::on_both_backends;
 use crate::support::{Reply, TestApp, error_code};
 use crate::wav::pcm_wav;

@@ -175,7 +175,7 @@ impl TestOrigin {
                 tokio::time::Instant::now() < deadline,
                 "the test origin still accepts connections"
             );
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
