@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use control_plane::App;
+use control_plane::accounts::store::NewUser;
 use control_plane::auth::random_token;
 use control_plane::config::Config as ControlPlaneConfig;
-use control_plane::store::{Clock, NewUser, new_id};
+use control_plane::store::{Clock, new_id};
 use figment::Figment;
 use figment::providers::Serialized;
 use serde::{Deserialize, Serialize};

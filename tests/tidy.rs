@@ -1,8 +1,9 @@
 //! Keeps the tree's structure as ARCHITECTURE.md describes it: every source file opens with
 //! its `//!` summary; no library crate depends on a daemon crate, and no daemon on another
-//! (outside their tests); in the control plane, no service module reaches into another
-//! service, and the shared modules under them reach into none — only the composition root
-//! (`lib.rs`, `api.rs`) names the services.
+//! (outside their tests); in the control plane, every service is a folder whose logic
+//! (`mod.rs`) and queries (`store.rs`) name no HTTP type, whose SQL lives only in its
+//! `store.rs`, and which reaches another service only through that service's `store`; only
+//! the composition root (`lib.rs`, `api.rs`) names the rest of a service.
 
 use std::path::{Path, PathBuf};
 
@@ -135,31 +136,43 @@ fn module_of(path: &Path, src: &Path) -> String {
     first.to_string_lossy().trim_end_matches(".rs").to_owned()
 }
 
-/// The control-plane modules `text` names through `crate::`.
-fn named_modules(text: &str) -> Vec<String> {
+/// The control-plane paths `text` names through `crate::`, each as its first segment (the
+/// module) and its second (what inside it, empty when nothing follows).
+fn named_paths(text: &str) -> Vec<(String, String)> {
+    fn segments(path: &str) -> (String, String) {
+        let word = |text: &str| -> String {
+            text.trim()
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        };
+        let first = word(path);
+        let second = path.trim()[first.len()..]
+            .strip_prefix("::")
+            .map(word)
+            .unwrap_or_default();
+        (first, second)
+    }
     let mut named = Vec::new();
     for (index, _) in text.match_indices("crate::") {
         let rest = &text[index + "crate::".len()..];
         if let Some(group) = rest.strip_prefix('{') {
-            // `use crate::{a, b::c};`: every top-level name in the group.
+            // `use crate::{a, b::c};`: every top-level path in the group.
             let group = &group[..group.find('}').unwrap_or(group.len())];
-            for item in group.split(',') {
-                let name: String = item
-                    .trim()
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                named.push(name);
-            }
+            named.extend(group.split(',').map(segments));
         } else {
-            named.push(
-                rest.chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect(),
-            );
+            named.push(segments(rest));
         }
     }
     named
+}
+
+/// The control-plane modules `text` names through `crate::`.
+fn named_modules(text: &str) -> Vec<String> {
+    named_paths(text)
+        .into_iter()
+        .map(|(first, _)| first)
+        .collect()
 }
 
 #[test]
@@ -179,9 +192,12 @@ fn no_service_reaches_into_another() {
         }
         let own = module_of(path, &src);
         let text = std::fs::read_to_string(path).unwrap();
-        for name in named_modules(&text) {
-            if SERVICES.contains(&name.as_str()) && name != own {
-                offences.push(format!("{rest} names the {name} service"));
+        for (name, inside) in named_paths(&text) {
+            // Another service is reached only through its `store`, the facade of the tables
+            // it owns (subscriptions read packages, play reads tracks); never its logic or
+            // its handlers.
+            if SERVICES.contains(&name.as_str()) && name != own && inside != "store" {
+                offences.push(format!("{rest} names the {name} service's {inside}"));
             }
         }
     }
@@ -195,24 +211,57 @@ fn no_service_reaches_into_another() {
     assert!(offences.is_empty(), "{offences:?}");
 }
 
-/// The module graph of a crate's `src/` (a module per top-level file or folder; `lib.rs` and
-/// `main.rs`, which compose, left out), and its cycles.
+/// The module graph of a crate's `src/` (a module per top-level file or folder, and a
+/// folder's `store.rs` a module of its own; `lib.rs` and `main.rs`, which compose, left out),
+/// and its cycles.
 fn module_cycles(src: &Path) -> Vec<String> {
+    let node_of = |path: &Path| -> String {
+        let module = module_of(path, src);
+        if path.file_name().is_some_and(|name| name == "store.rs") && path.parent() != Some(src) {
+            format!("{module}::store")
+        } else {
+            module
+        }
+    };
     let mut sources = Vec::new();
     files(src, ".rs", &mut sources);
     let mut edges: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
         Default::default();
     let modules: std::collections::BTreeSet<String> =
-        sources.iter().map(|path| module_of(path, src)).collect();
+        sources.iter().map(|path| node_of(path)).collect();
     for path in &sources {
-        let own = module_of(path, src);
+        let own = node_of(path);
         if own == "lib" || own == "main" {
             continue;
         }
-        let text = std::fs::read_to_string(path).unwrap();
-        for name in named_modules(&text) {
-            if name != own && modules.contains(&name) && name != "lib" {
-                edges.entry(own.clone()).or_default().insert(name);
+        let text = code_of(&std::fs::read_to_string(path).unwrap());
+        let mut targets: Vec<String> = named_paths(&text)
+            .into_iter()
+            .map(|(first, second)| {
+                let store = format!("{first}::store");
+                if second == "store" && modules.contains(&store) {
+                    store
+                } else {
+                    first
+                }
+            })
+            .collect();
+        // Relative paths: a store's `super::`, and a folder's `store::`.
+        if let Some(parent) = own.strip_suffix("::store")
+            && text.contains("super::")
+        {
+            targets.push(parent.to_owned());
+        }
+        let own_store = format!("{own}::store");
+        let relative_store = text.match_indices("store::").any(|(at, _)| {
+            !text[..at].ends_with(|c: char| c == ':' || c.is_alphanumeric() || c == '_')
+        });
+        if modules.contains(&own_store) && relative_store {
+            targets.push(own_store);
+        }
+        for target in targets {
+            if target != own && modules.contains(&target) && target != "lib" {
+                edges.entry(own.clone()).or_default().insert(target);
             }
         }
     }
@@ -235,11 +284,65 @@ fn no_two_modules_import_each_other() {
     }
 }
 
+/// Source text with its line comments (`//`, `///`, `//!`) removed.
+fn code_of(text: &str) -> String {
+    text.lines()
+        .map(|line| match line.find("//") {
+            Some(at) => &line[..at],
+            None => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn every_service_is_a_folder_of_logic_queries_and_handlers() {
+    let src = root().join("control-plane/src");
+    let mut offences = Vec::new();
+    for service in SERVICES {
+        let folder = src.join(service);
+        if !folder.join("mod.rs").is_file() || !folder.join("http.rs").is_file() {
+            offences.push(format!("{service} is not a folder with mod.rs and http.rs"));
+            continue;
+        }
+        let mut sources = Vec::new();
+        files(&folder, ".rs", &mut sources);
+        for path in sources {
+            let name = path
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            let code = code_of(&std::fs::read_to_string(&path).unwrap());
+            let file = path.file_name().unwrap().to_string_lossy();
+            if file != "http.rs" && code.contains("axum") {
+                offences.push(format!("{name} names axum outside the service's http.rs"));
+            }
+            if file != "store.rs" && code.contains("sqlx::query") {
+                offences.push(format!("{name} runs SQL outside the service's store.rs"));
+            }
+        }
+    }
+    assert!(offences.is_empty(), "{offences:#?}");
+}
+
 #[test]
 fn the_checks_see_what_they_look_for() {
     assert_eq!(
         named_modules("use crate::{auth::AuthUser, play};\nlet x = crate::catalog::f();"),
         ["auth", "play", "catalog"]
+    );
+    assert_eq!(
+        named_paths("use crate::{play::store::X, auth};\ncrate::catalog::f();"),
+        [
+            ("play".to_owned(), "store".to_owned()),
+            ("auth".to_owned(), String::new()),
+            ("catalog".to_owned(), "f".to_owned()),
+        ]
+    );
+    assert_eq!(
+        code_of("let a = 1; // axum\n/// sqlx::query\nb"),
+        "let a = 1; \n\nb"
     );
     let deps = dependencies(
         "[package]\nname = \"x\"\n[dependencies]\nedge-node.workspace = true\nserde = \"1\"\n[dev-dependencies]\norigin = { path = \"../origin\" }\n",

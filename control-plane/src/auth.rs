@@ -17,10 +17,10 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::App;
+use crate::accounts::store::{SessionRow, UserRow};
 use crate::cache::Cache;
 use crate::config::AuthConfig;
 use crate::error::{Error, Result};
-use crate::store::{SessionRow, UserRow};
 
 /// How long a session stays in the cache before it is read from the database again.
 pub(crate) const SESSION_CACHE_TTL: Duration = Duration::from_secs(60);
@@ -403,10 +403,10 @@ impl LoginThrottle {
 /// uploader and administrators any.
 pub fn may_see_track(
     caller: Option<&AuthUser>,
-    status: crate::store::TrackStatus,
+    status: crate::catalog::store::TrackStatus,
     owner: &str,
 ) -> bool {
-    status == crate::store::TrackStatus::Ready
+    status == crate::catalog::store::TrackStatus::Ready
         || caller.is_some_and(|caller| caller.user_id == owner || caller.role == Role::Admin)
 }
 

@@ -35,12 +35,13 @@ use axum::http::request::Parts;
 use telemetry::{Readiness, Shutdown};
 use tokio::net::TcpListener;
 
+use crate::accounts::store::NewUser;
 use crate::auth::{LoginThrottle, Passwords, Role, random_token};
 use crate::bus::Bus;
 use crate::cache::Cache;
 use crate::config::Config;
 use crate::payments::provider::Sandbox;
-use crate::store::{Clock, Database, DatabaseKind, InventoryStore, NewUser, UserStore, new_id};
+use crate::store::{Clock, Database, DatabaseKind, InventoryStore, UserStore, new_id};
 
 /// How long a playlist may stay `pending` before the sweeper settles it. Far longer than any
 /// create or delete takes, so the sweeper never races one in progress.
@@ -80,7 +81,7 @@ pub struct AppInner {
     /// One chunk at a time per upload.
     pub upload_locks: uploads::UploadLocks,
     /// The catalog: per-track media facts and processing timelines.
-    pub catalog: Arc<dyn catalog::CatalogStore>,
+    pub catalog: Arc<dyn catalog::store::CatalogStore>,
     /// The play API's keys, locator client and manifest pieces.
     pub player: play::Player,
 }
@@ -122,7 +123,7 @@ impl App {
         let inventory = Database::connect(&config.inventory_db_url(), DatabaseKind::Inventory)
             .await
             .context("failed to open the Inventory DB")?;
-        let catalog = catalog::open(&config.catalog_url())
+        let catalog = catalog::store::open(&config.catalog_url())
             .await
             .context("failed to open the catalog")?;
         let cache = Cache::from_url(

@@ -4,6 +4,7 @@
 //! A package with N ads per hour gets one break every 60/N minutes of listening, the first
 //! before the first track of a session, and never more than N breaks in any rolling hour of
 //! wall time; a package with no ads gets none.
+use super::store::Listening;
 
 /// One hour, in milliseconds.
 pub const HOUR_MS: i64 = 3_600_000;
@@ -25,17 +26,6 @@ impl BreakReason {
             Self::Interval => "interval",
         }
     }
-}
-
-/// A listener's listening clock.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Listening {
-    /// Track time heard in all, ms.
-    pub listened_ms: i64,
-    /// The listening clock at the last break (`None`: never had one).
-    pub last_break_at_ms: Option<i64>,
-    /// Wall clock of the latest play (`None`: never played).
-    pub last_play_at: Option<i64>,
 }
 
 /// Whether the play starting at `now_ms` gets an ad break: `per_hour` ads per hour of listening,

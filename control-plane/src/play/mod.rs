@@ -12,40 +12,33 @@
 //! began; the ad decision ([`ads::ad_break`]) runs in one User DB transaction with the
 //! impression it records, so that concurrent plays never exceed a package's ads per hour.
 
+mod http;
+pub(crate) mod store;
+
+pub(crate) use http::routes;
+
 pub mod ads;
 pub mod manifests;
+
+pub use store::Listening;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use events::plays::{AdServed, PlayCompleted, PlayFacts, PlayProgressed, PlaySkipped, PlayStarted};
 use rand::RngCore as _;
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::App;
 use crate::auth::AuthUser;
 use crate::bus;
 use crate::config::PlayConfig;
-use crate::error::{Error, ErrorBody, Result};
-use crate::extract::{ApiJson, ApiPath, ClientAddr};
-use crate::store::{StoreError, TextColumn, is_unique_violation, new_id, retry_on_conflict};
-
-pub(crate) fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(start_play))
-        .routes(routes!(play_event))
-        .routes(routes!(play_manifest))
-}
+use crate::error::{Error, Result};
+use crate::store::{StoreError, new_id, retry_on_conflict};
 
 /// What the play API holds: the URL-token keys, a client for the host locator, and the
 /// packaged playlists it has read (immutable, versioned objects).
@@ -335,30 +328,14 @@ struct Ad {
     duration_ms: u64,
 }
 
-/// Start playing a track: the manifest URL on the primary node and on each fallback, with the
-/// ads the listener's package calls for spliced in front.
-#[utoipa::path(post, path = "/api/v1/play", tag = "play", security(("bearer" = [])), request_body = PlayRequest,
-    responses((status = 201, body = PlayAnswer), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "track_not_found"),
-        (status = 409, body = ErrorBody, description = "track_not_ready"), (status = 422, body = ErrorBody), (status = 451, body = ErrorBody, description = "track_blocked"),
-        (status = 503, body = ErrorBody, description = "play_unavailable, locator_unavailable, no_node")))]
-async fn start_play(
-    app: App,
-    caller: AuthUser,
-    ClientAddr(client): ClientAddr,
-    headers: HeaderMap,
-    ApiJson(request): ApiJson<PlayRequest>,
-) -> Result<(StatusCode, Json<PlayAnswer>)> {
-    let answer = app.play(&caller, client, &headers, request).await?;
-    Ok((StatusCode::CREATED, Json(answer)))
-}
-
 impl App {
-    /// `POST /api/v1/play` without the HTTP around it.
+    /// `POST /api/v1/play` without the HTTP around it; `host` is the request's `Host`, for
+    /// the per-play manifests' URLs when no public URL is configured.
     async fn play(
         &self,
         caller: &AuthUser,
         client: IpAddr,
-        headers: &HeaderMap,
+        host: Option<&str>,
         request: PlayRequest,
     ) -> Result<PlayAnswer> {
         let config = &self.config.play;
@@ -418,13 +395,7 @@ impl App {
 
         let public = match &config.public_url {
             Some(url) => url.trim_end_matches('/').to_owned(),
-            None => format!(
-                "http://{}",
-                headers
-                    .get(header::HOST)
-                    .and_then(|value| value.to_str().ok())
-                    .unwrap_or("localhost")
-            ),
+            None => format!("http://{}", host.unwrap_or("localhost")),
         };
         let document = &decided.document;
         let tokens = piece_tokens(keyring, &document.pieces, decided.issued, decided.expires)?;
@@ -512,80 +483,51 @@ impl App {
     /// A track that may be played: ready, music, not blocked.
     async fn playable_track(&self, id: &str) -> Result<PlayableTrack> {
         let not_found = || Error::not_found("track_not_found", "No such track.");
-        let row = sqlx::query(
-            "SELECT id, name, singer, album, status, kind, blocked_reason, url, duration_ms, loudness_lufs, gain_db, explicit, artwork \
-             FROM tracks WHERE id = ?",
-        )
-        .bind(id)
-        .fetch_optional(self.inventory.database().pool())
-        .await
-        .map_err(StoreError::from)?
-        .ok_or_else(not_found)?;
-        let text = |column: &str| -> Result<Option<String>> {
-            Ok(row.try_get(column).map_err(StoreError::from)?)
-        };
-        if text("kind")?.as_deref() != Some("music") {
+        let row = crate::catalog::store::play_track(self.inventory.database().pool(), id)
+            .await?
+            .ok_or_else(not_found)?;
+        if row.kind != "music" {
             return Err(not_found());
         }
-        if let Some(reason) = text("blocked_reason")? {
+        if let Some(reason) = row.blocked_reason {
             return Err(Error::Blocked {
                 code: "track_blocked",
                 message: format!("This track has been taken down: {reason}"),
             });
         }
-        let status = text("status")?
-            .map(|status| crate::store::TrackStatus::parse(&status))
-            .transpose()?;
-        let (Some(crate::store::TrackStatus::Ready), Some(prefix)) = (status, text("url")?) else {
+        let (crate::catalog::store::TrackStatus::Ready, Some(prefix)) = (row.status, row.url)
+        else {
             return Err(Error::conflict(
                 "track_not_ready",
                 "This track is not ready to play yet.",
             ));
         };
-        let artwork = crate::store::json_column(&row, "artwork")?.unwrap_or_default();
         Ok(PlayableTrack {
-            id: row.try_get("id").map_err(StoreError::from)?,
-            name: row.try_get("name").map_err(StoreError::from)?,
-            singer: row.try_get("singer").map_err(StoreError::from)?,
-            album: text("album")?,
-            duration_ms: row
-                .try_get::<Option<i64>, _>("duration_ms")
-                .map_err(StoreError::from)?
-                .unwrap_or(0)
-                .max(0) as u64,
-            explicit: row
-                .try_get::<i64, _>("explicit")
-                .map_err(StoreError::from)?
-                != 0,
-            loudness_lufs: row.try_get("loudness_lufs").map_err(StoreError::from)?,
-            gain_db: row.try_get("gain_db").map_err(StoreError::from)?,
-            artwork,
+            id: row.id,
+            name: row.name,
+            singer: row.singer,
+            album: row.album,
+            duration_ms: row.duration_ms.unwrap_or(0).max(0) as u64,
+            explicit: row.explicit,
+            loudness_lufs: row.loudness_lufs,
+            gain_db: row.gain_db,
+            artwork: row.artwork,
             prefix,
         })
     }
 
     /// Ads ready to splice, in a stable order (the rotation walks it).
     async fn ready_ads(&self) -> Result<Vec<Ad>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, name, url, duration_ms FROM tracks \
-             WHERE kind = 'ad' AND status = 'ready' AND blocked_reason IS NULL AND url IS NOT NULL ORDER BY id",
-        )
-        .fetch_all(self.inventory.database().pool())
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Ad {
-                    id: row.try_get("id")?,
-                    name: row.try_get("name")?,
-                    prefix: row.try_get("url")?,
-                    duration_ms: row
-                        .try_get::<Option<i64>, _>("duration_ms")?
-                        .unwrap_or(0)
-                        .max(0) as u64,
-                })
+        let rows = crate::catalog::store::ready_ads(self.inventory.database().pool()).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| Ad {
+                id: row.id,
+                name: row.name,
+                prefix: row.url,
+                duration_ms: row.duration_ms.unwrap_or(0).max(0) as u64,
             })
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(StoreError::from)
+            .collect())
     }
 
     /// The host locator's ranked nodes for this client (nodes without a URL for the
@@ -680,43 +622,12 @@ impl App {
         let pool = self.users.database().pool();
         // The listening row is every play's lock: created once, then updated first in every
         // transaction, so two plays of one listener decide one after the other.
-        if let Err(error) = sqlx::query(
-            "INSERT INTO listening (user_id, listened_ms, last_break_at_ms, last_play_at, ads_served, updated_at) VALUES (?, 0, NULL, NULL, 0, ?)",
-        )
-        .bind(&caller.user_id)
-        .bind(now)
-        .execute(pool)
-        .await
-            && !is_unique_violation(&error)
-        {
-            return Err(error.into());
-        }
+        store::ensure_listening(pool, &caller.user_id, now).await?;
         let mut tx = pool.begin().await?;
-        sqlx::query("UPDATE listening SET updated_at = ? WHERE user_id = ?")
-            .bind(now)
-            .bind(&caller.user_id)
-            .execute(&mut *tx)
-            .await?;
-        let row = sqlx::query(
-            "SELECT listened_ms, last_break_at_ms, last_play_at, ads_served FROM listening WHERE user_id = ?",
-        )
-        .bind(&caller.user_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        let listening = ads::Listening {
-            listened_ms: row.try_get("listened_ms")?,
-            last_break_at_ms: row.try_get("last_break_at_ms")?,
-            last_play_at: row.try_get("last_play_at")?,
-        };
-        let ads_served: i64 = row.try_get("ads_served")?;
-        let served_last_hour: i64 = sqlx::query(
-            "SELECT COUNT(*) AS n FROM ad_impressions WHERE user_id = ? AND served_at > ?",
-        )
-        .bind(&caller.user_id)
-        .bind(now - ads::HOUR_MS)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("n")?;
+        store::lock_listening(&mut *tx, &caller.user_id, now).await?;
+        let (listening, ads_served) = store::listening(&mut *tx, &caller.user_id).await?;
+        let served_last_hour =
+            store::impressions_since(&mut *tx, &caller.user_id, now - ads::HOUR_MS).await?;
         let reason = ads::ad_break(
             per_hour,
             &listening,
@@ -769,40 +680,35 @@ impl App {
                 .collect(),
             pieces,
         };
-        sqlx::query(
-            "INSERT INTO plays (id, user_id, track_id, format, device, node_id, region, document, ads_ms, duration_ms, position_ms, listened_ms, state, expires_at, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 'served', ?, ?, ?)",
-        )
-        .bind(play_id)
-        .bind(&caller.user_id)
-        .bind(&track.id)
-        .bind(request.format.as_str())
-        .bind(device)
-        .bind(&candidates[0].node)
-        .bind(&candidates[0].site)
-        .bind(crate::store::to_json_column(&document))
-        .bind(ads_ms as i64)
-        .bind(track.duration_ms as i64)
-        .bind(expires as i64 * 1000)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        let document_text = crate::store::to_json_column(&document);
+        let play = store::NewPlay {
+            id: play_id,
+            user_id: &caller.user_id,
+            track_id: &track.id,
+            format: request.format.as_str(),
+            device,
+            node_id: &candidates[0].node,
+            region: &candidates[0].site,
+            document: &document_text,
+            ads_ms: ads_ms as i64,
+            duration_ms: track.duration_ms as i64,
+            expires_at: expires as i64 * 1000,
+            now,
+        };
+        store::insert_play(&mut *tx, &play).await?;
         let mut last_break = listening.last_break_at_ms;
         if let Some((ad, reason)) = &ad {
             last_break = Some(listening.listened_ms);
-            sqlx::query(
-                "INSERT INTO ad_impressions (id, user_id, play_id, ad_track_id, listened_ms, reason, served_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(new_id())
-            .bind(&caller.user_id)
-            .bind(play_id)
-            .bind(&ad.id)
-            .bind(listening.listened_ms)
-            .bind(reason.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            let impression = store::Impression {
+                id: &new_id(),
+                user_id: &caller.user_id,
+                play_id,
+                ad_track_id: &ad.id,
+                listened_ms: listening.listened_ms,
+                reason: reason.as_str(),
+                served_at: now,
+            };
+            store::insert_impression(&mut *tx, &impression).await?;
             bus::append(
                 &mut tx,
                 &caller.user_id,
@@ -819,15 +725,8 @@ impl App {
             )
             .await?;
         }
-        sqlx::query(
-            "UPDATE listening SET last_play_at = ?, last_break_at_ms = ?, ads_served = ? WHERE user_id = ?",
-        )
-        .bind(now)
-        .bind(last_break)
-        .bind(ads_served + i64::from(ad.is_some()))
-        .bind(&caller.user_id)
-        .execute(&mut *tx)
-        .await?;
+        let served = ads_served + i64::from(ad.is_some());
+        store::record_play_start(&mut *tx, &caller.user_id, now, last_break, served).await?;
         tx.commit().await?;
         Ok(Decided {
             document,
@@ -904,21 +803,6 @@ pub struct PlayEventAnswer {
     pub listened_ms: u64,
 }
 
-/// Report listening: `start`, `progress` (about every 30 s), `complete` or `skip`. Listening is
-/// credited up to the position reported, never more than the time since the play began.
-#[utoipa::path(post, path = "/api/v1/play-events", tag = "play", security(("bearer" = [])), request_body = PlayEventRequest,
-    responses((status = 202, body = PlayEventAnswer), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody, description = "play_not_found"),
-        (status = 409, body = ErrorBody, description = "play_not_started, play_already_started, play_finished"), (status = 422, body = ErrorBody)))]
-async fn play_event(
-    app: App,
-    caller: AuthUser,
-    ApiJson(request): ApiJson<PlayEventRequest>,
-) -> Result<(StatusCode, Json<PlayEventAnswer>)> {
-    let answer = retry_on_conflict(|| app.record_play_event(&caller, &request)).await??;
-    app.bus.notify();
-    Ok((StatusCode::ACCEPTED, Json(answer)))
-}
-
 impl App {
     async fn record_play_event(
         &self,
@@ -929,32 +813,20 @@ impl App {
         let pool = self.users.database().pool();
         let mut tx = pool.begin().await?;
         // Lock the listener's row first (as plays do), then read the play.
-        sqlx::query("UPDATE listening SET updated_at = ? WHERE user_id = ?")
-            .bind(now)
-            .bind(&caller.user_id)
-            .execute(&mut *tx)
-            .await?;
-        let Some(row) = sqlx::query(
-            "SELECT track_id, format, device, node_id, region, ads_ms, duration_ms, position_ms, listened_ms, state, created_at FROM plays WHERE id = ? AND user_id = ?",
-        )
-        .bind(&request.play_id)
-        .bind(&caller.user_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        else {
-            return Ok(Err(Error::not_found("play_not_found", "No such play of yours.")));
+        store::lock_listening(&mut *tx, &caller.user_id, now).await?;
+        let Some(row) = store::play_of(&mut *tx, &request.play_id, &caller.user_id).await? else {
+            return Ok(Err(Error::not_found(
+                "play_not_found",
+                "No such play of yours.",
+            )));
         };
-        let state: String = row.try_get("state")?;
-        let (mut node_id, mut region): (String, String) =
-            (row.try_get("node_id")?, row.try_get("region")?);
+        let state = row.state.as_str();
+        let (mut node_id, mut region) = (row.node_id.clone(), row.region.clone());
         if let Some(node) = &request.node {
             // The document (the play's nodes) is read only for an event that names a node.
-            let text = sqlx::query("SELECT document FROM plays WHERE id = ?")
-                .bind(&request.play_id)
-                .fetch_one(&mut *tx)
-                .await?;
+            let text = store::play_document(&mut *tx, &request.play_id).await?;
             let document: Option<PlayDocument> =
-                serde_json::from_str(&crate::store::long_text(&text, "document")?).ok();
+                text.and_then(|text| serde_json::from_str(&text.document).ok());
             match document.and_then(|document| {
                 document
                     .nodes
@@ -971,13 +843,11 @@ impl App {
                 }
             }
         }
-        let ads_ms: i64 = row.try_get("ads_ms")?;
-        let duration_ms: i64 = row.try_get("duration_ms")?;
-        let listened_before: i64 = row.try_get("listened_ms")?;
-        let created_at: i64 = row.try_get("created_at")?;
+        let (ads_ms, duration_ms) = (row.ads_ms, row.duration_ms);
+        let (listened_before, created_at) = (row.listened_ms, row.created_at);
         let conflict =
             |code: &'static str, message: &str| Ok(Err(Error::conflict(code, message.to_owned())));
-        let next_state = match (state.as_str(), request.kind) {
+        let next_state = match (state, request.kind) {
             ("completed" | "skipped", _) => {
                 return conflict("play_finished", "This play has ended; start another.");
             }
@@ -1003,29 +873,24 @@ impl App {
         let heard_at_most = (now - created_at - ads_ms + 5_000).max(0);
         let listened = position.min(heard_at_most).max(listened_before);
         let credited = listened - listened_before;
-        sqlx::query(
-            "UPDATE plays SET position_ms = ?, listened_ms = ?, state = ?, updated_at = ? WHERE id = ?",
+        store::record_progress(
+            &mut *tx,
+            &request.play_id,
+            position,
+            listened,
+            next_state,
+            now,
         )
-        .bind(position)
-        .bind(listened)
-        .bind(next_state)
-        .bind(now)
-        .bind(&request.play_id)
-        .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE listening SET listened_ms = listened_ms + ? WHERE user_id = ?")
-            .bind(credited)
-            .bind(&caller.user_id)
-            .execute(&mut *tx)
-            .await?;
+        store::credit_listening(&mut *tx, &caller.user_id, credited).await?;
         let facts = PlayFacts {
             play_id: request.play_id.clone(),
             user_id: caller.user_id.clone(),
-            track_id: row.try_get("track_id")?,
+            track_id: row.track_id,
             node_id,
             region,
-            format: row.try_get("format")?,
-            device: row.try_get("device")?,
+            format: row.format,
+            device: row.device,
             position_ms: position as u64,
             listened_ms: credited as u64,
         };
@@ -1049,133 +914,6 @@ impl App {
             listened_ms: listened as u64,
         }))
     }
-}
-
-// ---- Per-play manifests ------------------------------------------------------------------
-
-/// A per-play manifest of an ad-supported play on one of its nodes: `master.m3u8`,
-/// `{rendition}.m3u8` or `manifest.mpd`. The play id is the capability (players send no
-/// bearer token); it works until the play's URLs expire.
-#[utoipa::path(get, path = "/api/v1/plays/{id}/{node}/{file}", tag = "play",
-    params(("id" = String, Path), ("node" = usize, Path, description = "0 for the primary, then the fallbacks"), ("file" = String, Path)),
-    responses((status = 200, description = "the manifest"), (status = 404, body = ErrorBody)))]
-async fn play_manifest(
-    app: App,
-    ApiPath((id, node, file)): ApiPath<(String, usize, String)>,
-) -> Result<Response> {
-    let not_found = || Error::not_found("play_not_found", "No such play, or it has expired.");
-    let row = sqlx::query("SELECT document, expires_at, created_at FROM plays WHERE id = ?")
-        .bind(&id)
-        .fetch_optional(app.users.database().pool())
-        .await
-        .map_err(StoreError::from)?
-        .ok_or_else(not_found)?;
-    let expires_at: i64 = row.try_get("expires_at").map_err(StoreError::from)?;
-    let created_at: i64 = row.try_get("created_at").map_err(StoreError::from)?;
-    if app.clock.now_ms() > expires_at {
-        return Err(not_found());
-    }
-    let document: PlayDocument =
-        serde_json::from_str(&crate::store::long_text(&row, "document").map_err(StoreError::from)?)
-            .map_err(|error| Error::Internal(error.into()))?;
-    let node = &document.nodes.get(node).ok_or_else(not_found)?.url;
-    let Some(keyring) = &app.player.keyring else {
-        return Err(Error::Unavailable {
-            code: "play_unavailable",
-            message: "This control plane has no URL-token keys configured.".to_owned(),
-        });
-    };
-    let bases = || -> Result<Vec<String>> {
-        let tokens = piece_tokens(
-            keyring,
-            &document.pieces,
-            (created_at / 1000).max(0) as u64,
-            (expires_at / 1000).max(0) as u64,
-        )?;
-        Ok(document
-            .pieces
-            .iter()
-            .zip(&tokens)
-            .map(|(piece, token)| piece_base(node, token, piece))
-            .collect())
-    };
-    let (body, content_type) = if file == "master.m3u8" {
-        let track = document.pieces.last().ok_or_else(not_found)?;
-        let master = app.piece(&format!("{}master.m3u8", track.prefix)).await?;
-        let mut ad_masters = Vec::new();
-        for piece in document.pieces.iter().filter(|piece| piece.ad) {
-            ad_masters.push(app.piece(&format!("{}master.m3u8", piece.prefix)).await?);
-        }
-        let ad_masters: Vec<&str> = ad_masters.iter().map(|text| &**text).collect();
-        (
-            manifests::hls_master(&master, &ad_masters)
-                .map_err(|error| Error::Internal(error.into()))?,
-            "application/vnd.apple.mpegurl",
-        )
-    } else if file == "manifest.mpd" {
-        let mut texts = Vec::new();
-        for piece in &document.pieces {
-            texts.push(app.piece(&format!("{}manifest.mpd", piece.prefix)).await?);
-        }
-        let pieces: Vec<manifests::DashPiece<'_>> = document
-            .pieces
-            .iter()
-            .zip(&texts)
-            .zip(bases()?)
-            .map(|((piece, text), base)| manifests::DashPiece {
-                base,
-                mpd: text,
-                ad: piece.ad.then_some(piece.track_id.as_str()),
-            })
-            .collect();
-        (
-            manifests::dash_mpd(&pieces).map_err(|error| Error::Internal(error.into()))?,
-            "application/dash+xml",
-        )
-    } else if let Some(rendition) = file.strip_suffix(".m3u8")
-        && !rendition.is_empty()
-        && rendition
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-    {
-        let mut texts = Vec::new();
-        for piece in &document.pieces {
-            texts.push(
-                app.piece(&format!("{}{rendition}/index.m3u8", piece.prefix))
-                    .await?,
-            );
-        }
-        let pieces: Vec<manifests::HlsPiece<'_>> = document
-            .pieces
-            .iter()
-            .zip(&texts)
-            .zip(bases()?)
-            .map(|((piece, text), base)| manifests::HlsPiece {
-                base: format!("{base}{rendition}/"),
-                playlist: text,
-                ad: piece.ad.then_some(piece.track_id.as_str()),
-            })
-            .collect();
-        (
-            manifests::hls_media(&pieces, created_at, &id)
-                .map_err(|error| Error::Internal(error.into()))?,
-            "application/vnd.apple.mpegurl",
-        )
-    } else {
-        return Err(not_found());
-    };
-    let mut response = body.into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("private, max-age=3600"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    Ok(response)
 }
 
 impl App {

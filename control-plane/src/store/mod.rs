@@ -7,9 +7,6 @@
 //! Unix milliseconds, ids are UUID strings, and booleans are 0/1 integers, which every
 //! backend stores and decodes alike.
 
-mod inventory;
-mod users;
-
 use std::future::Future;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -21,19 +18,49 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 
-pub use inventory::{
-    AddOutcome, InventoryStore, NewPackage, NewTrack, PackageRow, PackageUpdate, PlaylistTrackRow,
-    TrackRow, TrackStage, TrackStatus,
-};
-pub use users::{
-    NewSession, NewUser, PlaylistInfoRow, ProfileUpdate, SessionRow, UserRow, UserStore,
-};
-
 static USER_SQLITE: Migrator = sqlx::migrate!("migrations/user/sqlite");
 static USER_MYSQL: Migrator = sqlx::migrate!("migrations/user/mysql");
 static INVENTORY_SQLITE: Migrator = sqlx::migrate!("migrations/inventory/sqlite");
 static INVENTORY_MYSQL: Migrator = sqlx::migrate!("migrations/inventory/mysql");
 static CATALOG_SQLITE: Migrator = sqlx::migrate!("migrations/catalog/sqlite");
+
+/// Queries on the User DB. Each service's `store` module adds the queries on its own tables
+/// (`accounts::store`: users and sessions; `playlists::store`: playlist ownership).
+#[derive(Debug, Clone)]
+pub struct UserStore {
+    pub(crate) db: Database,
+}
+
+impl UserStore {
+    /// Wraps a connected User DB.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// The underlying database.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+}
+
+/// Queries on the Inventory DB. Each service's `store` module adds the queries on its own
+/// tables (`packages::store`, `catalog::store`: tracks, `playlists::store`: contents).
+#[derive(Debug, Clone)]
+pub struct InventoryStore {
+    pub(crate) db: Database,
+}
+
+impl InventoryStore {
+    /// Wraps a connected Inventory DB.
+    pub fn new(db: Database) -> Self {
+        Self { db }
+    }
+
+    /// The underlying database.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+}
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]

@@ -11,8 +11,9 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use control_plane::App;
+use control_plane::catalog::store::NewTrack;
 use control_plane::config::{Config, Secret};
-use control_plane::store::{Clock, NewTrack, TextColumn as _, new_id};
+use control_plane::store::{Clock, TextColumn as _, new_id};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -317,7 +318,7 @@ impl TestApp {
                 singer: "Test Singer".to_owned(),
                 album: None,
                 kind: "music".to_owned(),
-                status: control_plane::store::TrackStatus::parse(status).unwrap(),
+                status: control_plane::catalog::store::TrackStatus::parse(status).unwrap(),
                 duration_ms: Some(180_000),
                 now: self.clock.now_ms(),
             })

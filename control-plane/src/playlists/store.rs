@@ -1,4 +1,5 @@
-//! The Inventory DB: packages, tracks and playlist contents (`playlists`, `playlist_tracks`).
+//! The playlists' queries: ownership in the User DB (`playlist_user_info`) and contents in the
+//! Inventory DB (`playlists`, `playlist_tracks`).
 //!
 //! Every change to a playlist's contents first updates its `playlists` row inside the
 //! transaction. That row lock (MySQL) or write lock (SQLite) serialises concurrent changes to
@@ -8,121 +9,9 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::{Database, StoreError, TextColumn, placeholders, retry_on_conflict};
-
-/// A package as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct PackageRow {
-    /// UUID.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// Description for the shop page.
-    pub description: String,
-    /// Price per period in the currency's minor unit.
-    pub cost: i64,
-    /// ISO 4217 code.
-    pub currency: String,
-    /// `week`, `month` or `year`.
-    pub period: String,
-    /// Ads a listener on this package hears per hour.
-    pub free_ads_per_hour: i64,
-    /// Unix ms when it stopped being sold; `None` while on sale.
-    pub retired_at: Option<i64>,
-    /// Unix ms.
-    pub created_at: i64,
-    /// Unix ms.
-    pub updated_at: i64,
-}
-
-/// A package to insert.
-#[derive(Debug, Clone)]
-pub struct NewPackage {
-    /// UUID.
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// Description.
-    pub description: String,
-    /// Minor units.
-    pub cost: i64,
-    /// ISO 4217.
-    pub currency: String,
-    /// Billing period.
-    pub period: String,
-    /// Ads per hour.
-    pub free_ads_per_hour: i64,
-}
-
-/// Package fields to change; `None` keeps the stored value.
-#[derive(Debug, Clone, Default)]
-pub struct PackageUpdate {
-    /// New name.
-    pub name: Option<String>,
-    /// New description.
-    pub description: Option<String>,
-    /// New price.
-    pub cost: Option<i64>,
-    /// New currency.
-    pub currency: Option<String>,
-    /// New period.
-    pub period: Option<String>,
-    /// New ads per hour.
-    pub free_ads_per_hour: Option<i64>,
-}
-
-/// A track as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct TrackRow {
-    /// UUID.
-    pub id: String,
-    /// Title.
-    pub name: String,
-    /// Where its packaged media lives, once published.
-    pub url: Option<String>,
-    /// The artist account that uploaded it.
-    pub uploaded_by_user_id: String,
-    /// Performer.
-    pub singer: String,
-    /// Album, if known.
-    pub album: Option<String>,
-    /// Duration, once probed.
-    pub duration_ms: Option<i64>,
-    /// `music` or `ad`.
-    pub kind: String,
-    /// Where it is in its life.
-    #[sqlx(try_from = "String")]
-    pub status: TrackStatus,
-    /// Why it was rejected or failed.
-    pub reason: Option<String>,
-    /// Unix ms.
-    pub created_at: i64,
-    /// Unix ms.
-    pub updated_at: i64,
-}
-
-/// A track to insert.
-#[derive(Debug, Clone)]
-pub struct NewTrack {
-    /// UUID.
-    pub id: String,
-    /// Title.
-    pub name: String,
-    /// Uploader.
-    pub uploaded_by_user_id: String,
-    /// Performer.
-    pub singer: String,
-    /// Album.
-    pub album: Option<String>,
-    /// `music` or `ad`.
-    pub kind: String,
-    /// Initial status.
-    pub status: TrackStatus,
-    /// Duration if already known.
-    pub duration_ms: Option<i64>,
-    /// Unix ms.
-    pub now: i64,
-}
+use crate::store::{
+    InventoryStore, StoreError, UserStore, is_unique_violation, placeholders, retry_on_conflict,
+};
 
 /// One entry of a playlist, with the track's facts.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -158,283 +47,9 @@ pub enum AddOutcome {
     NoSuchPlaylist,
 }
 
-const PACKAGE_COLUMNS: &str = "id, name, description, cost, currency, period, free_ads_per_hour, retired_at, created_at, updated_at";
-const TRACK_COLUMNS: &str = "id, name, url, uploaded_by_user_id, singer, album, duration_ms, kind, status, reason, created_at, updated_at";
-
-/// Queries on the Inventory DB.
-#[derive(Debug, Clone)]
-pub struct InventoryStore {
-    db: Database,
-}
-
-type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
-
-/// Where a track is in its life, as the `tracks.status` column stores it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum TrackStatus {
-    /// Stored, waiting for the processing consumer.
-    Uploaded,
-    /// Being processed.
-    Processing,
-    /// Published: playable.
-    Ready,
-    /// Refused, with a reason; its objects are deleted.
-    Rejected,
-    /// Processing could not finish; its objects are deleted.
-    Failed,
-}
-
-impl TryFrom<String> for TrackStatus {
-    type Error = StoreError;
-
-    fn try_from(text: String) -> Result<Self, StoreError> {
-        Self::parse(&text)
-    }
-}
-
-impl TextColumn for TrackStatus {
-    const ALL: &'static [Self] = &[
-        Self::Uploaded,
-        Self::Processing,
-        Self::Ready,
-        Self::Rejected,
-        Self::Failed,
-    ];
-    const WHAT: &'static str = "track status";
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Uploaded => "uploaded",
-            Self::Processing => "processing",
-            Self::Ready => "ready",
-            Self::Rejected => "rejected",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-impl TrackStatus {
-    /// Whether it is final: ready, rejected or failed.
-    pub fn is_settled(self) -> bool {
-        matches!(self, Self::Ready | Self::Rejected | Self::Failed)
-    }
-}
-
-/// Where processing is, finer than the status, as the `tracks.stage` column stores it.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum TrackStage {
-    /// Waiting for the processing consumer.
-    Queued,
-    /// Decoding, measuring and encoding.
-    Transcoding,
-    /// Checking for copies and reading tags.
-    Filtering,
-    /// Writing the renditions and thumbnails.
-    Publishing,
-    /// Ready.
-    Done,
-    /// Rejected.
-    Rejected,
-    /// Failed.
-    Failed,
-}
-
-impl TextColumn for TrackStage {
-    const ALL: &'static [Self] = &[
-        Self::Queued,
-        Self::Transcoding,
-        Self::Filtering,
-        Self::Publishing,
-        Self::Done,
-        Self::Rejected,
-        Self::Failed,
-    ];
-    const WHAT: &'static str = "track stage";
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Transcoding => "transcoding",
-            Self::Filtering => "filtering",
-            Self::Publishing => "publishing",
-            Self::Done => "done",
-            Self::Rejected => "rejected",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-impl TrackStage {
-    /// The stage a track of `status` is at when its row names none.
-    pub fn of(status: TrackStatus) -> Self {
-        match status {
-            TrackStatus::Uploaded => Self::Queued,
-            TrackStatus::Processing => Self::Transcoding,
-            TrackStatus::Ready => Self::Done,
-            TrackStatus::Rejected => Self::Rejected,
-            TrackStatus::Failed => Self::Failed,
-        }
-    }
-}
+pub(crate) type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
 impl InventoryStore {
-    /// Wraps a connected Inventory DB.
-    pub fn new(db: Database) -> Self {
-        Self { db }
-    }
-
-    /// A track's status and uploader, which decide who may see it; `None` if there is no such
-    /// track.
-    pub async fn track_status_and_owner(
-        &self,
-        id: &str,
-    ) -> Result<Option<(TrackStatus, String)>, StoreError> {
-        let row = sqlx::query("SELECT status, uploaded_by_user_id FROM tracks WHERE id = ?")
-            .bind(id)
-            .fetch_optional(self.db.pool())
-            .await?;
-        row.map(|row| {
-            let status: String = row.try_get("status")?;
-            Ok((
-                TrackStatus::parse(&status)?,
-                row.try_get("uploaded_by_user_id")?,
-            ))
-        })
-        .transpose()
-    }
-
-    /// The underlying database.
-    pub fn database(&self) -> &Database {
-        &self.db
-    }
-
-    // ---- Packages ------------------------------------------------------------------------
-
-    /// Packages, cheapest first; retired ones only when asked.
-    pub async fn packages(&self, include_retired: bool) -> Result<Vec<PackageRow>, StoreError> {
-        let filter = if include_retired {
-            ""
-        } else {
-            "WHERE retired_at IS NULL"
-        };
-        let sql =
-            format!("SELECT {PACKAGE_COLUMNS} FROM packages {filter} ORDER BY cost, name, id");
-        Ok(sqlx::query_as(&sql).fetch_all(self.db.pool()).await?)
-    }
-
-    /// One package, retired or not.
-    pub async fn package(&self, id: &str) -> Result<Option<PackageRow>, StoreError> {
-        let sql = format!("SELECT {PACKAGE_COLUMNS} FROM packages WHERE id = ?");
-        Ok(sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(self.db.pool())
-            .await?)
-    }
-
-    /// How many packages exist, retired included.
-    pub async fn package_count(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM packages")
-            .fetch_one(self.db.pool())
-            .await?;
-        Ok(row.try_get("n")?)
-    }
-
-    /// Inserts a package.
-    pub async fn insert_package(&self, package: &NewPackage, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO packages (id, name, description, cost, currency, period, free_ads_per_hour, retired_at, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-        )
-        .bind(&package.id)
-        .bind(&package.name)
-        .bind(&package.description)
-        .bind(package.cost)
-        .bind(&package.currency)
-        .bind(&package.period)
-        .bind(package.free_ads_per_hour)
-        .bind(now)
-        .bind(now)
-        .execute(self.db.pool())
-        .await?;
-        Ok(())
-    }
-
-    /// Applies an update; `Ok(false)` when there is no such package.
-    pub async fn update_package(
-        &self,
-        id: &str,
-        update: &PackageUpdate,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE packages SET name = COALESCE(?, name), description = COALESCE(?, description), \
-             cost = COALESCE(?, cost), currency = COALESCE(?, currency), period = COALESCE(?, period), \
-             free_ads_per_hour = COALESCE(?, free_ads_per_hour), updated_at = ? WHERE id = ?",
-        )
-        .bind(update.name.clone())
-        .bind(update.description.clone())
-        .bind(update.cost)
-        .bind(update.currency.clone())
-        .bind(update.period.clone())
-        .bind(update.free_ads_per_hour)
-        .bind(now)
-        .bind(id)
-        .execute(self.db.pool())
-        .await?;
-        Ok(result.rows_affected() == 1)
-    }
-
-    /// Takes a package off sale (idempotent: the first retirement time stays).
-    pub async fn retire_package(&self, id: &str, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE packages SET retired_at = COALESCE(retired_at, ?), updated_at = ? WHERE id = ?",
-        )
-        .bind(now)
-        .bind(now)
-        .bind(id)
-        .execute(self.db.pool())
-        .await?;
-        Ok(())
-    }
-
-    // ---- Tracks --------------------------------------------------------------------------
-
-    /// Inserts a track (uploads do this; until the upload flow exists, tests and demo seeding).
-    pub async fn insert_track(&self, track: &NewTrack) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO tracks (id, name, url, uploaded_by_user_id, singer, album, duration_ms, kind, status, reason, created_at, updated_at) \
-             VALUES (?, ?, NULL, ?, ?, ?, ?, ?, ?, NULL, ?, ?)",
-        )
-        .bind(&track.id)
-        .bind(&track.name)
-        .bind(&track.uploaded_by_user_id)
-        .bind(&track.singer)
-        .bind(track.album.clone())
-        .bind(track.duration_ms)
-        .bind(&track.kind)
-        .bind(track.status.as_str())
-        .bind(track.now)
-        .bind(track.now)
-        .execute(self.db.pool())
-        .await?;
-        Ok(())
-    }
-
-    /// One track.
-    pub async fn track(&self, id: &str) -> Result<Option<TrackRow>, StoreError> {
-        let sql = format!("SELECT {TRACK_COLUMNS} FROM tracks WHERE id = ?");
-        Ok(sqlx::query_as(&sql)
-            .bind(id)
-            .fetch_optional(self.db.pool())
-            .await?)
-    }
-
     // ---- Playlists -----------------------------------------------------------------------
 
     /// Creates a playlist in the `pending` state, holding `first_track` if given. It stays
@@ -749,7 +364,7 @@ impl InventoryStore {
 /// Takes the playlist's lock for the rest of the transaction and returns its track count,
 /// or `None` if it does not exist. The write must come first: a SQLite transaction that reads
 /// before it writes cannot wait for the lock and fails instead.
-async fn lock_playlist(
+pub(crate) async fn lock_playlist(
     tx: &mut Tx<'_>,
     playlist_id: &str,
     now: i64,
@@ -766,7 +381,7 @@ async fn lock_playlist(
     Ok(row.map(|row| row.try_get("track_count")).transpose()?)
 }
 
-async fn position_of(
+pub(crate) async fn position_of(
     tx: &mut Tx<'_>,
     playlist_id: &str,
     track_id: &str,
@@ -780,11 +395,148 @@ async fn position_of(
     Ok(row.map(|row| row.try_get("position")).transpose()?)
 }
 
-async fn set_count(tx: &mut Tx<'_>, playlist_id: &str, count: i64) -> Result<(), StoreError> {
+pub(crate) async fn set_count(
+    tx: &mut Tx<'_>,
+    playlist_id: &str,
+    count: i64,
+) -> Result<(), StoreError> {
     sqlx::query("UPDATE playlists SET track_count = ? WHERE id = ?")
         .bind(count)
         .bind(playlist_id)
         .execute(&mut **tx)
         .await?;
     Ok(())
+}
+
+/// The User DB's record of a playlist: who owns it, its name and visibility.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PlaylistInfoRow {
+    /// Row UUID.
+    pub id: String,
+    /// Owner.
+    pub user_id: String,
+    /// The playlist's id, shared with the Inventory DB's `playlists` and `playlist_tracks`.
+    pub playlist_id: String,
+    /// Name.
+    pub name: String,
+    /// 1 when anyone may read it.
+    pub is_public: i64,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+}
+
+pub(crate) const PLAYLIST_COLUMNS: &str =
+    "id, user_id, playlist_id, name, is_public, created_at, updated_at";
+
+impl UserStore {
+    /// Records that `user_id` owns the playlist `playlist_id`. `Ok(false)` when a record for
+    /// that playlist already exists.
+    pub async fn insert_playlist_info(&self, row: &PlaylistInfoRow) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "INSERT INTO playlist_user_info (id, user_id, playlist_id, name, is_public, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&row.id)
+        .bind(&row.user_id)
+        .bind(&row.playlist_id)
+        .bind(&row.name)
+        .bind(row.is_public)
+        .bind(row.created_at)
+        .bind(row.updated_at)
+        .execute(self.db.pool())
+        .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error) if is_unique_violation(&error) => Ok(false),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// The ownership record of a playlist.
+    pub async fn playlist_info(
+        &self,
+        playlist_id: &str,
+    ) -> Result<Option<PlaylistInfoRow>, StoreError> {
+        let sql =
+            format!("SELECT {PLAYLIST_COLUMNS} FROM playlist_user_info WHERE playlist_id = ?");
+        Ok(sqlx::query_as(&sql)
+            .bind(playlist_id)
+            .fetch_optional(self.db.pool())
+            .await?)
+    }
+
+    /// A user's playlists, oldest first.
+    pub async fn playlists_of(&self, user_id: &str) -> Result<Vec<PlaylistInfoRow>, StoreError> {
+        let sql = format!(
+            "SELECT {PLAYLIST_COLUMNS} FROM playlist_user_info WHERE user_id = ? ORDER BY created_at, id"
+        );
+        Ok(sqlx::query_as(&sql)
+            .bind(user_id)
+            .fetch_all(self.db.pool())
+            .await?)
+    }
+
+    /// How many playlists a user owns.
+    pub async fn playlist_count(&self, user_id: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM playlist_user_info WHERE user_id = ?")
+            .bind(user_id)
+            .fetch_one(self.db.pool())
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+
+    /// Renames a playlist and/or changes its visibility.
+    pub async fn update_playlist_info(
+        &self,
+        playlist_id: &str,
+        name: Option<&str>,
+        is_public: Option<bool>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE playlist_user_info SET name = COALESCE(?, name), is_public = COALESCE(?, is_public), updated_at = ? \
+             WHERE playlist_id = ?",
+        )
+        .bind(name.map(str::to_owned))
+        .bind(is_public.map(i64::from))
+        .bind(now)
+        .bind(playlist_id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Deletes a playlist's ownership record: from then on nobody sees the playlist.
+    pub async fn delete_playlist_info(&self, playlist_id: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM playlist_user_info WHERE playlist_id = ?")
+            .bind(playlist_id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Which of `playlist_ids` have an ownership record.
+    pub async fn owned_playlist_ids(
+        &self,
+        playlist_ids: &[String],
+    ) -> Result<Vec<String>, StoreError> {
+        if playlist_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT playlist_id FROM playlist_user_info WHERE playlist_id IN ({})",
+            placeholders(playlist_ids.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in playlist_ids {
+            query = query.bind(id);
+        }
+        let rows = query.fetch_all(self.db.pool()).await?;
+        Ok(rows
+            .iter()
+            .map(|row| row.try_get::<String, _>("playlist_id"))
+            .collect::<Result<_, _>>()?)
+    }
 }

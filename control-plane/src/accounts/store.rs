@@ -1,8 +1,8 @@
-//! The User DB: users, sessions and playlist ownership (`playlist_user_info`).
+//! The accounts' queries (User DB: `users`, `sessions`).
 
 use sqlx::Row;
 
-use super::{Database, StoreError, is_unique_violation, placeholders};
+use crate::store::{StoreError, UserStore, is_unique_violation};
 
 /// A user as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -101,46 +101,11 @@ pub struct NewSession {
     pub user_agent: String,
 }
 
-/// The User DB's record of a playlist: who owns it, its name and visibility.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct PlaylistInfoRow {
-    /// Row UUID.
-    pub id: String,
-    /// Owner.
-    pub user_id: String,
-    /// The playlist's id, shared with the Inventory DB's `playlists` and `playlist_tracks`.
-    pub playlist_id: String,
-    /// Name.
-    pub name: String,
-    /// 1 when anyone may read it.
-    pub is_public: i64,
-    /// Unix ms.
-    pub created_at: i64,
-    /// Unix ms.
-    pub updated_at: i64,
-}
-
-const USER_COLUMNS: &str = "id, email, first_name, last_name, mobile, address, password_hash, role, created_at, updated_at";
-const SESSION_COLUMNS: &str = "id, token_hash, user_id, created_at, last_seen_at, expires_at";
-const PLAYLIST_COLUMNS: &str = "id, user_id, playlist_id, name, is_public, created_at, updated_at";
-
-/// Queries on the User DB.
-#[derive(Debug, Clone)]
-pub struct UserStore {
-    db: Database,
-}
+pub(crate) const USER_COLUMNS: &str = "id, email, first_name, last_name, mobile, address, password_hash, role, created_at, updated_at";
+pub(crate) const SESSION_COLUMNS: &str =
+    "id, token_hash, user_id, created_at, last_seen_at, expires_at";
 
 impl UserStore {
-    /// Wraps a connected User DB.
-    pub fn new(db: Database) -> Self {
-        Self { db }
-    }
-
-    /// The underlying database.
-    pub fn database(&self) -> &Database {
-        &self.db
-    }
-
     /// Inserts a user. `Ok(false)` when the email is taken (the unique key decides, so two
     /// concurrent sign-ups with one email create exactly one account).
     pub async fn insert_user(&self, user: &NewUser) -> Result<bool, StoreError> {
@@ -338,118 +303,9 @@ impl UserStore {
             .await?;
         Ok(result.rows_affected())
     }
-
-    /// Records that `user_id` owns the playlist `playlist_id`. `Ok(false)` when a record for
-    /// that playlist already exists.
-    pub async fn insert_playlist_info(&self, row: &PlaylistInfoRow) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "INSERT INTO playlist_user_info (id, user_id, playlist_id, name, is_public, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&row.id)
-        .bind(&row.user_id)
-        .bind(&row.playlist_id)
-        .bind(&row.name)
-        .bind(row.is_public)
-        .bind(row.created_at)
-        .bind(row.updated_at)
-        .execute(self.db.pool())
-        .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if is_unique_violation(&error) => Ok(false),
-            Err(error) => Err(error.into()),
-        }
-    }
-
-    /// The ownership record of a playlist.
-    pub async fn playlist_info(
-        &self,
-        playlist_id: &str,
-    ) -> Result<Option<PlaylistInfoRow>, StoreError> {
-        let sql =
-            format!("SELECT {PLAYLIST_COLUMNS} FROM playlist_user_info WHERE playlist_id = ?");
-        Ok(sqlx::query_as(&sql)
-            .bind(playlist_id)
-            .fetch_optional(self.db.pool())
-            .await?)
-    }
-
-    /// A user's playlists, oldest first.
-    pub async fn playlists_of(&self, user_id: &str) -> Result<Vec<PlaylistInfoRow>, StoreError> {
-        let sql = format!(
-            "SELECT {PLAYLIST_COLUMNS} FROM playlist_user_info WHERE user_id = ? ORDER BY created_at, id"
-        );
-        Ok(sqlx::query_as(&sql)
-            .bind(user_id)
-            .fetch_all(self.db.pool())
-            .await?)
-    }
-
-    /// How many playlists a user owns.
-    pub async fn playlist_count(&self, user_id: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM playlist_user_info WHERE user_id = ?")
-            .bind(user_id)
-            .fetch_one(self.db.pool())
-            .await?;
-        Ok(row.try_get("n")?)
-    }
-
-    /// Renames a playlist and/or changes its visibility.
-    pub async fn update_playlist_info(
-        &self,
-        playlist_id: &str,
-        name: Option<&str>,
-        is_public: Option<bool>,
-        now: i64,
-    ) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE playlist_user_info SET name = COALESCE(?, name), is_public = COALESCE(?, is_public), updated_at = ? \
-             WHERE playlist_id = ?",
-        )
-        .bind(name.map(str::to_owned))
-        .bind(is_public.map(i64::from))
-        .bind(now)
-        .bind(playlist_id)
-        .execute(self.db.pool())
-        .await?;
-        Ok(result.rows_affected() == 1)
-    }
-
-    /// Deletes a playlist's ownership record: from then on nobody sees the playlist.
-    pub async fn delete_playlist_info(&self, playlist_id: &str) -> Result<bool, StoreError> {
-        let result = sqlx::query("DELETE FROM playlist_user_info WHERE playlist_id = ?")
-            .bind(playlist_id)
-            .execute(self.db.pool())
-            .await?;
-        Ok(result.rows_affected() == 1)
-    }
-
-    /// Which of `playlist_ids` have an ownership record.
-    pub async fn owned_playlist_ids(
-        &self,
-        playlist_ids: &[String],
-    ) -> Result<Vec<String>, StoreError> {
-        if playlist_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = format!(
-            "SELECT playlist_id FROM playlist_user_info WHERE playlist_id IN ({})",
-            placeholders(playlist_ids.len())
-        );
-        let mut query = sqlx::query(&sql);
-        for id in playlist_ids {
-            query = query.bind(id);
-        }
-        let rows = query.fetch_all(self.db.pool()).await?;
-        Ok(rows
-            .iter()
-            .map(|row| row.try_get::<String, _>("playlist_id"))
-            .collect::<Result<_, _>>()?)
-    }
 }
 
-async fn session_hashes(
+pub(crate) async fn session_hashes(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     user_id: &str,
 ) -> Result<Vec<String>, StoreError> {

@@ -10,131 +10,32 @@
 //!
 //! Entitlements are evaluated against the clock at each read (no expiry job), and cached no
 //! longer than until the entitlement ends.
+use crate::subscriptions::store::SubscriptionRow;
+
+mod http;
+pub mod store;
+
+pub use store::SubscriptionStatus;
+
+pub(crate) use http::routes;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use events::Envelope;
 use events::payments::PaymentSucceeded;
-use events::subscriptions::{
-    SubscriptionActivated, SubscriptionCanceled, SubscriptionChange, SubscriptionExtended,
-};
+use events::subscriptions::{SubscriptionActivated, SubscriptionChange, SubscriptionExtended};
 use serde::{Deserialize, Serialize};
-use sqlx::Row;
 use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::App;
-use crate::auth::AuthUser;
 use crate::bus::{self, Handler, HandlerError};
 use crate::calendar::rfc3339;
-use crate::error::{Error, ErrorBody, Result};
-use crate::extract::ApiPath;
-use crate::store::{StoreError, TextColumn, new_id, retry_on_conflict};
+use crate::error::{Error, Result};
+use crate::store::{StoreError, new_id, retry_on_conflict};
 
 /// The consumer group of the account-update service.
 pub const ACCOUNT_UPDATE: &str = "account-update";
-
-pub(crate) fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(my_subscriptions))
-        .routes(routes!(cancel_current))
-        .routes(routes!(my_entitlements))
-        .routes(routes!(user_subscriptions))
-}
-
-// ---- Types -------------------------------------------------------------------------------
-
-/// A subscription's state, as the `subscriptions.status` column stores it (`expired` is never
-/// stored: it is `active` or `canceled` past `end_at`, read against the clock).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SubscriptionStatus {
-    /// Runs to `end_at` and renews.
-    Active,
-    /// Runs to `end_at` without renewing.
-    Canceled,
-    /// Past its `end_at` (computed, not stored).
-    Expired,
-    /// Ended by a refund.
-    Refunded,
-}
-
-impl TextColumn for SubscriptionStatus {
-    // `Expired` is never stored.
-    const ALL: &'static [Self] = &[Self::Active, Self::Canceled, Self::Refunded];
-    const WHAT: &'static str = "subscription status";
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Canceled => "canceled",
-            Self::Expired => "expired",
-            Self::Refunded => "refunded",
-        }
-    }
-}
-
-impl SubscriptionStatus {
-    /// Whether it gives access until `end_at`.
-    fn in_force(self) -> bool {
-        matches!(self, Self::Active | Self::Canceled)
-    }
-}
-
-impl TryFrom<String> for SubscriptionStatus {
-    type Error = StoreError;
-
-    fn try_from(text: String) -> Result<Self, StoreError> {
-        Self::parse(&text)
-    }
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct SubscriptionRow {
-    id: String,
-    user_id: String,
-    package_id: String,
-    payment_id: String,
-    start_at: i64,
-    end_at: i64,
-    #[sqlx(try_from = "String")]
-    status: SubscriptionStatus,
-    auto_renew: i64,
-    canceled_at: Option<i64>,
-    created_at: i64,
-}
-
-const SUBSCRIPTION_COLUMNS: &str = "id, user_id, package_id, payment_id, start_at, end_at, status, auto_renew, canceled_at, created_at";
-
-/// A subscription.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Subscription {
-    id: String,
-    package_id: String,
-    package_name: Option<String>,
-    /// `active`, `canceled` (runs to `end_at` without renewal), `expired` or `refunded`,
-    /// evaluated against the clock now.
-    status: SubscriptionStatus,
-    start_at: String,
-    end_at: String,
-    auto_renew: bool,
-    canceled_at: Option<String>,
-    /// The payment that started it.
-    payment_id: String,
-    created_at: String,
-}
-
-/// A user's subscriptions, current first.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Subscriptions {
-    /// The paid subscription in force now, if any.
-    current: Option<Subscription>,
-    /// Every subscription, newest first.
-    subscriptions: Vec<Subscription>,
-}
 
 /// What the user may do now.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -158,82 +59,6 @@ impl Entitlements {
     pub fn free_ads_per_hour(&self) -> i64 {
         self.free_ads_per_hour
     }
-}
-
-// ---- Handlers ----------------------------------------------------------------------------
-
-/// The caller's subscriptions, current and past.
-#[utoipa::path(get, path = "/api/v1/subscriptions/me", tag = "subscriptions", security(("bearer" = [])),
-    responses((status = 200, body = Subscriptions), (status = 401, body = ErrorBody)))]
-async fn my_subscriptions(app: App, caller: AuthUser) -> Result<Json<Subscriptions>> {
-    Ok(Json(app.subscriptions_of(&caller.user_id).await?))
-}
-
-/// Cancel the current paid subscription: it stays in force until its end date and is not
-/// renewed.
-#[utoipa::path(delete, path = "/api/v1/subscriptions/current", tag = "subscriptions", security(("bearer" = [])),
-    responses((status = 200, body = Subscription), (status = 404, body = ErrorBody, description = "no_active_subscription")))]
-async fn cancel_current(app: App, caller: AuthUser) -> Result<Json<Subscription>> {
-    let now = app.clock.now_ms();
-    let canceled = retry_on_conflict(|| async {
-        let mut tx = app.users.database().pool().begin().await?;
-        let sql = format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE user_id = ? AND status = 'active' AND start_at <= ? AND end_at > ? \
-             ORDER BY end_at DESC LIMIT 1"
-        );
-        let Some(row) = sqlx::query_as::<_, SubscriptionRow>(&sql)
-            .bind(&caller.user_id)
-            .bind(now)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let changed = sqlx::query(
-            "UPDATE subscriptions SET status = 'canceled', auto_renew = 0, canceled_at = ?, updated_at = ? WHERE id = ? AND status = 'active'",
-        )
-        .bind(now)
-        .bind(now)
-        .bind(&row.id)
-        .execute(&mut *tx)
-        .await?;
-        if changed.rows_affected() == 1 {
-            let event = SubscriptionCanceled(change(&row, None));
-            bus::append(&mut tx, &row.user_id, &event, now).await?;
-        }
-        tx.commit().await?;
-        Ok::<_, StoreError>(Some(row.id))
-    })
-    .await?
-    .ok_or_else(|| Error::not_found("no_active_subscription", "There is no active paid subscription to cancel."))?;
-    app.bus.notify();
-    app.forget_entitlements(&caller.user_id).await;
-    let all = app.subscriptions_of(&caller.user_id).await?;
-    all.subscriptions
-        .into_iter()
-        .find(|subscription| subscription.id == canceled)
-        .map(Json)
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("canceled subscription vanished")))
-}
-
-/// The package in force for the caller, its ads per hour, and until when.
-#[utoipa::path(get, path = "/api/v1/me/entitlements", tag = "subscriptions", security(("bearer" = [])),
-    responses((status = 200, body = Entitlements), (status = 401, body = ErrorBody)))]
-async fn my_entitlements(app: App, caller: AuthUser) -> Result<Json<Entitlements>> {
-    Ok(Json(app.entitlements(&caller.user_id).await?))
-}
-
-/// A user's subscriptions (administrators only).
-#[utoipa::path(get, path = "/api/v1/admin/users/{id}/subscriptions", tag = "subscriptions", security(("bearer" = [])),
-    params(("id" = String, Path)), responses((status = 200, body = Subscriptions), (status = 403, body = ErrorBody)))]
-async fn user_subscriptions(
-    app: App,
-    caller: AuthUser,
-    ApiPath(user_id): ApiPath<String>,
-) -> Result<Json<Subscriptions>> {
-    caller.require_admin()?;
-    Ok(Json(app.subscriptions_of(&user_id).await?))
 }
 
 fn change(row: &SubscriptionRow, payment_id: Option<&str>) -> SubscriptionChange {
@@ -296,19 +121,9 @@ impl App {
         if !bus::mark_processed(&mut tx, ACCOUNT_UPDATE, event_id, now).await? {
             return Ok(false);
         }
-        let status: Option<String> = sqlx::query("SELECT status FROM payments WHERE id = ?")
-            .bind(&event.payment_id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| row.try_get("status"))
-            .transpose()?;
-        let already =
-            sqlx::query("SELECT subscription_id FROM subscription_payments WHERE payment_id = ?")
-                .bind(&event.payment_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .is_some();
-        if status.as_deref() != Some("succeeded") || already {
+        let paid = crate::payments::store::has_succeeded(&mut *tx, &event.payment_id).await?;
+        let already = store::is_applied(&mut *tx, &event.payment_id).await?;
+        if !paid || already {
             // Refunded before we got here, unknown, or already applied: nothing to buy.
             tx.commit().await?;
             return Ok(false);
@@ -319,29 +134,15 @@ impl App {
                 event.payment_id, event.period
             )));
         };
-        let sql = format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE user_id = ? AND package_id = ? AND status IN ('active', 'canceled') \
-             AND end_at > ? ORDER BY end_at DESC LIMIT 1"
-        );
-        let current = sqlx::query_as::<_, SubscriptionRow>(&sql)
-            .bind(&event.user_id)
-            .bind(&event.package_id)
-            .bind(now.max(event.succeeded_at_ms))
-            .fetch_optional(&mut *tx)
-            .await?;
+        let at = now.max(event.succeeded_at_ms);
+        let current =
+            store::running_of_package(&mut *tx, &event.user_id, &event.package_id, at).await?;
         match current {
             Some(mut row) => {
                 let start = row.end_at;
                 let end = crate::calendar::add_period(start, &event.period).unwrap_or(start);
-                sqlx::query(
-                    "UPDATE subscriptions SET end_at = ?, status = 'active', auto_renew = 1, canceled_at = NULL, updated_at = ? WHERE id = ?",
-                )
-                .bind(end)
-                .bind(now)
-                .bind(&row.id)
-                .execute(&mut *tx)
-                .await?;
-                record_period(&mut tx, &event.payment_id, &row.id, start, end, now).await?;
+                store::extend(&mut *tx, &row.id, end, now).await?;
+                store::record_period(&mut *tx, &event.payment_id, &row.id, start, end, now).await?;
                 row.end_at = end;
                 let extended = SubscriptionExtended(change(&row, Some(&event.payment_id)));
                 bus::append(&mut tx, &event.user_id, &extended, now).await?;
@@ -361,21 +162,8 @@ impl App {
                     canceled_at: None,
                     created_at: now,
                 };
-                sqlx::query(
-                    "INSERT INTO subscriptions (id, user_id, package_id, payment_id, start_at, end_at, status, auto_renew, created_at, updated_at) \
-                     VALUES (?, ?, ?, ?, ?, ?, 'active', 1, ?, ?)",
-                )
-                .bind(&row.id)
-                .bind(&row.user_id)
-                .bind(&row.package_id)
-                .bind(&row.payment_id)
-                .bind(start)
-                .bind(end)
-                .bind(now)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                record_period(&mut tx, &event.payment_id, &row.id, start, end, now).await?;
+                store::insert(&mut *tx, &row, now).await?;
+                store::record_period(&mut *tx, &event.payment_id, &row.id, start, end, now).await?;
                 let activated = SubscriptionActivated(change(&row, Some(&event.payment_id)));
                 bus::append(&mut tx, &event.user_id, &activated, now).await?;
             }
@@ -421,17 +209,7 @@ impl App {
                 ..cached.0
             });
         }
-        let sql = format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE user_id = ? AND status IN ('active', 'canceled') \
-             AND start_at <= ? AND end_at > ?"
-        );
-        let rows: Vec<SubscriptionRow> = sqlx::query_as(&sql)
-            .bind(user_id)
-            .bind(now)
-            .bind(now)
-            .fetch_all(self.users.database().pool())
-            .await
-            .map_err(StoreError::from)?;
+        let rows = store::in_force(self.users.database().pool(), user_id, now).await?;
         let mut best: Option<Entitlements> = None;
         for row in rows {
             let Some(package) = self.inventory.package(&row.package_id).await? else {
@@ -495,14 +273,7 @@ impl App {
 
     async fn subscriptions_of(&self, user_id: &str) -> Result<Subscriptions> {
         let now = self.clock.now_ms();
-        let sql = format!(
-            "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE user_id = ? ORDER BY end_at DESC, id DESC"
-        );
-        let rows: Vec<SubscriptionRow> = sqlx::query_as(&sql)
-            .bind(user_id)
-            .fetch_all(self.users.database().pool())
-            .await
-            .map_err(StoreError::from)?;
+        let rows = store::all_of(self.users.database().pool(), user_id).await?;
         let mut subscriptions = Vec::with_capacity(rows.len());
         let mut current = None;
         for row in rows {
@@ -538,21 +309,29 @@ impl App {
     }
 }
 
-async fn record_period(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-    payment_id: &str,
-    subscription_id: &str,
-    start: i64,
-    end: i64,
-    now: i64,
-) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO subscription_payments (payment_id, subscription_id, start_at, end_at, applied_at) VALUES (?, ?, ?, ?, ?)")
-        .bind(payment_id)
-        .bind(subscription_id)
-        .bind(start)
-        .bind(end)
-        .bind(now)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+/// A subscription.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Subscription {
+    id: String,
+    package_id: String,
+    package_name: Option<String>,
+    /// `active`, `canceled` (runs to `end_at` without renewal), `expired` or `refunded`,
+    /// evaluated against the clock now.
+    status: SubscriptionStatus,
+    start_at: String,
+    end_at: String,
+    auto_renew: bool,
+    canceled_at: Option<String>,
+    /// The payment that started it.
+    payment_id: String,
+    created_at: String,
+}
+
+/// A user's subscriptions, current first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Subscriptions {
+    /// The paid subscription in force now, if any.
+    current: Option<Subscription>,
+    /// Every subscription, newest first.
+    subscriptions: Vec<Subscription>,
 }

@@ -9,51 +9,37 @@
 //! the event's id, so a redelivery (a worker that died mid-track) overwrites the same keys
 //! instead of orphaning a second copy. Also: the track status endpoint.
 
-use std::convert::Infallible;
+mod http;
+pub(crate) mod store;
+
+pub use store::TrackNote;
+
+pub(crate) use http::routes;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
-use axum::http::StatusCode;
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use events::Envelope;
 use events::tracks::{
     TrackFailed, TrackProcessingStarted, TrackPublished, TrackRejected, TrackTagged,
     TrackTranscoded, TrackUploaded,
 };
 use futures::StreamExt as _;
-use serde::{Deserialize, Serialize};
-use sqlx::Row;
+use serde::Serialize;
 use tokio::io::AsyncWriteExt as _;
 use utoipa::ToSchema;
-use utoipa_axum::router::OpenApiRouter;
-use utoipa_axum::routes;
 
 use crate::App;
-use crate::auth::MaybeAuthUser;
 use crate::bus::{self, Handler, HandlerError};
 use crate::calendar::rfc3339;
-use crate::error::{Error, ErrorBody, Result};
-use crate::extract::ApiPath;
+use crate::catalog::store::{TrackStage, TrackStatus};
+use crate::error::{Error, Result};
 use crate::store::StoreError;
-use crate::store::{TextColumn, TrackStage, TrackStatus};
 use media::analyze::Limits;
 use media::transcode::{LADDER, PackageError, package};
 
 /// The consumer group of the content-processing service.
 pub const PROCESSING: &str = "processing";
-
-pub(crate) fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new()
-        .routes(routes!(get_track))
-        .routes(routes!(block_track, unblock_track))
-        .routes(routes!(track_events))
-}
-
-/// How often the progress stream looks at the track's row.
-const PROGRESS_POLL: Duration = Duration::from_millis(250);
-/// How long one progress stream may stay open; the client reconnects after that.
-const PROGRESS_LIMIT: Duration = Duration::from_secs(30 * 60);
 
 /// A track, with its processing state.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
@@ -98,202 +84,49 @@ pub struct Track {
     updated_at: String,
 }
 
-/// A track: anyone may see a ready one; its uploader and administrators see it in any state.
-#[utoipa::path(get, path = "/api/v1/tracks/{id}", tag = "uploads", params(("id" = String, Path)),
-    responses((status = 200, body = Track), (status = 404, body = ErrorBody)))]
-async fn get_track(
-    app: App,
-    MaybeAuthUser(caller): MaybeAuthUser,
-    ApiPath(id): ApiPath<String>,
-) -> Result<Json<Track>> {
-    Ok(Json(load_track(&app, caller.as_ref(), &id).await?))
-}
-
-/// Why a track is taken down.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BlockRequest {
-    /// Shown to players that ask for it (1 to 500 characters).
-    pub reason: String,
-}
-
-/// Take a track down (administrators): it is never played again, whatever its status, until
-/// unblocked. URLs already handed out expire on their own.
-#[utoipa::path(put, path = "/api/v1/tracks/{id}/block", tag = "uploads", security(("bearer" = [])), params(("id" = String, Path)),
-    request_body = BlockRequest,
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn block_track(
-    app: App,
-    caller: crate::auth::AuthUser,
-    ApiPath(id): ApiPath<String>,
-    crate::extract::ApiJson(request): crate::extract::ApiJson<BlockRequest>,
-) -> Result<StatusCode> {
-    caller.require_admin()?;
-    let reason = request.reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(Error::invalid(
-            "reason",
-            "invalid",
-            "Give a reason of 1 to 500 characters.",
-        ));
-    }
-    set_block(&app, &id, Some(reason)).await
-}
-
-/// Put a blocked track back (administrators).
-#[utoipa::path(delete, path = "/api/v1/tracks/{id}/block", tag = "uploads", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn unblock_track(
-    app: App,
-    caller: crate::auth::AuthUser,
-    ApiPath(id): ApiPath<String>,
-) -> Result<StatusCode> {
-    caller.require_admin()?;
-    set_block(&app, &id, None).await
-}
-
-async fn set_block(app: &App, id: &str, reason: Option<&str>) -> Result<StatusCode> {
-    let changed = sqlx::query("UPDATE tracks SET blocked_reason = ?, updated_at = ? WHERE id = ?")
-        .bind(reason)
-        .bind(app.clock.now_ms())
-        .bind(id)
-        .execute(app.inventory.database().pool())
-        .await
-        .map_err(StoreError::from)?;
-    if changed.rows_affected() == 0 {
-        return Err(Error::not_found("track_not_found", "No such track."));
-    }
-    tracing::info!(
-        message = "Track block changed.",
-        track = id,
-        blocked = reason.is_some()
-    );
-    Ok(StatusCode::NO_CONTENT)
-}
-
-/// The track's progress as server-sent events: a `track` event with the track (as `GET
-/// /api/v1/tracks/{id}` returns it) now and after every change, ending once it is `ready`,
-/// `rejected` or `failed`. Who may see the track is decided when the stream opens.
-#[utoipa::path(get, path = "/api/v1/tracks/{id}/events", tag = "uploads", params(("id" = String, Path)),
-    responses((status = 200, description = "`track` events, each a Track", content_type = "text/event-stream"),
-        (status = 404, body = ErrorBody)))]
-async fn track_events(
-    app: App,
-    MaybeAuthUser(caller): MaybeAuthUser,
-    ApiPath(id): ApiPath<String>,
-) -> Result<Sse<impl futures::Stream<Item = std::result::Result<SseEvent, Infallible>>>> {
-    let first = load_track(&app, caller.as_ref(), &id).await?;
-    let deadline = tokio::time::Instant::now() + PROGRESS_LIMIT;
-    // State: the next track to send (if any), the last one sent, and whether the stream is done.
-    let stream = futures::stream::unfold(
-        (Some(first), None::<Track>, false),
-        move |(next, last, done)| {
-            let (app, caller, id) = (app.clone(), caller.clone(), id.clone());
-            async move {
-                if done {
-                    return None;
-                }
-                let mut next = next;
-                loop {
-                    if let Some(track) = next.take()
-                        && last.as_ref() != Some(&track)
-                    {
-                        let finished = track.status.is_settled();
-                        let event = SseEvent::default()
-                            .event("track")
-                            .json_data(&track)
-                            .unwrap_or_else(|_| SseEvent::default().event("error"));
-                        return Some((Ok(event), (None, Some(track), finished)));
-                    }
-                    if tokio::time::Instant::now() >= deadline {
-                        return None;
-                    }
-                    tokio::time::sleep(PROGRESS_POLL).await;
-                    match load_track(&app, caller.as_ref(), &id).await {
-                        Ok(track) => next = Some(track),
-                        // A track deleted meanwhile ends the stream; a database hiccup is
-                        // retried at the next poll.
-                        Err(Error::NotFound { .. }) => {
-                            return None;
-                        }
-                        Err(_) => {}
-                    }
-                }
-            }
-        },
-    );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
-}
-
 /// Loads a track as `caller` may see it: anyone a ready one, its uploader and administrators
 /// any.
 async fn load_track(app: &App, caller: Option<&crate::auth::AuthUser>, id: &str) -> Result<Track> {
     let not_found = || Error::not_found("track_not_found", "No such track.");
-    let row = sqlx::query(
-        "SELECT id, name, singer, album, status, stage, progress, top_tags, artwork, notes, reason, duration_ms, url, loudness_lufs, gain_db, explicit, genre, release_year, uploaded_by_user_id, created_at, updated_at \
-         FROM tracks WHERE id = ?",
-    )
-    .bind(id)
-    .fetch_optional(app.inventory.database().pool())
-    .await
-    .map_err(StoreError::from)?
-    .ok_or_else(not_found)?;
-    let get = |column: &str| -> Result<Option<String>> {
-        Ok(row.try_get(column).map_err(StoreError::from)?)
-    };
-    let status: String = row.try_get("status").map_err(StoreError::from)?;
-    let status = TrackStatus::parse(&status)?;
-    let owner: String = row
-        .try_get("uploaded_by_user_id")
-        .map_err(StoreError::from)?;
-    let visible = crate::auth::may_see_track(caller, status, &owner);
-    if !visible {
+    let row = store::track_state(app.inventory.database().pool(), id)
+        .await?
+        .ok_or_else(not_found)?;
+    let status = row.status;
+    if !crate::auth::may_see_track(caller, status, &row.uploaded_by_user_id) {
         return Err(not_found());
     }
-    let prefix = get("url")?;
-    // Rows written before stages existed name none: the status decides.
-    let stage = match get("stage")? {
-        Some(stage) => TrackStage::parse(&stage)?,
-        None => TrackStage::of(status),
-    };
-    let progress: Option<f64> = row.try_get("progress").map_err(StoreError::from)?;
-    let top_tags: Vec<String> = crate::store::json_column(&row, "top_tags")?.unwrap_or_default();
-    let artwork: std::collections::BTreeMap<String, String> =
-        crate::store::json_column(&row, "artwork")?.unwrap_or_default();
-    let notes: Vec<TrackNote> = crate::store::json_column(&row, "notes")?.unwrap_or_default();
+    let prefix = row.url;
     Ok(Track {
-        notes,
-        stage,
-        progress: progress.unwrap_or(if status == TrackStatus::Ready {
+        notes: row.notes,
+        // Rows written before stages existed name none: the status decides.
+        stage: row.stage.unwrap_or(TrackStage::of(status)),
+        progress: row.progress.unwrap_or(if status == TrackStatus::Ready {
             1.0
         } else {
             0.0
         }),
-        top_tags,
-        artwork,
-        id: row.try_get("id").map_err(StoreError::from)?,
-        name: row.try_get("name").map_err(StoreError::from)?,
-        singer: row.try_get("singer").map_err(StoreError::from)?,
-        album: get("album")?,
-        reason: get("reason")?,
-        duration_ms: row.try_get("duration_ms").map_err(StoreError::from)?,
+        top_tags: row.top_tags,
+        artwork: row.artwork,
+        id: row.id,
+        name: row.name,
+        singer: row.singer,
+        album: row.album,
+        reason: row.reason,
+        duration_ms: row.duration_ms,
         hls: prefix
             .as_ref()
             .map(|prefix| format!("/{prefix}master.m3u8")),
         dash: prefix
             .as_ref()
             .map(|prefix| format!("/{prefix}manifest.mpd")),
-        loudness_lufs: row.try_get("loudness_lufs").map_err(StoreError::from)?,
-        gain_db: row.try_get("gain_db").map_err(StoreError::from)?,
-        explicit: row
-            .try_get::<i64, _>("explicit")
-            .map_err(StoreError::from)?
-            != 0,
-        genre: get("genre")?,
-        year: row.try_get("release_year").map_err(StoreError::from)?,
-        uploaded_by: owner,
-        created_at: rfc3339(row.try_get("created_at").map_err(StoreError::from)?),
-        updated_at: rfc3339(row.try_get("updated_at").map_err(StoreError::from)?),
+        loudness_lufs: row.loudness_lufs,
+        gain_db: row.gain_db,
+        explicit: row.explicit,
+        genre: row.genre,
+        year: row.release_year,
+        uploaded_by: row.uploaded_by_user_id,
+        created_at: rfc3339(row.created_at),
+        updated_at: rfc3339(row.updated_at),
         status,
     })
 }
@@ -350,12 +183,7 @@ impl App {
         // Claim it; a ready, rejected or failed track was already settled (a redelivery).
         let now = self.clock.now_ms();
         let mut tx = self.inventory.database().pool().begin().await?;
-        let claimed = sqlx::query("UPDATE tracks SET status = 'processing', stage = 'transcoding', progress = 0.05, updated_at = ? WHERE id = ? AND status IN ('uploaded', 'processing')")
-            .bind(now)
-            .bind(&track)
-            .execute(&mut *tx)
-            .await?;
-        if claimed.rows_affected() == 0 {
+        if !store::claim(&mut *tx, &track, now).await? {
             return Ok(());
         }
         bus::append(
@@ -388,46 +216,37 @@ impl App {
         match outcome {
             Ok(published) => {
                 let mut tx = self.inventory.database().pool().begin().await?;
-                sqlx::query(
-                    "UPDATE tracks SET status = 'ready', stage = 'done', progress = 1.0, reason = NULL, url = ?, duration_ms = ?, loudness_lufs = ?, gain_db = ?, \
-                     true_peak_dbtp = ?, explicit = ?, genre = ?, release_year = ?, top_tags = ?, artwork = ?, notes = ?, updated_at = ? WHERE id = ?",
+                let artwork: std::collections::BTreeMap<String, String> = published
+                    .tagged
+                    .artwork
+                    .iter()
+                    .map(|(size, key)| (size.to_string(), format!("/{key}")))
+                    .collect();
+                let ready = store::ReadyTrack {
+                    id: &track,
+                    prefix: &prefix,
+                    duration_ms: published.published.duration_ms as i64,
+                    loudness_lufs: published.published.loudness_lufs,
+                    gain_db: published.published.gain_db,
+                    true_peak_dbtp: published.true_peak_dbtp,
+                    explicit: published.tagged.explicit,
+                    genre: published.tagged.genre.as_deref(),
+                    year: published.tagged.year.map(i64::from),
+                    top_tags: &published.tagged.top_tags,
+                    artwork: &artwork,
+                    notes: &published.notes,
+                    now,
+                };
+                store::mark_ready(&mut *tx, &ready).await?;
+                store::insert_fingerprint(
+                    &mut *tx,
+                    &track,
+                    &event.uploaded_by,
+                    ready.duration_ms,
+                    &published.fingerprint,
+                    now,
                 )
-                .bind(&prefix)
-                .bind(published.published.duration_ms as i64)
-                .bind(published.published.loudness_lufs)
-                .bind(published.published.gain_db)
-                .bind(published.true_peak_dbtp)
-                .bind(i64::from(published.tagged.explicit))
-                .bind(published.tagged.genre.clone())
-                .bind(published.tagged.year.map(i64::from))
-                .bind(crate::store::to_json_column(&published.tagged.top_tags))
-                .bind(
-                    (!published.tagged.artwork.is_empty()).then(|| {
-                        let paths: std::collections::BTreeMap<String, String> = published
-                            .tagged
-                            .artwork
-                            .iter()
-                            .map(|(size, key)| (size.to_string(), format!("/{key}")))
-                            .collect();
-                        crate::store::to_json_column(&paths)
-                    }),
-                )
-                .bind(
-                    (!published.notes.is_empty())
-                        .then(|| crate::store::to_json_column(&published.notes)),
-                )
-                .bind(now)
-                .bind(&track)
-                .execute(&mut *tx)
                 .await?;
-                sqlx::query("INSERT INTO track_fingerprints (track_id, uploaded_by, duration_ms, fingerprint, created_at) VALUES (?, ?, ?, ?, ?)")
-                    .bind(&track)
-                    .bind(&event.uploaded_by)
-                    .bind(published.published.duration_ms as i64)
-                    .bind(&published.fingerprint)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
                 bus::append(&mut tx, &track, &published.tagged, now).await?;
                 bus::append(&mut tx, &track, &published.published, now).await?;
                 tx.commit().await?;
@@ -477,15 +296,8 @@ impl App {
 
     /// Records where processing is (best effort: progress is informative).
     async fn set_stage(&self, track: &str, stage: TrackStage, progress: f64) {
-        let updated = sqlx::query(
-            "UPDATE tracks SET stage = ?, progress = ?, updated_at = ? WHERE id = ? AND status = 'processing'",
-        )
-        .bind(stage.as_str())
-        .bind(progress)
-        .bind(self.clock.now_ms())
-        .bind(track)
-        .execute(self.inventory.database().pool())
-        .await;
+        let pool = self.inventory.database().pool();
+        let updated = store::set_stage(pool, track, stage, progress, self.clock.now_ms()).await;
         if let Err(error) = updated {
             tracing::warn!(message = "Could not record the processing stage.", track, %error);
         }
@@ -501,15 +313,7 @@ impl App {
     ) -> Result<(), HandlerError> {
         let now = self.clock.now_ms();
         let mut tx = self.inventory.database().pool().begin().await?;
-        sqlx::query(
-            "UPDATE tracks SET stage = ?, progress = ?, updated_at = ? WHERE id = ? AND status = 'processing'",
-        )
-        .bind(stage.as_str())
-        .bind(progress)
-        .bind(now)
-        .bind(track)
-        .execute(&mut *tx)
-        .await?;
+        store::set_stage(&mut *tx, track, stage, progress, now).await?;
         bus::append(&mut tx, track, event, now).await?;
         tx.commit().await?;
         self.bus.notify();
@@ -528,16 +332,7 @@ impl App {
     ) -> Result<(), HandlerError> {
         let now = self.clock.now_ms();
         let mut tx = self.inventory.database().pool().begin().await?;
-        sqlx::query(
-            "UPDATE tracks SET status = ?, stage = ?, reason = ?, updated_at = ? WHERE id = ?",
-        )
-        .bind(status.as_str())
-        .bind(TrackStage::of(status).as_str())
-        .bind(reason)
-        .bind(now)
-        .bind(track)
-        .execute(&mut *tx)
-        .await?;
+        store::settle(&mut *tx, track, status, reason, now).await?;
         bus::append(&mut tx, track, event, now).await?;
         tx.commit().await?;
         self.delete_objects(raw_key, prefix).await;
@@ -812,19 +607,14 @@ impl App {
         artist: &str,
     ) -> Result<Option<(String, bool)>, StoreError> {
         let (low, high) = (duration_ms as i64 * 4 / 5, duration_ms as i64 * 5 / 4);
-        let rows = sqlx::query("SELECT track_id, uploaded_by, fingerprint FROM track_fingerprints WHERE duration_ms BETWEEN ? AND ?")
-            .bind(low)
-            .bind(high)
-            .fetch_all(self.inventory.database().pool())
-            .await?;
-        for row in rows {
-            let stored = crate::store::long_text(&row, "fingerprint")?;
+        let pool = self.inventory.database().pool();
+        for row in store::fingerprints_between(pool, low, high).await? {
+            let stored = row.fingerprint;
             let Some(stored) = media::fingerprint::decode(&stored) else {
                 continue;
             };
             if media::fingerprint::same_recording(fingerprint, &stored) {
-                let uploaded_by: String = row.try_get("uploaded_by")?;
-                return Ok(Some((row.try_get("track_id")?, uploaded_by == artist)));
+                return Ok(Some((row.track_id, row.uploaded_by == artist)));
             }
         }
         Ok(None)
@@ -838,19 +628,6 @@ struct Prepared {
     fingerprint: String,
     tagged: TrackTagged,
     notes: Vec<TrackNote>,
-}
-
-/// Something processing left out of a published track without rejecting it, for its artist
-/// to see (`GET /api/v1/tracks/{id}`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct TrackNote {
-    /// Stable: `cover_art_too_large` (over the size limit, not read), `cover_art_unusable`
-    /// (not a JPEG or PNG, damaged, or beyond the pixel limits) or `tags_unreadable` (the
-    /// file's tags are damaged: title and artist come from the upload, genre and year are
-    /// unknown).
-    pub code: String,
-    /// What happened, in words.
-    pub message: String,
 }
 
 /// How processing ended, when not with a published track.
