@@ -1,0 +1,562 @@
+//! Turning a request into a tantivy query: the candidates of every word from the term
+//! dictionary (exact, prefix, typo), bucket scores, filters, then highlights and groups.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+
+use tantivy::collector::TopDocs;
+use tantivy::query::{
+    BooleanQuery, ConstScoreQuery, DisjunctionMaxQuery, EmptyQuery, Occur, Query, RangeQuery,
+    TermQuery,
+};
+use tantivy::schema::{Field, IndexRecordOption};
+use tantivy::{DocAddress, DocId, Score, Searcher, SegmentReader, TantivyDocument, Term};
+
+use crate::fold::{self, QueryWord, QueryWords};
+use crate::{
+    AlbumHit, ArtistHit, Catalogue, Hits, MAX_LIMIT, MAX_QUERY_CHARS, Page, Part, SearchError,
+    TrackHit,
+};
+
+/// What to search for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Tracks, by every field.
+    Track,
+    /// Artists, by name.
+    Artist,
+    /// Albums, by title.
+    Album,
+}
+
+/// Filters on tracks (and so on the artists and albums they group into).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    /// Only this genre (compared folded).
+    pub genre: Option<String>,
+    /// Only years in this range, inclusive.
+    pub years: Option<(u32, u32)>,
+    /// Only explicit (`Some(true)`) or only clean (`Some(false)`) tracks.
+    pub explicit: Option<bool>,
+    /// Only this artist (compared folded).
+    pub artist: Option<String>,
+}
+
+/// One search.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    /// What the listener typed.
+    pub text: &'a str,
+    /// What to return.
+    pub kind: Kind,
+    /// Results per page (at most [`MAX_LIMIT`]).
+    pub limit: usize,
+    /// Results to skip (the cursor).
+    pub offset: usize,
+    /// Filters.
+    pub filters: Filters,
+}
+
+/// The most terms one word expands to per field and per way of matching.
+const MAX_EXPANSIONS: usize = 50;
+/// Matching tracks read to group into artists or albums.
+const GROUP_WINDOW: usize = 500;
+
+/// How a candidate term matched a query word.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Match {
+    Exact,
+    Prefix,
+    Typo(u32),
+}
+
+impl Match {
+    /// The bucket: how a word matched counts before where it matched.
+    fn quality(self) -> f32 {
+        match self {
+            Match::Exact => 30.0,
+            Match::Prefix => 20.0,
+            Match::Typo(1) => 10.0,
+            Match::Typo(_) => 5.0,
+        }
+    }
+}
+
+/// Typos allowed in a word of `len` letters: none up to 3, one from 4, two from 8.
+fn typo_budget(len: usize) -> u32 {
+    match len {
+        0..=3 => 0,
+        4..=7 => 1,
+        _ => 2,
+    }
+}
+
+/// Optimal-string-alignment distance (an adjacent swap is one edit), with a change of the
+/// first letter costing two; `None` beyond `budget`.
+fn distance(query: &[u8], candidate: &[u8], budget: u32) -> Option<u32> {
+    let (n, m) = (query.len(), candidate.len());
+    if n.abs_diff(m) as u32 > budget {
+        return None;
+    }
+    let mut rows = vec![vec![0u32; m + 1]; n + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i as u32;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j as u32;
+    }
+    for i in 1..=n {
+        let mut best = u32::MAX;
+        for j in 1..=m {
+            let cost = u32::from(query[i - 1] != candidate[j - 1]);
+            let mut value = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + cost);
+            if i > 1
+                && j > 1
+                && query[i - 1] == candidate[j - 2]
+                && query[i - 2] == candidate[j - 1]
+            {
+                value = value.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = value;
+            best = best.min(value);
+        }
+        if best > budget {
+            return None;
+        }
+    }
+    let mut total = rows[n][m];
+    if query.first() != candidate.first() {
+        total += 1;
+    }
+    (total <= budget).then_some(total)
+}
+
+/// The distance from `query` to the closest prefix of `candidate` (for the word being typed).
+fn prefix_distance(query: &[u8], candidate: &[u8], budget: u32) -> Option<u32> {
+    let low = query.len().saturating_sub(budget as usize).max(1);
+    let high = (query.len() + budget as usize).min(candidate.len());
+    (low..=high)
+        .filter_map(|len| distance(query, &candidate[..len], budget))
+        .min()
+}
+
+/// The field weights, by kind of search.
+fn fields_of(catalogue: &Catalogue, kind: Kind) -> Vec<(Field, f32)> {
+    let f = &catalogue.fields;
+    match kind {
+        Kind::Track => vec![
+            (f.title, 10.0),
+            (f.artist, 8.0),
+            (f.album, 4.0),
+            (f.genre, 3.0),
+            (f.tags, 2.0),
+            (f.lyrics, 1.0),
+        ],
+        Kind::Artist => vec![(f.artist, 8.0)],
+        Kind::Album => vec![(f.album, 4.0)],
+    }
+}
+
+/// Terms of `field` that `word` reaches, with how.
+fn candidates(
+    searcher: &Searcher,
+    field: Field,
+    word: &QueryWord,
+    prefix: bool,
+) -> tantivy::Result<Vec<(String, Match)>> {
+    let mut found: BTreeMap<String, Match> = BTreeMap::new();
+    found.insert(word.text.clone(), Match::Exact);
+    if word.cjk {
+        return Ok(found.into_iter().collect());
+    }
+    let query = word.text.as_bytes();
+    let budget = typo_budget(word.text.len());
+    for segment in searcher.segment_readers() {
+        let terms = segment.inverted_index(field)?;
+        let terms = terms.terms();
+        if prefix {
+            let mut stream = terms.range().ge(query).into_stream()?;
+            let mut taken = 0;
+            while stream.advance() && taken < MAX_EXPANSIONS {
+                let Ok(term) = std::str::from_utf8(stream.key()) else {
+                    continue;
+                };
+                if !term.starts_with(word.text.as_str()) {
+                    break;
+                }
+                if term != word.text {
+                    found.entry(term.to_owned()).or_insert(Match::Prefix);
+                    taken += 1;
+                }
+            }
+        }
+        if budget == 0 {
+            continue;
+        }
+        // A typo on the first letter costs two, so only a two-typo word looks beyond the
+        // terms that start with its own first letter.
+        let mut stream = if budget >= 2 {
+            terms.range().into_stream()?
+        } else {
+            terms
+                .range()
+                .ge(&query[..1])
+                .lt([query[0].saturating_add(1)])
+                .into_stream()?
+        };
+        let mut taken = 0;
+        while stream.advance() && taken < MAX_EXPANSIONS {
+            let term = stream.key();
+            let typos = if prefix {
+                prefix_distance(query, term, budget)
+            } else {
+                distance(query, term, budget)
+            };
+            let Some(typos) = typos.filter(|typos| *typos > 0) else {
+                continue;
+            };
+            let Ok(term) = std::str::from_utf8(term) else {
+                continue;
+            };
+            let entry = found.entry(term.to_owned()).or_insert(Match::Typo(typos));
+            if let Match::Typo(old) = entry {
+                *old = (*old).min(typos);
+            }
+            taken += 1;
+        }
+    }
+    Ok(found.into_iter().collect())
+}
+
+/// A query's terms, by field, for highlighting.
+type Matched = HashMap<Field, HashSet<String>>;
+
+/// The query for one reading of the words (all must match), adding what it may match to
+/// `matched`.
+fn reading_query(
+    searcher: &Searcher,
+    fields: &[(Field, f32)],
+    words: &[QueryWord],
+    typing: bool,
+    matched: &mut Matched,
+) -> tantivy::Result<Box<dyn Query>> {
+    let mut musts: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    for (index, word) in words.iter().enumerate() {
+        let prefix = typing && index + 1 == words.len();
+        let mut clauses: Vec<Box<dyn Query>> = Vec::new();
+        for &(field, weight) in fields {
+            for (term, how) in candidates(searcher, field, word, prefix)? {
+                let query = TermQuery::new(
+                    Term::from_field_text(field, &term),
+                    IndexRecordOption::Basic,
+                );
+                clauses.push(Box::new(ConstScoreQuery::new(
+                    Box::new(query),
+                    how.quality() + weight / 10.0,
+                )));
+                matched.entry(field).or_default().insert(term);
+            }
+        }
+        musts.push((
+            Occur::Must,
+            Box::new(DisjunctionMaxQuery::with_tie_breaker(clauses, 0.01)),
+        ));
+    }
+    Ok(Box::new(BooleanQuery::new(musts)))
+}
+
+/// The filters as queries that must match and score nothing.
+fn filter_queries(catalogue: &Catalogue, filters: &Filters) -> Vec<(Occur, Box<dyn Query>)> {
+    let f = &catalogue.fields;
+    let mut queries: Vec<Box<dyn Query>> = Vec::new();
+    let text = |field: Field, value: &str| -> Box<dyn Query> {
+        Box::new(TermQuery::new(
+            Term::from_field_text(field, &fold::fold_key(value)),
+            IndexRecordOption::Basic,
+        ))
+    };
+    if let Some(genre) = &filters.genre {
+        queries.push(text(f.genre_key, genre));
+    }
+    if let Some(artist) = &filters.artist {
+        queries.push(text(f.artist_key, artist));
+    }
+    if let Some((low, high)) = filters.years {
+        queries.push(Box::new(RangeQuery::new(
+            Bound::Included(Term::from_field_u64(f.year, u64::from(low))),
+            Bound::Included(Term::from_field_u64(f.year, u64::from(high))),
+        )));
+    }
+    if let Some(explicit) = filters.explicit {
+        queries.push(Box::new(TermQuery::new(
+            Term::from_field_u64(f.explicit, u64::from(explicit)),
+            IndexRecordOption::Basic,
+        )));
+    }
+    queries
+        .into_iter()
+        .map(|query| {
+            (
+                Occur::Must,
+                Box::new(ConstScoreQuery::new(query, 0.0)) as Box<dyn Query>,
+            )
+        })
+        .collect()
+}
+
+/// Checks the text and breaks it into words.
+fn words_of(text: &str) -> Result<QueryWords, SearchError> {
+    if text.trim().is_empty() {
+        return Err(SearchError::Empty);
+    }
+    if text.chars().count() > MAX_QUERY_CHARS {
+        return Err(SearchError::TooLong);
+    }
+    let words = fold::query_words(text);
+    if words.words.is_empty() {
+        return Err(SearchError::NoWords);
+    }
+    Ok(words)
+}
+
+/// Runs `request` on `catalogue`.
+pub(crate) fn run(catalogue: &Catalogue, request: &Request<'_>) -> Result<Page, SearchError> {
+    let words = words_of(request.text)?;
+    let searcher = catalogue.reader.searcher();
+    let fields = fields_of(catalogue, request.kind);
+    let mut matched = Matched::new();
+    let mut readings = vec![reading_query(
+        &searcher,
+        &fields,
+        &words.words,
+        words.typing,
+        &mut matched,
+    )?];
+    for alternative in &words.alternatives {
+        readings.push(reading_query(
+            &searcher,
+            &fields,
+            alternative,
+            words.typing,
+            &mut matched,
+        )?);
+    }
+    let text_query: Box<dyn Query> = if readings.is_empty() {
+        Box::new(EmptyQuery)
+    } else {
+        Box::new(DisjunctionMaxQuery::new(readings))
+    };
+    let mut clauses = vec![(Occur::Must, text_query)];
+    clauses.extend(filter_queries(catalogue, &request.filters));
+    let query = BooleanQuery::new(clauses);
+
+    let limit = request.limit.clamp(1, MAX_LIMIT);
+    let (window, offset) = match request.kind {
+        Kind::Track => (limit + 1, request.offset),
+        Kind::Artist | Kind::Album => (GROUP_WINDOW, 0),
+    };
+    let collector = TopDocs::with_limit(window).and_offset(offset).tweak_score(
+        move |segment: &SegmentReader| {
+            let plays = segment.fast_fields().u64("popularity").ok();
+            move |doc: DocId, score: Score| {
+                let plays = plays.as_ref().and_then(|c| c.first(doc)).unwrap_or(0);
+                // Buckets: equal relevance (to a thousandth) is decided by plays.
+                ((score * 1000.0).round() as i64, plays)
+            }
+        },
+    );
+    let top = searcher.search(&query, &collector)?;
+    let hits: Vec<(f32, crate::TrackDoc)> = top
+        .into_iter()
+        .filter_map(|((score, _), address): ((i64, u64), DocAddress)| {
+            let document: TantivyDocument = searcher.doc(address).ok()?;
+            let id = Catalogue::stored_id(&document, catalogue.fields.id)?;
+            Some((score as f32 / 1000.0, catalogue.get(&id)?))
+        })
+        .collect();
+    let f = &catalogue.fields;
+    let parts = |field: Field, text: &str| highlight(text, matched.get(&field));
+    Ok(match request.kind {
+        Kind::Track => {
+            let next = (hits.len() > limit).then_some(request.offset + limit);
+            let hits = hits
+                .into_iter()
+                .take(limit)
+                .map(|(score, track)| TrackHit {
+                    score,
+                    title: parts(f.title, &track.title),
+                    artist: parts(f.artist, &track.artist),
+                    album: track
+                        .album
+                        .as_deref()
+                        .map(|album| parts(f.album, album))
+                        .unwrap_or_default(),
+                    track,
+                })
+                .collect();
+            Page {
+                hits: Hits::Tracks(hits),
+                next,
+            }
+        }
+        Kind::Artist => {
+            let mut groups: Vec<ArtistHit> = Vec::new();
+            let mut at: HashMap<String, usize> = HashMap::new();
+            for (score, track) in hits {
+                let key = fold::fold_key(&track.artist);
+                match at.get(&key) {
+                    Some(&index) => {
+                        let group = &mut groups[index];
+                        group.tracks += 1;
+                        group.popularity += track.popularity;
+                    }
+                    None => {
+                        at.insert(key, groups.len());
+                        groups.push(ArtistHit {
+                            parts: parts(f.artist, &track.artist),
+                            name: track.artist,
+                            tracks: 1,
+                            popularity: track.popularity,
+                            artwork: track.artwork,
+                            score,
+                        });
+                    }
+                }
+            }
+            let (page, next) = paginate(groups, request.offset, limit);
+            Page {
+                hits: Hits::Artists(page),
+                next,
+            }
+        }
+        Kind::Album => {
+            let mut groups: Vec<AlbumHit> = Vec::new();
+            let mut at: HashMap<(String, String), usize> = HashMap::new();
+            for (score, track) in hits {
+                let Some(album) = track.album.clone() else {
+                    continue;
+                };
+                let key = (fold::fold_key(&album), fold::fold_key(&track.artist));
+                match at.get(&key) {
+                    Some(&index) => {
+                        let group = &mut groups[index];
+                        group.tracks += 1;
+                        group.popularity += track.popularity;
+                    }
+                    None => {
+                        at.insert(key, groups.len());
+                        groups.push(AlbumHit {
+                            parts: parts(f.album, &album),
+                            name: album,
+                            artist: track.artist,
+                            tracks: 1,
+                            popularity: track.popularity,
+                            artwork: track.artwork,
+                            year: track.year,
+                            score,
+                        });
+                    }
+                }
+            }
+            let (page, next) = paginate(groups, request.offset, limit);
+            Page {
+                hits: Hits::Albums(page),
+                next,
+            }
+        }
+    })
+}
+
+fn paginate<T>(groups: Vec<T>, offset: usize, limit: usize) -> (Vec<T>, Option<usize>) {
+    let total = groups.len();
+    let page: Vec<T> = groups.into_iter().skip(offset).take(limit).collect();
+    let next = (offset + limit < total).then_some(offset + limit);
+    (page, next)
+}
+
+/// `text` in parts, the tokens whose folded form the query matched marked as hits.
+fn highlight(text: &str, terms: Option<&HashSet<String>>) -> Vec<Part> {
+    let mut spans: Vec<(usize, usize)> = fold::index_tokens(text)
+        .into_iter()
+        .filter(|token| terms.is_some_and(|terms| terms.contains(&token.text)))
+        .map(|token| (token.start, token.end))
+        .collect();
+    spans.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::new();
+    for (start, end) in spans {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    let mut parts = Vec::new();
+    let mut at = 0;
+    for (start, end) in merged {
+        if start > at {
+            parts.push(Part {
+                text: text[at..start].to_owned(),
+                hit: false,
+            });
+        }
+        parts.push(Part {
+            text: text[start..end].to_owned(),
+            hit: true,
+        });
+        at = end;
+    }
+    if at < text.len() || parts.is_empty() {
+        parts.push(Part {
+            text: text[at..].to_owned(),
+            hit: false,
+        });
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typos_by_length_and_first_letter() {
+        assert_eq!(distance(b"halo", b"halo", 1), Some(0));
+        assert_eq!(distance(b"hallo", b"halo", 1), Some(1));
+        assert_eq!(distance(b"hlao", b"halo", 1), Some(1));
+        assert_eq!(
+            distance(b"galo", b"halo", 1),
+            None,
+            "a first-letter typo costs two"
+        );
+        assert_eq!(distance(b"bejonce", b"beyonce", 1), Some(1));
+        assert_eq!(distance(b"veyoncee", b"beyonce", 2), None);
+        assert_eq!(distance(b"dvorzak", b"dvorak", 1), Some(1));
+        assert_eq!(typo_budget(3), 0);
+        assert_eq!(typo_budget(4), 1);
+        assert_eq!(typo_budget(8), 2);
+        assert_eq!(prefix_distance(b"beyo", b"beyonce", 1), Some(0));
+        assert_eq!(prefix_distance(b"bejo", b"beyonce", 1), Some(1));
+    }
+
+    #[test]
+    fn highlights_mark_matched_tokens() {
+        let terms: HashSet<String> = ["spider".to_owned()].into();
+        let parts = highlight("Spider-Man", Some(&terms));
+        assert_eq!(
+            parts,
+            [
+                Part {
+                    text: "Spider".into(),
+                    hit: true
+                },
+                Part {
+                    text: "-Man".into(),
+                    hit: false
+                }
+            ]
+        );
+        let terms: HashSet<String> = ["acdc".to_owned()].into();
+        assert!(highlight("AC/DC", Some(&terms))[0].hit);
+    }
+}
