@@ -28,6 +28,7 @@ use crate::error::Error;
         (name = "subscriptions", description = "Subscriptions and entitlements"),
         (name = "uploads", description = "Track uploads: tus 1.0 resumable uploads and one-request uploads"),
         (name = "play", description = "Playing: node choice, signed URLs, ad breaks, play events"),
+        (name = "search", description = "Search as you type over tracks, artists, albums and your playlists"),
     )
 )]
 struct ApiDoc;
@@ -49,7 +50,7 @@ pub fn router(app: App) -> Router {
     use crate::services::Service;
     let services = &app.config.services;
     type Routes = fn() -> OpenApiRouter<App>;
-    let routes: [(Service, Routes); 9] = [
+    let routes: [(Service, Routes); 10] = [
         (Service::Accounts, crate::accounts::routes),
         (Service::Packages, crate::packages::routes),
         (Service::Playlists, crate::playlists::routes),
@@ -59,6 +60,7 @@ pub fn router(app: App) -> Router {
         (Service::Uploads, crate::processing::routes),
         (Service::Catalog, crate::catalog::routes),
         (Service::Play, crate::play::routes),
+        (Service::Search, crate::search::routes),
     ];
     let (router, openapi) = routes
         .into_iter()

@@ -18,6 +18,7 @@ pub mod payments;
 pub mod play;
 pub mod playlists;
 pub mod processing;
+pub mod search;
 pub mod services;
 pub mod store;
 pub mod subscriptions;
@@ -84,6 +85,8 @@ pub struct AppInner {
     pub catalog: Arc<dyn catalog::store::CatalogStore>,
     /// The play API's keys, locator client and manifest pieces.
     pub player: play::Player,
+    /// This process's search index.
+    pub search: search::Search,
 }
 
 impl Deref for App {
@@ -158,8 +161,10 @@ impl App {
             .context("failed to open the object store")?;
         let player =
             play::Player::new(&config.play).context("the play configuration is invalid")?;
+        let search = search::Search::new(bus.instance()).context("failed to open search")?;
         let app = Self(Arc::new(AppInner {
             player,
+            search,
             objects,
             upload_locks: uploads::UploadLocks::default(),
             catalog,
@@ -325,7 +330,7 @@ pub async fn run(
         .start(shutdown.clone())
         .await
         .context("failed to start the event bus")?;
-    let consumers: [(Service, &str, &'static str, bus::Handler); 4] = [
+    let consumers: Vec<(Service, &str, &'static str, bus::Handler)> = vec![
         (
             Service::AccountUpdate,
             subscriptions::ACCOUNT_UPDATE,
@@ -350,7 +355,31 @@ pub async fn run(
             events::plays::TOPIC,
             catalog::play_counters_handler(app.clone()),
         ),
+        (
+            Service::Search,
+            app.search.group(),
+            events::tracks::TOPIC,
+            search::tracks_handler(app.clone()),
+        ),
+        (
+            Service::Search,
+            app.search.group(),
+            events::plays::TOPIC,
+            search::plays_handler(app.clone()),
+        ),
     ];
+    if services.runs(Service::Search) {
+        // The index is whole before the consumers bring it forward.
+        app.rebuild_search_index()
+            .await
+            .context("failed to build the search index")?;
+        workers.push(every(
+            search::POPULARITY_EVERY,
+            &shutdown,
+            app.clone(),
+            |app| async move { app.refresh_popularity().await },
+        ));
+    }
     for (service, group, topic, handler) in consumers {
         if services.runs(service) {
             workers.push(

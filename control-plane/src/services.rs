@@ -36,13 +36,15 @@ pub enum Service {
     PlayCounters,
     /// HTTP: the play API, play events and per-play manifests.
     Play,
+    /// HTTP and consumers: this process's search index, fed by track and play events.
+    Search,
     /// Background: settles half-made playlists and finishes uploads whose last byte arrived.
     Sweeper,
 }
 
 impl Service {
     /// Every service, in the order they are listed.
-    pub const ALL: [Service; 12] = [
+    pub const ALL: [Service; 13] = [
         Self::Accounts,
         Self::Packages,
         Self::Playlists,
@@ -54,6 +56,7 @@ impl Service {
         Self::Catalog,
         Self::PlayCounters,
         Self::Play,
+        Self::Search,
         Self::Sweeper,
     ];
 
@@ -71,6 +74,7 @@ impl Service {
             Self::Catalog => "catalog",
             Self::PlayCounters => "play-counters",
             Self::Play => "play",
+            Self::Search => "search",
             Self::Sweeper => "sweeper",
         }
     }
@@ -87,6 +91,7 @@ impl Service {
                 | Self::Uploads
                 | Self::Catalog
                 | Self::Play
+                | Self::Search
         )
     }
 }

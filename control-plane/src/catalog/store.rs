@@ -641,3 +641,57 @@ pub(crate) async fn ready_ads<'e>(
         })
         .collect()
 }
+
+/// What search indexes of a track.
+pub(crate) struct SearchableRow {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) singer: String,
+    pub(crate) album: Option<String>,
+    pub(crate) genre: Option<String>,
+    pub(crate) top_tags: Vec<String>,
+    pub(crate) lyrics_excerpt: Option<String>,
+    pub(crate) release_year: Option<i64>,
+    pub(crate) explicit: bool,
+    pub(crate) duration_ms: Option<i64>,
+    pub(crate) artwork: std::collections::BTreeMap<String, String>,
+}
+
+const SEARCHABLE_COLUMNS: &str = "id, name, singer, album, genre, top_tags, lyrics_excerpt, release_year, explicit, duration_ms, artwork";
+/// Tracks a listener may find: ready music that is not taken down.
+const SEARCHABLE: &str = "status = 'ready' AND kind = 'music' AND blocked_reason IS NULL";
+
+fn searchable_row(row: &sqlx::any::AnyRow) -> Result<SearchableRow, StoreError> {
+    Ok(SearchableRow {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        singer: row.try_get("singer")?,
+        album: row.try_get("album")?,
+        genre: row.try_get("genre")?,
+        top_tags: crate::store::json_column(row, "top_tags")?.unwrap_or_default(),
+        lyrics_excerpt: crate::store::optional_long_text(row, "lyrics_excerpt")?,
+        release_year: row.try_get("release_year")?,
+        explicit: row.try_get::<i64, _>("explicit")? != 0,
+        duration_ms: row.try_get("duration_ms")?,
+        artwork: crate::store::json_column(row, "artwork")?.unwrap_or_default(),
+    })
+}
+
+/// Every track a listener may find.
+pub(crate) async fn searchable_tracks<'e>(
+    db: impl sqlx::AnyExecutor<'e>,
+) -> Result<Vec<SearchableRow>, StoreError> {
+    let sql = format!("SELECT {SEARCHABLE_COLUMNS} FROM tracks WHERE {SEARCHABLE} ORDER BY id");
+    let rows = sqlx::query(&sql).fetch_all(db).await?;
+    rows.iter().map(searchable_row).collect()
+}
+
+/// Track `id` if a listener may find it.
+pub(crate) async fn searchable_track<'e>(
+    db: impl sqlx::AnyExecutor<'e>,
+    id: &str,
+) -> Result<Option<SearchableRow>, StoreError> {
+    let sql = format!("SELECT {SEARCHABLE_COLUMNS} FROM tracks WHERE id = ? AND {SEARCHABLE}");
+    let row = sqlx::query(&sql).bind(id).fetch_optional(db).await?;
+    row.as_ref().map(searchable_row).transpose()
+}

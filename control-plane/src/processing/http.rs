@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{Track, load_track, store};
+use super::{Track, load_track};
 use crate::App;
 use crate::auth::MaybeAuthUser;
 use crate::error::{Error, ErrorBody, Result};
@@ -86,21 +86,7 @@ async fn unblock_track(
 }
 
 async fn set_block(app: &App, id: &str, reason: Option<&str>) -> Result<StatusCode> {
-    if !store::set_block(
-        app.inventory.database().pool(),
-        id,
-        reason,
-        app.clock.now_ms(),
-    )
-    .await?
-    {
-        return Err(Error::not_found("track_not_found", "No such track."));
-    }
-    tracing::info!(
-        message = "Track block changed.",
-        track = id,
-        blocked = reason.is_some()
-    );
+    app.set_block(id, reason).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

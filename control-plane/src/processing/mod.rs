@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use events::Envelope;
 use events::tracks::{
-    TrackFailed, TrackProcessingStarted, TrackPublished, TrackRejected, TrackTagged,
-    TrackTranscoded, TrackUploaded,
+    TrackFailed, TrackProcessingStarted, TrackPublished, TrackRejected, TrackRestored, TrackTagged,
+    TrackTakenDown, TrackTranscoded, TrackUploaded,
 };
 use futures::StreamExt as _;
 use serde::Serialize;
@@ -37,6 +37,9 @@ use crate::error::{Error, Result};
 use crate::store::StoreError;
 use media::analyze::Limits;
 use media::transcode::{LADDER, PackageError, package};
+
+/// How much of a track's lyrics search indexes.
+const LYRICS_EXCERPT_CHARS: usize = 500;
 
 /// The consumer group of the content-processing service.
 pub const PROCESSING: &str = "processing";
@@ -235,6 +238,7 @@ impl App {
                     top_tags: &published.tagged.top_tags,
                     artwork: &artwork,
                     notes: &published.notes,
+                    lyrics_excerpt: published.lyrics_excerpt.as_deref(),
                     now,
                 };
                 store::mark_ready(&mut *tx, &ready).await?;
@@ -585,6 +589,10 @@ impl App {
             },
             true_peak_dbtp: analysis.true_peak_dbtp,
             fingerprint: media::fingerprint::encode(&packaged.fingerprint),
+            lyrics_excerpt: tags
+                .lyrics
+                .as_deref()
+                .map(|lyrics| lyrics.chars().take(LYRICS_EXCERPT_CHARS).collect()),
             tagged: TrackTagged {
                 track_id: event.track_id.clone(),
                 artists: tags.artists,
@@ -624,6 +632,8 @@ impl App {
 /// A track transcoded, checked and published, ready to be marked so.
 struct Prepared {
     published: TrackPublished,
+    /// The start of the lyrics, for search.
+    lyrics_excerpt: Option<String>,
     true_peak_dbtp: f64,
     fingerprint: String,
     tagged: TrackTagged,
@@ -634,4 +644,43 @@ struct Prepared {
 enum Settled {
     Rejected(&'static str, String),
     Failed(String),
+}
+
+impl App {
+    /// Takes a track down with a reason, or puts it back (`None`), with the event that tells
+    /// the play API's readers and search, in one transaction.
+    pub(crate) async fn set_block(&self, id: &str, reason: Option<&str>) -> Result<()> {
+        let now = self.clock.now_ms();
+        let mut tx = self
+            .inventory
+            .database()
+            .pool()
+            .begin()
+            .await
+            .map_err(StoreError::from)?;
+        if !store::set_block(&mut *tx, id, reason, now).await? {
+            return Err(Error::not_found("track_not_found", "No such track."));
+        }
+        let track_id = id.to_owned();
+        match reason {
+            Some(reason) => {
+                let event = TrackTakenDown {
+                    track_id,
+                    reason: reason.to_owned(),
+                };
+                bus::append(&mut tx, id, &event, now).await?;
+            }
+            None => {
+                bus::append(&mut tx, id, &TrackRestored { track_id }, now).await?;
+            }
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        self.bus.notify();
+        tracing::info!(
+            message = "Track block changed.",
+            track = id,
+            blocked = reason.is_some()
+        );
+        Ok(())
+    }
 }

@@ -123,6 +123,7 @@ pub(crate) struct ReadyTrack<'a> {
     /// Thumbnail paths by edge length; empty when the track has no usable cover.
     pub(crate) artwork: &'a BTreeMap<String, String>,
     pub(crate) notes: &'a [TrackNote],
+    pub(crate) lyrics_excerpt: Option<&'a str>,
     pub(crate) now: i64,
 }
 
@@ -133,7 +134,7 @@ pub(crate) async fn mark_ready<'e>(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE tracks SET status = 'ready', stage = 'done', progress = 1.0, reason = NULL, url = ?, duration_ms = ?, loudness_lufs = ?, gain_db = ?, \
-         true_peak_dbtp = ?, explicit = ?, genre = ?, release_year = ?, top_tags = ?, artwork = ?, notes = ?, updated_at = ? WHERE id = ?",
+         true_peak_dbtp = ?, explicit = ?, genre = ?, release_year = ?, top_tags = ?, artwork = ?, notes = ?, lyrics_excerpt = ?, updated_at = ? WHERE id = ?",
     )
     .bind(track.prefix)
     .bind(track.duration_ms)
@@ -146,6 +147,7 @@ pub(crate) async fn mark_ready<'e>(
     .bind(to_json_column(&track.top_tags))
     .bind((!track.artwork.is_empty()).then(|| to_json_column(track.artwork)))
     .bind((!track.notes.is_empty()).then(|| to_json_column(&track.notes)))
+    .bind(track.lyrics_excerpt)
     .bind(track.now)
     .bind(track.id)
     .execute(db)

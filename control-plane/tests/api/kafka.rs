@@ -241,3 +241,69 @@ async fn broker_restart_under_load_loses_nothing() {
     broker.stop();
     t.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_search_index_follows_track_events_over_kafka() {
+    let Some(url) = required("CADENZA_TEST_KAFKA_URL") else {
+        return;
+    };
+    let (t, shutdown) = start(&url).await;
+    t.app
+        .bus
+        .subscribe(
+            t.app.search.group(),
+            events::tracks::TOPIC,
+            control_plane::search::tracks_handler(t.app.clone()),
+            shutdown.clone(),
+        )
+        .unwrap();
+    let id = crate::search::ready(&t, "Kafka Song", "Broker Band", None, None, None).await;
+    t.app.rebuild_search_index().await.unwrap();
+    assert_eq!(found_kafka_song(&t).await, 1);
+    let admin = t.admin().await;
+    let block = t
+        .call(
+            Method::PUT,
+            &format!("/api/v1/tracks/{id}/block"),
+            Some(&admin),
+            Some(json!({"reason": "A rights claim."})),
+        )
+        .await;
+    assert_eq!(block.status, StatusCode::NO_CONTENT, "{}", block.raw);
+    let started = Instant::now();
+    while found_kafka_song(&t).await != 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the take-down never reached search"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let restore = t
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/tracks/{id}/block"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(restore.status, StatusCode::NO_CONTENT);
+    let started = Instant::now();
+    while found_kafka_song(&t).await != 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the restore never reached search"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.trigger();
+    t.finish().await;
+}
+
+/// How many tracks a search for "kafka song" finds.
+async fn found_kafka_song(t: &TestApp) -> usize {
+    let reply = t
+        .call(Method::GET, "/api/v1/search?q=kafka%20song", None, None)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
+    reply.body["tracks"]["items"].as_array().unwrap().len()
+}

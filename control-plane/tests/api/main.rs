@@ -12,5 +12,6 @@ mod kafka;
 mod packages;
 mod play;
 mod playlists;
+mod search;
 mod services;
 mod uploads;

@@ -176,3 +176,31 @@ impl Event for TrackTagged {
     const TYPE: &'static str = "track.tagged";
     const VERSION: u32 = 1;
 }
+
+/// An administrator took a track down: it is no longer played or found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackTakenDown {
+    /// The track.
+    pub track_id: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl Event for TrackTakenDown {
+    const TOPIC: &'static str = TOPIC;
+    const TYPE: &'static str = "track.taken_down";
+    const VERSION: u32 = 1;
+}
+
+/// An administrator put a taken-down track back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackRestored {
+    /// The track.
+    pub track_id: String,
+}
+
+impl Event for TrackRestored {
+    const TOPIC: &'static str = TOPIC;
+    const TYPE: &'static str = "track.restored";
+    const VERSION: u32 = 1;
+}

@@ -515,6 +515,62 @@ fn highlight(text: &str, terms: Option<&HashSet<String>>) -> Vec<Part> {
     parts
 }
 
+/// How well `query` matches a short `text` (a playlist's name) by the rules of the index —
+/// every word exactly, as the prefix being typed, or with typos — without an index: its
+/// score and its highlighted parts, or `None`.
+pub fn match_text(query: &str, text: &str) -> Result<Option<(f32, Vec<Part>)>, SearchError> {
+    let words = words_of(query)?;
+    let typing = words.typing;
+    let tokens = fold::index_tokens(text);
+    let reading = |words: &[QueryWord]| -> Option<(f32, HashSet<String>)> {
+        let mut score = 0.0;
+        let mut matched = HashSet::new();
+        for (index, word) in words.iter().enumerate() {
+            let prefix = typing && index + 1 == words.len();
+            let best = tokens
+                .iter()
+                .filter_map(|token| Some((how_matches(word, &token.text, prefix)?, &token.text)))
+                // The first best: a word before the joined forms that contain it.
+                .fold(
+                    None,
+                    |best: Option<(Match, &String)>, candidate| match best {
+                        Some(best) if best.0.quality() >= candidate.0.quality() => Some(best),
+                        _ => Some(candidate),
+                    },
+                )?;
+            score += best.0.quality();
+            matched.insert(best.1.clone());
+        }
+        Some((score, matched))
+    };
+    let best = std::iter::once(&words.words)
+        .chain(&words.alternatives)
+        .filter_map(|words| reading(words))
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(best.map(|(score, matched)| (score, highlight(text, Some(&matched)))))
+}
+
+/// How query `word` matches one folded token, if it does.
+fn how_matches(word: &QueryWord, token: &str, prefix: bool) -> Option<Match> {
+    if token == word.text {
+        return Some(Match::Exact);
+    }
+    if word.cjk {
+        return None;
+    }
+    if prefix && token.starts_with(word.text.as_str()) {
+        return Some(Match::Prefix);
+    }
+    let budget = typo_budget(word.text.len());
+    let (query, candidate) = (word.text.as_bytes(), token.as_bytes());
+    let typos = if prefix {
+        prefix_distance(query, candidate, budget)
+    } else {
+        distance(query, candidate, budget)
+    };
+    typos.filter(|typos| *typos > 0).map(Match::Typo)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

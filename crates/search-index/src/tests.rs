@@ -390,3 +390,13 @@ fn changes_are_searchable_at_once() {
     c.set_popularity(&[("halo2".to_owned(), 5000)]).unwrap();
     assert_eq!(ids(&c, "halo")[0], "halo2", "plays decide between equals");
 }
+
+#[test]
+fn a_short_text_is_matched_by_the_same_rules() {
+    let (score, parts) = match_text("road tirp", "Road Trip 2026").unwrap().unwrap();
+    assert!(score > 0.0);
+    assert!(parts.iter().any(|part| part.hit && part.text == "Trip"));
+    assert!(match_text("roadtrip", "Road Trip").unwrap().is_some());
+    assert!(match_text("chill", "Road Trip").unwrap().is_none());
+    assert!(match_text("", "Road Trip").is_err());
+}

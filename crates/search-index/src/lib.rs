@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing,
     TextOptions, Value as _,
@@ -28,7 +28,7 @@ use tantivy::schema::{
 use tantivy::tokenizer::{TextAnalyzer, Token as TantivyToken, TokenStream, Tokenizer};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
-pub use query::{Filters, Kind, Request};
+pub use query::{Filters, Kind, Request, match_text};
 
 /// The longest query accepted, in characters.
 pub const MAX_QUERY_CHARS: usize = 200;
@@ -53,7 +53,7 @@ pub enum SearchError {
 }
 
 /// A track as search sees it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrackDoc {
     /// Track id.
     pub id: String,
@@ -83,7 +83,7 @@ pub struct TrackDoc {
 
 /// A part of a field's text, matched by the query or not: a result's highlights, safe to
 /// render as text.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Part {
     /// The original text of this part.
     pub text: String,
@@ -92,7 +92,7 @@ pub struct Part {
 }
 
 /// One track found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrackHit {
     /// The track.
     pub track: TrackDoc,
@@ -107,7 +107,7 @@ pub struct TrackHit {
 }
 
 /// One artist found: the group of matching tracks that share it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArtistHit {
     /// The artist's name as its best-matching track spells it.
     pub name: String,
@@ -124,7 +124,7 @@ pub struct ArtistHit {
 }
 
 /// One album found.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AlbumHit {
     /// Album title.
     pub name: String,
@@ -145,8 +145,8 @@ pub struct AlbumHit {
 }
 
 /// A page of results of one kind.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "items", rename_all = "snake_case")]
 pub enum Hits {
     /// Tracks.
     Tracks(Vec<TrackHit>),
@@ -157,7 +157,7 @@ pub enum Hits {
 }
 
 /// A page.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page {
     /// The results.
     pub hits: Hits,
