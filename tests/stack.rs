@@ -14,6 +14,7 @@ fn options(dir: &std::path::Path) -> StackOptions {
         base_port: 0,
         log_format: LogFormat::Human,
         clock: telemetry::Clock::system(),
+        demo_tunes: 3,
     }
 }
 
@@ -65,6 +66,27 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
         .await
         .unwrap();
     assert_eq!(me["role"], "listener");
+
+    // The demo tunes, uploaded after the stack started, reached search through the bus.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let found: Value = http
+            .get(format!("{api}/api/v1/search?q=minor%20walz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if found["tracks"]["items"][0]["track"]["title"] == "Minor Waltz" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo tunes never reached search: {found}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     // A newcomer signs up over the socket (the client address comes from the connection).
     let signed_up = http
