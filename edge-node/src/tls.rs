@@ -147,9 +147,13 @@ impl Certificates {
                     Ok((identity, config)) => {
                         current.store(config);
                         on_change(&identity);
+                        metrics::counter!("cadenza_edge_certificate_reloads_total", "outcome" => "loaded")
+                            .increment(1);
                         tracing::info!(message = "Certificate reloaded.", cert = %cert.display());
                     }
                     Err(error) => {
+                        metrics::counter!("cadenza_edge_certificate_reloads_total", "outcome" => "refused")
+                            .increment(1);
                         tracing::warn!(
                             message = "New certificate refused; keeping the old one.",
                             error = format!("{error:#}")
