@@ -548,9 +548,8 @@ struct Tune {
     wav: fn() -> Vec<u8>,
 }
 
-/// The demo catalogue's tunes. Names in several scripts and with punctuation, so that search
-/// has something to show: try `q=dodsfall`, `q=legkiy`, `q=ace`, `q=cafe`, `q=夜`.
-const TUNES: [Tune; 12] = [
+/// The demo catalogue's tunes.
+const TUNES: [Tune; 3] = [
     Tune {
         title: "Cadenza Demo",
         singer: "Demo Artist",
@@ -569,60 +568,6 @@ const TUNES: [Tune; 12] = [
         kind: "music",
         wav: drift_wav,
     },
-    Tune {
-        title: "Dødsfall Drive",
-        singer: "Ærø Quartet",
-        kind: "music",
-        wav: || sequence_wav(12.0, 132.0, &[0, 3, 7, 10, 12, 10, 7, 3], 196.0, 2),
-    },
-    Tune {
-        title: "Спокойная ночь",
-        singer: "Лёгкий Ветер",
-        kind: "music",
-        wav: || sequence_wav(14.0, 72.0, &[0, 2, 4, 7, 9, 7, 4, 2], 261.63, 1),
-    },
-    Tune {
-        title: "Θάλασσα",
-        singer: "Μελωδία",
-        kind: "music",
-        wav: || sequence_wav(12.0, 96.0, &[0, 1, 4, 5, 7, 8, 10, 12], 220.0, 3),
-    },
-    Tune {
-        title: "夜の散歩",
-        singer: "星空楽団",
-        kind: "music",
-        wav: || sequence_wav(13.0, 84.0, &[0, 2, 5, 7, 9, 12, 9, 5], 293.66, 1),
-    },
-    Tune {
-        title: "Café Ünïcode",
-        singer: "Les Accents",
-        kind: "music",
-        wav: || sequence_wav(11.0, 120.0, &[0, 4, 7, 11, 14, 11, 7, 4], 246.94, 2),
-    },
-    Tune {
-        title: "Spider-Walk",
-        singer: "A.C.E.",
-        kind: "music",
-        wav: || sequence_wav(10.0, 150.0, &[0, 0, 7, 5, 3, 5, 7, 12], 164.81, 3),
-    },
-    Tune {
-        title: "Night Drive",
-        singer: "Demo Artist",
-        kind: "music",
-        wav: || sequence_wav(12.0, 108.0, &[0, 7, 12, 7, 3, 10, 15, 10], 130.81, 2),
-    },
-    Tune {
-        title: "Morning Light",
-        singer: "Sunrise Collective",
-        kind: "music",
-        wav: || sequence_wav(11.0, 90.0, &[0, 4, 7, 12, 16, 12, 7, 4], 349.23, 1),
-    },
-    Tune {
-        title: "Rage Against the Metronome",
-        singer: "Tempo Tantrum",
-        kind: "music",
-        wav: || sequence_wav(10.0, 176.0, &[0, 12, 10, 7, 5, 3, 2, 0], 110.0, 3),
-    },
 ];
 
 const AD_TUNE: Tune = Tune {
@@ -632,7 +577,7 @@ const AD_TUNE: Tune = Tune {
     wav: jingle_wav,
 };
 
-/// The demo catalogue: twelve tunes uploaded by the demo artist and one ad uploaded by the
+/// The demo catalogue: three tunes uploaded by the demo artist and one ad uploaded by the
 /// administrator, all through the real upload API and pipeline at first start, then
 /// remembered in `DATA_DIR/demo-catalogue.json`.
 async fn demo_catalogue(
@@ -896,32 +841,6 @@ fn drift_wav() -> Vec<u8> {
     })
 }
 
-/// `seconds` of a melody stepping through `steps` (semitones above `root` Hz) at `bpm`, in
-/// one of three timbres (1 soft sine, 2 plucked with an octave, 3 square-ish lead), over a
-/// bass on the root: distinct enough from each other that the duplicate check keeps each.
-fn sequence_wav(seconds: f64, bpm: f64, steps: &[i32], root: f64, timbre: u8) -> Vec<u8> {
-    let steps = steps.to_vec();
-    media::wav::pcm_wav(seconds, 44_100, None, move |t| {
-        let beats = t * bpm / 60.0;
-        let beat = beats as usize;
-        let within = beats - beat as f64;
-        let note = root * 2f64.powf(f64::from(steps[beat % steps.len()]) / 12.0);
-        let tau = std::f64::consts::TAU;
-        let phase = tau * note * t;
-        let (tone, decay) = match timbre {
-            1 => (phase.sin(), 2.0),
-            2 => (phase.sin() + 0.4 * (2.0 * phase).sin(), 6.0),
-            _ => (
-                phase.sin() + 0.33 * (3.0 * phase).sin() + 0.2 * (5.0 * phase).sin(),
-                3.0,
-            ),
-        };
-        let envelope = (within * 50.0).min(1.0) * (-within * decay).exp();
-        let bass = (tau * root / 2.0 * t).sin() * 0.25;
-        (0.3 * tone * envelope + bass, 0.26 * tone * envelope + bass)
-    })
-}
-
 /// Eight seconds of a bright jingle: the demo ad.
 fn jingle_wav() -> Vec<u8> {
     let notes = [523.25, 659.25, 783.99, 1046.50, 783.99, 1046.50];
@@ -1093,7 +1012,7 @@ pub fn banner(info: &StackInfo, data_dir: &Path) -> String {
          \x20   artist    {ae}  /  {ap}\n\
          \x20   admin     {me}  /  {mp}\n\n\
          \x20 Try:  curl -s {url}/api/v1/packages\n\
-         \x20       curl -s '{url}/api/v1/search?q=dodsfall&type=track,artist'   (search as you type)\n\n\
+         \x20       curl -s '{url}/api/v1/search?q=minor%20walz&type=track,artist'   (search as you type)\n\n\
          \x20 Everything above is also in {stack}. Ctrl-C stops the stack; the next start reuses {dir}.\n",
         url = cp.url,
         admin = cp.admin,
