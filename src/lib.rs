@@ -36,13 +36,7 @@ pub struct StackOptions {
     pub log_format: LogFormat,
     /// The control plane's clock (tests move a manual one to simulate hours of listening).
     pub clock: Clock,
-    /// How many of the demo tunes to upload at first start ([`DEMO_TUNES`] for all; tests
-    /// take fewer, since a debug build transcodes slowly).
-    pub demo_tunes: usize,
 }
-
-/// How many tunes the demo catalogue has.
-pub const DEMO_TUNES: usize = TUNES.len();
 
 /// A daemon's addresses.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -359,7 +353,7 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
         &control_plane_endpoint.url,
         &demo,
         &options.data_dir,
-        &TUNES[..options.demo_tunes.clamp(1, TUNES.len())],
+        &TUNES,
     )
     .await
     {

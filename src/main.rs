@@ -37,7 +37,6 @@ fn main() -> ExitCode {
         base_port: cli.base_port,
         log_format: cli.log_format,
         clock: telemetry::Clock::system(),
-        demo_tunes: cadenza::DEMO_TUNES,
     };
     telemetry::run_main("cadenza", async move {
         let shutdown = Shutdown::new();

@@ -20,7 +20,6 @@ fn options(dir: &Path, clock: Clock) -> StackOptions {
         base_port: 0,
         log_format: LogFormat::Human,
         clock,
-        demo_tunes: 3,
     }
 }
 

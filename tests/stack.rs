@@ -14,7 +14,6 @@ fn options(dir: &std::path::Path) -> StackOptions {
         base_port: 0,
         log_format: LogFormat::Human,
         clock: telemetry::Clock::system(),
-        demo_tunes: 3,
     }
 }
 

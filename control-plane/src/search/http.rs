@@ -129,7 +129,7 @@ async fn search(
 ) -> Result<Json<SearchResults>> {
     let text = query.q.unwrap_or_default();
     // The same refusals for every type (an empty, punctuation-only or over-long query).
-    search_index::match_text(&text, "").map_err(search_error)?;
+    search_index::check_query(&text).map_err(search_error)?;
     let wanted = wanted(query.kinds.as_deref())?;
     let limit = query.limit.unwrap_or(20);
     if !(1..=search_index::MAX_LIMIT).contains(&limit) {

@@ -113,20 +113,14 @@ pub fn plays_handler(app: App) -> Handler {
     })
 }
 
-/// The track a play event is about (ads excluded: they are not searched).
+/// The track a play started of (the only play event that changes plays started).
 fn played_track(envelope: &Envelope) -> Option<String> {
-    use events::plays::{PlayCompleted, PlayStarted};
-    if envelope.is::<PlayStarted>() {
-        Some(envelope.decode::<PlayStarted>().ok()?.0.track_id)
-    } else if envelope.is::<PlayCompleted>() {
-        Some(envelope.decode::<PlayCompleted>().ok()?.0.track_id)
-    } else {
-        None
-    }
-}
-
-fn index_error(error: SearchError) -> HandlerError {
-    HandlerError::internal(error)
+    use events::plays::PlayStarted;
+    envelope
+        .is::<PlayStarted>()
+        .then(|| envelope.decode::<PlayStarted>().ok())
+        .flatten()
+        .map(|started| started.0.track_id)
 }
 
 impl App {
@@ -179,14 +173,14 @@ impl App {
             crate::catalog::store::searchable_track(self.inventory.database().pool(), id).await?;
         let (upserts, removals) = match row {
             Some(row) => (vec![self.document(row).await?], Vec::new()),
-            None if self.search.catalogue.get(id).is_some() => (Vec::new(), vec![id.to_owned()]),
+            None if self.search.catalogue.contains(id) => (Vec::new(), vec![id.to_owned()]),
             None => return Ok(()),
         };
         let catalogue = self.search.catalogue.clone();
         tokio::task::spawn_blocking(move || catalogue.apply(upserts, &removals))
             .await
             .map_err(HandlerError::internal)?
-            .map_err(index_error)?;
+            .map_err(HandlerError::internal)?;
         metrics::gauge!("cadenza_search_tracks").set(self.search.len() as f64);
         Ok(())
     }
@@ -221,14 +215,9 @@ impl App {
             }
         }
         let catalogue = self.search.catalogue.clone();
-        match tokio::task::spawn_blocking(move || catalogue.set_popularity(&counts)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(message = "Could not update plays in the search index.", %error)
-            }
-            Err(error) => {
-                tracing::warn!(message = "Could not update plays in the search index.", %error)
-            }
+        let updated = tokio::task::spawn_blocking(move || catalogue.set_popularity(&counts)).await;
+        if let Err(error) = updated.map_err(anyhow::Error::from).and_then(|r| Ok(r?)) {
+            tracing::warn!(message = "Could not update plays in the search index.", %error);
         }
     }
 
@@ -246,12 +235,25 @@ impl App {
         }
         metrics::counter!("cadenza_search_cache_total", "result" => "miss").increment(1);
         let catalogue = self.search.catalogue.clone();
-        let text = request.text.to_owned();
-        let owned = OwnedRequest::from(&request);
-        let page = tokio::task::spawn_blocking(move || catalogue.search(&owned.borrow(&text)))
-            .await
-            .map_err(|error| Error::Internal(error.into()))?
-            .map_err(search_error)?;
+        let (text, kind, limit, offset, filters) = (
+            request.text.to_owned(),
+            request.kind,
+            request.limit,
+            request.offset,
+            request.filters,
+        );
+        let page = tokio::task::spawn_blocking(move || {
+            catalogue.search(&Request {
+                text: &text,
+                kind,
+                limit,
+                offset,
+                filters,
+            })
+        })
+        .await
+        .map_err(|error| Error::Internal(error.into()))?
+        .map_err(search_error)?;
         self.cache.set_json(&key, &page, CACHE_TTL).await;
         Ok(page)
     }
@@ -294,37 +296,6 @@ impl App {
             })
             .collect();
         Ok((serde_json::Value::Array(items), next))
-    }
-}
-
-/// A request without the borrowed text, to move into a blocking task.
-struct OwnedRequest {
-    kind: search_index::Kind,
-    limit: usize,
-    offset: usize,
-    filters: search_index::Filters,
-}
-
-impl From<&Request<'_>> for OwnedRequest {
-    fn from(request: &Request<'_>) -> Self {
-        Self {
-            kind: request.kind,
-            limit: request.limit,
-            offset: request.offset,
-            filters: request.filters.clone(),
-        }
-    }
-}
-
-impl OwnedRequest {
-    fn borrow<'a>(&self, text: &'a str) -> Request<'a> {
-        Request {
-            text,
-            kind: self.kind,
-            limit: self.limit,
-            offset: self.offset,
-            filters: self.filters.clone(),
-        }
     }
 }
 

@@ -28,7 +28,7 @@ use tantivy::schema::{
 use tantivy::tokenizer::{TextAnalyzer, Token as TantivyToken, TokenStream, Tokenizer};
 use tantivy::{Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument, Term};
 
-pub use query::{Filters, Kind, Request, match_text};
+pub use query::{Filters, Kind, Request, check_query, match_text};
 
 /// The longest query accepted, in characters.
 pub const MAX_QUERY_CHARS: usize = 200;
@@ -307,6 +307,11 @@ impl Catalogue {
     /// Whether nothing is indexed.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Whether track `id` is indexed.
+    pub fn contains(&self, id: &str) -> bool {
+        self.docs.lock().expect("docs lock").contains_key(id)
     }
 
     /// The indexed track `id`.

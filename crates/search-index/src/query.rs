@@ -6,8 +6,7 @@ use std::ops::Bound;
 
 use tantivy::collector::TopDocs;
 use tantivy::query::{
-    BooleanQuery, ConstScoreQuery, DisjunctionMaxQuery, EmptyQuery, Occur, Query, RangeQuery,
-    TermQuery,
+    BooleanQuery, ConstScoreQuery, DisjunctionMaxQuery, Occur, Query, RangeQuery, TermQuery,
 };
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{DocAddress, DocId, Score, Searcher, SegmentReader, TantivyDocument, Term};
@@ -306,6 +305,11 @@ fn filter_queries(catalogue: &Catalogue, filters: &Filters) -> Vec<(Occur, Box<d
         .collect()
 }
 
+/// Whether `text` is a query the index accepts (not empty, not only punctuation, not too long).
+pub fn check_query(text: &str) -> Result<(), SearchError> {
+    words_of(text).map(|_| ())
+}
+
 /// Checks the text and breaks it into words.
 fn words_of(text: &str) -> Result<QueryWords, SearchError> {
     if text.trim().is_empty() {
@@ -343,11 +347,7 @@ pub(crate) fn run(catalogue: &Catalogue, request: &Request<'_>) -> Result<Page, 
             &mut matched,
         )?);
     }
-    let text_query: Box<dyn Query> = if readings.is_empty() {
-        Box::new(EmptyQuery)
-    } else {
-        Box::new(DisjunctionMaxQuery::new(readings))
-    };
+    let text_query: Box<dyn Query> = Box::new(DisjunctionMaxQuery::new(readings));
     let mut clauses = vec![(Occur::Must, text_query)];
     clauses.extend(filter_queries(catalogue, &request.filters));
     let query = BooleanQuery::new(clauses);

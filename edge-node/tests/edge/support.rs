@@ -111,6 +111,28 @@ impl TestEdge {
         format!("http://{}{path}", self.addresses.admin)
     }
 
+    /// The sum of the node's metric `name` over its series whose labels contain `labels`
+    /// (`""` for all), read from its admin port; 0 before the first.
+    pub async fn metric(&self, name: &str, labels: &str) -> u64 {
+        let text = self
+            .h1
+            .get(self.admin("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+                    && line.contains(labels)
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
+
     /// `/t/{token}{path}` with a token for `prefix`.
     pub fn signed(&self, prefix: &str, path: &str) -> String {
         let now = now();
