@@ -248,6 +248,8 @@ pub struct QueryWords {
     /// Alternative readings, each a list of words that must all match: a chunk's pieces
     /// joined (`spider-man` read as `spiderman`), two neighbouring words joined.
     pub alternatives: Vec<Vec<QueryWord>>,
+    /// The same joins as spans: the words `from..to` read as one joined word.
+    pub joins: Vec<(usize, usize, QueryWord)>,
     /// Whether the text ended inside a word (no space, no punctuation after it): its last
     /// word is still being typed and is matched as a prefix.
     pub typing: bool,
@@ -280,6 +282,7 @@ pub fn query_words(text: &str) -> QueryWords {
         }
     }
     let mut alternatives = Vec::new();
+    let mut joins = Vec::new();
     let replaced = |from: usize, to: usize, joined: String| -> Vec<QueryWord> {
         let mut alternative = words[..from].to_vec();
         alternative.push(word(joined));
@@ -289,12 +292,14 @@ pub fn query_words(text: &str) -> QueryWords {
     for &(from, to) in &chunk_spans {
         if to - from > 1 {
             let joined: String = words[from..to].iter().map(|w| w.text.as_str()).collect();
+            joins.push((from, to, word(joined.clone())));
             alternatives.push(replaced(from, to, joined));
         }
     }
     for pair in chunk_spans.windows(2) {
         let (from, to) = (pair[0].0, pair[1].1);
         let joined: String = words[from..to].iter().map(|w| w.text.as_str()).collect();
+        joins.push((from, to, word(joined.clone())));
         alternatives.push(replaced(from, to, joined));
     }
     let typing = text
@@ -305,6 +310,7 @@ pub fn query_words(text: &str) -> QueryWords {
     QueryWords {
         words,
         alternatives,
+        joins,
         typing,
     }
 }

@@ -15,6 +15,7 @@
 
 pub mod fold;
 mod query;
+pub mod synthetic;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -280,7 +281,9 @@ impl Catalogue {
         index
             .tokenizers()
             .register(TOKENIZER, TextAnalyzer::from(FoldingTokenizer));
-        let writer = index.writer_with_num_threads(1, 20_000_000)?;
+        // One indexing thread, so that a segment keeps the order documents were added in
+        // (a rebuild adds them most played first: see `query`'s early stop).
+        let writer = index.writer_with_num_threads(1, 100_000_000)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
@@ -338,8 +341,14 @@ impl Catalogue {
         Ok(())
     }
 
-    /// Replaces everything with `all` (a rebuild from the stores).
-    pub fn replace_all(&self, all: Vec<TrackDoc>) -> Result<(), SearchError> {
+    /// Replaces everything with `all` (a rebuild from the stores), added most played first so
+    /// that a segment's documents are in that order.
+    pub fn replace_all(&self, mut all: Vec<TrackDoc>) -> Result<(), SearchError> {
+        all.sort_by(|a, b| {
+            b.popularity
+                .cmp(&a.popularity)
+                .then_with(|| a.id.cmp(&b.id))
+        });
         let mut writer = self.writer.lock().expect("writer lock");
         let mut docs = self.docs.lock().expect("docs lock");
         writer.delete_all_documents()?;
@@ -349,6 +358,30 @@ impl Catalogue {
             docs.insert(doc.id.clone(), doc);
         }
         writer.commit()?;
+        // One segment, the segments merged most played first (each holds its documents in the
+        // order they were added): every query then looks its words up in one term dictionary
+        // per field, and reads the most played tracks first.
+        self.reader.reload()?;
+        let searcher = self.reader.searcher();
+        if searcher.segment_readers().len() > 1 {
+            let mut segments: Vec<(u64, tantivy::index::SegmentId)> = searcher
+                .segment_readers()
+                .iter()
+                .map(|segment| {
+                    let first = segment
+                        .fast_fields()
+                        .u64("popularity")
+                        .ok()
+                        .and_then(|plays| plays.first(0))
+                        .unwrap_or(0);
+                    (first, segment.segment_id())
+                })
+                .collect();
+            segments.sort_by_key(|segment| std::cmp::Reverse(segment.0));
+            let ids: Vec<tantivy::index::SegmentId> =
+                segments.into_iter().map(|(_, id)| id).collect();
+            writer.merge(&ids).wait()?;
+        }
         self.reader.reload()?;
         self.generation.fetch_add(1, Ordering::AcqRel);
         Ok(())

@@ -3,13 +3,16 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
+use std::sync::OnceLock;
 
-use tantivy::collector::TopDocs;
+use levenshtein_automata::{DFA, Distance, LevenshteinAutomatonBuilder, SINK_STATE};
+
 use tantivy::query::{
-    BooleanQuery, ConstScoreQuery, DisjunctionMaxQuery, Occur, Query, RangeQuery, TermQuery,
+    BooleanQuery, ConstScoreQuery, DisjunctionMaxQuery, EnableScoring, Occur, Query, RangeQuery,
+    TermQuery,
 };
 use tantivy::schema::{Field, IndexRecordOption};
-use tantivy::{DocAddress, DocId, Score, Searcher, SegmentReader, TantivyDocument, Term};
+use tantivy::{DocAddress, DocSet, Searcher, TERMINATED, TantivyDocument, Term};
 
 use crate::fold::{self, QueryWord, QueryWords};
 use crate::{
@@ -56,8 +59,13 @@ pub struct Request<'a> {
     pub filters: Filters,
 }
 
-/// The most terms one word expands to per field and per way of matching.
-const MAX_EXPANSIONS: usize = 50;
+/// The most terms one word expands to per field and per way of matching: the shortest
+/// completions of a prefix (the fewest letters from what is typed), the nearest typo
+/// candidates. Every term a word expands to is a posting list the query must walk, so this
+/// bounds a keystroke's cost; typing on narrows the completions to the one meant.
+const MAX_EXPANSIONS: usize = 10;
+/// The most dictionary terms looked at per field and way of matching to choose them.
+const MAX_SCANNED: usize = 2_000;
 /// Matching tracks read to group into artists or albums.
 const GROUP_WINDOW: usize = 500;
 
@@ -158,6 +166,48 @@ fn fields_of(catalogue: &Catalogue, kind: Kind) -> Vec<(Field, f32)> {
     }
 }
 
+/// A Levenshtein DFA as the term dictionary walks it: only the terms it may still accept
+/// are visited, so a typo search costs the terms near the word, not the whole dictionary.
+struct Near(DFA);
+
+impl tantivy_fst::Automaton for Near {
+    type State = u32;
+
+    fn start(&self) -> u32 {
+        self.0.initial_state()
+    }
+
+    fn is_match(&self, state: &u32) -> bool {
+        matches!(self.0.distance(*state), Distance::Exact(_))
+    }
+
+    fn can_match(&self, state: &u32) -> bool {
+        *state != SINK_STATE
+    }
+
+    fn accept(&self, state: &u32, byte: u8) -> u32 {
+        self.0.transition(*state, byte)
+    }
+}
+
+/// The DFA of the terms within `budget` edits of `word` (an adjacent swap is one), or of the
+/// terms with a prefix that near when `prefix`. The builders are made once: they are costly.
+fn near(word: &str, budget: u32, prefix: bool) -> Near {
+    static BUILDERS: OnceLock<[LevenshteinAutomatonBuilder; 2]> = OnceLock::new();
+    let builders = BUILDERS.get_or_init(|| {
+        [
+            LevenshteinAutomatonBuilder::new(1, true),
+            LevenshteinAutomatonBuilder::new(2, true),
+        ]
+    });
+    let builder = &builders[(budget.clamp(1, 2) - 1) as usize];
+    Near(if prefix {
+        builder.build_prefix_dfa(word)
+    } else {
+        builder.build_dfa(word)
+    })
+}
+
 /// Terms of `field` that `word` reaches, with how.
 fn candidates(
     searcher: &Searcher,
@@ -172,13 +222,17 @@ fn candidates(
     }
     let query = word.text.as_bytes();
     let budget = typo_budget(word.text.len());
+    // Per segment: completions (doc frequency) and typo candidates (typos, doc frequency).
+    let mut completions: HashMap<String, u32> = HashMap::new();
+    let mut near_terms: HashMap<String, (u32, u32)> = HashMap::new();
     for segment in searcher.segment_readers() {
         let terms = segment.inverted_index(field)?;
         let terms = terms.terms();
         if prefix {
             let mut stream = terms.range().ge(query).into_stream()?;
-            let mut taken = 0;
-            while stream.advance() && taken < MAX_EXPANSIONS {
+            let mut scanned = 0;
+            while scanned < MAX_SCANNED && stream.advance() {
+                scanned += 1;
                 let Ok(term) = std::str::from_utf8(stream.key()) else {
                     continue;
                 };
@@ -186,27 +240,29 @@ fn candidates(
                     break;
                 }
                 if term != word.text {
-                    found.entry(term.to_owned()).or_insert(Match::Prefix);
-                    taken += 1;
+                    *completions.entry(term.to_owned()).or_default() += stream.value().doc_freq;
                 }
             }
         }
         if budget == 0 {
             continue;
         }
-        // A typo on the first letter costs two, so only a two-typo word looks beyond the
-        // terms that start with its own first letter.
+        // The automaton proposes the terms within the budget; the exact distance (a typo on
+        // the first letter costs two) decides. So a one-typo word only looks at the terms
+        // that start with its own first letter.
+        let automaton = near(&word.text, budget, prefix);
         let mut stream = if budget >= 2 {
-            terms.range().into_stream()?
+            terms.search(automaton).into_stream()?
         } else {
             terms
-                .range()
+                .search(automaton)
                 .ge(&query[..1])
                 .lt([query[0].saturating_add(1)])
                 .into_stream()?
         };
-        let mut taken = 0;
-        while stream.advance() && taken < MAX_EXPANSIONS {
+        let mut scanned = 0;
+        while scanned < MAX_SCANNED && stream.advance() {
+            scanned += 1;
             let term = stream.key();
             let typos = if prefix {
                 prefix_distance(query, term, budget)
@@ -219,12 +275,26 @@ fn candidates(
             let Ok(term) = std::str::from_utf8(term) else {
                 continue;
             };
-            let entry = found.entry(term.to_owned()).or_insert(Match::Typo(typos));
-            if let Match::Typo(old) = entry {
-                *old = (*old).min(typos);
-            }
-            taken += 1;
+            let entry = near_terms.entry(term.to_owned()).or_insert((typos, 0));
+            entry.0 = entry.0.min(typos);
+            entry.1 += stream.value().doc_freq;
         }
+    }
+    let mut completions: Vec<(String, u32)> = completions.into_iter().collect();
+    completions.sort_by(|a, b| (a.0.len(), &a.0).cmp(&(b.0.len(), &b.0)));
+    for (term, _) in completions.into_iter().take(MAX_EXPANSIONS) {
+        found.entry(term).or_insert(Match::Prefix);
+    }
+    let mut near_terms: Vec<(String, (u32, u32))> = near_terms.into_iter().collect();
+    near_terms.sort_by(|a, b| {
+        (a.1.0, a.0.len().abs_diff(query.len()), &a.0).cmp(&(
+            b.1.0,
+            b.0.len().abs_diff(query.len()),
+            &b.0,
+        ))
+    });
+    for (term, (typos, _)) in near_terms.into_iter().take(MAX_EXPANSIONS) {
+        found.entry(term).or_insert(Match::Typo(typos));
     }
     Ok(found.into_iter().collect())
 }
@@ -232,18 +302,18 @@ fn candidates(
 /// A query's terms, by field, for highlighting.
 type Matched = HashMap<Field, HashSet<String>>;
 
-/// The query for one reading of the words (all must match), adding what it may match to
-/// `matched`.
-fn reading_query(
+/// The text query: every word must match — its best candidate over the fields counts, the
+/// others a hundredth — where a position may instead be matched by a joined reading of a span
+/// it is in (`spider man` as `spiderman`). One pass over the words, each word's candidates
+/// looked up once, however many joins there are. Adds what the query may match to `matched`.
+fn text_query(
     searcher: &Searcher,
     fields: &[(Field, f32)],
-    words: &[QueryWord],
-    typing: bool,
+    words: &QueryWords,
     matched: &mut Matched,
 ) -> tantivy::Result<Box<dyn Query>> {
-    let mut musts: Vec<(Occur, Box<dyn Query>)> = Vec::new();
-    for (index, word) in words.iter().enumerate() {
-        let prefix = typing && index + 1 == words.len();
+    let count = words.words.len();
+    let mut clauses_of = |word: &QueryWord, prefix: bool| -> tantivy::Result<Vec<Box<dyn Query>>> {
         let mut clauses: Vec<Box<dyn Query>> = Vec::new();
         for &(field, weight) in fields {
             for (term, how) in candidates(searcher, field, word, prefix)? {
@@ -258,11 +328,27 @@ fn reading_query(
                 matched.entry(field).or_default().insert(term);
             }
         }
-        musts.push((
-            Occur::Must,
-            Box::new(DisjunctionMaxQuery::with_tie_breaker(clauses, 0.01)),
-        ));
+        Ok(clauses)
+    };
+    let mut positions: Vec<Vec<Box<dyn Query>>> = Vec::with_capacity(count);
+    for (index, word) in words.words.iter().enumerate() {
+        positions.push(clauses_of(word, words.typing && index + 1 == count)?);
     }
+    for (from, to, joined) in &words.joins {
+        let clauses = clauses_of(joined, words.typing && *to == count)?;
+        for position in &mut positions[*from..*to] {
+            position.extend(clauses.iter().map(|clause| clause.box_clone()));
+        }
+    }
+    let musts = positions
+        .into_iter()
+        .map(|clauses| {
+            (
+                Occur::Must,
+                Box::new(DisjunctionMaxQuery::with_tie_breaker(clauses, 0.01)) as Box<dyn Query>,
+            )
+        })
+        .collect();
     Ok(Box::new(BooleanQuery::new(musts)))
 }
 
@@ -325,29 +411,77 @@ fn words_of(text: &str) -> Result<QueryWords, SearchError> {
     Ok(words)
 }
 
+/// Matches read at the most. A rebuild adds tracks most played first, so its segments hold
+/// them in that order, and they are read most played segment first: a query that matches more
+/// than this many tracks ranks the most played of its matches — what a listener typing a
+/// letter or two expects — at a bounded cost instead of scoring every match; a query that
+/// matches fewer is ranked over all of its matches.
+const MATCH_BUDGET: usize = 4_000;
+
+/// The best `window` matches after `offset`, by bucket score, then plays, then position: the
+/// segments read in document order, the one whose first track is most played first, until
+/// [`MATCH_BUDGET`] matches are read.
+fn collect(
+    searcher: &Searcher,
+    query: &dyn Query,
+    window: usize,
+    offset: usize,
+) -> tantivy::Result<Vec<((i64, u64), DocAddress)>> {
+    let weight = query.weight(EnableScoring::enabled_from_searcher(searcher))?;
+    let mut segments: Vec<(u64, usize)> = searcher
+        .segment_readers()
+        .iter()
+        .enumerate()
+        .map(|(ordinal, segment)| {
+            let first = segment
+                .fast_fields()
+                .u64("popularity")
+                .ok()
+                .and_then(|plays| plays.first(0))
+                .unwrap_or(0);
+            (first, ordinal)
+        })
+        .collect();
+    segments.sort_unstable_by(|a, b| b.cmp(a));
+    let mut found: Vec<((i64, u64), DocAddress)> = Vec::new();
+    for (_, ordinal) in segments {
+        let segment = searcher.segment_reader(ordinal as u32);
+        let plays = segment.fast_fields().u64("popularity").ok();
+        let alive = segment.alive_bitset();
+        let mut scorer = weight.scorer(segment, 1.0)?;
+        let mut doc = scorer.doc();
+        while doc != TERMINATED && found.len() < MATCH_BUDGET {
+            if alive.is_none_or(|alive| alive.is_alive(doc)) {
+                let played = plays.as_ref().and_then(|c| c.first(doc)).unwrap_or(0);
+                // Buckets: equal relevance (to a thousandth) is decided by plays.
+                let score = (f64::from(scorer.score()) * 1000.0).round() as i64;
+                found.push(((score, played), DocAddress::new(ordinal as u32, doc)));
+            }
+            doc = scorer.advance();
+        }
+        if found.len() >= MATCH_BUDGET {
+            break;
+        }
+    }
+    let wanted = (offset + window).min(found.len());
+    let order = |a: &((i64, u64), DocAddress), b: &((i64, u64), DocAddress)| {
+        b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1))
+    };
+    if wanted < found.len() {
+        found.select_nth_unstable_by(wanted, order);
+        found.truncate(wanted);
+    }
+    found.sort_unstable_by(order);
+    Ok(found.into_iter().skip(offset).collect())
+}
+
 /// Runs `request` on `catalogue`.
 pub(crate) fn run(catalogue: &Catalogue, request: &Request<'_>) -> Result<Page, SearchError> {
     let words = words_of(request.text)?;
     let searcher = catalogue.reader.searcher();
     let fields = fields_of(catalogue, request.kind);
     let mut matched = Matched::new();
-    let mut readings = vec![reading_query(
-        &searcher,
-        &fields,
-        &words.words,
-        words.typing,
-        &mut matched,
-    )?];
-    for alternative in &words.alternatives {
-        readings.push(reading_query(
-            &searcher,
-            &fields,
-            alternative,
-            words.typing,
-            &mut matched,
-        )?);
-    }
-    let text_query: Box<dyn Query> = Box::new(DisjunctionMaxQuery::new(readings));
+    let text_query = text_query(&searcher, &fields, &words, &mut matched)?;
     let mut clauses = vec![(Occur::Must, text_query)];
     clauses.extend(filter_queries(catalogue, &request.filters));
     let query = BooleanQuery::new(clauses);
@@ -357,17 +491,7 @@ pub(crate) fn run(catalogue: &Catalogue, request: &Request<'_>) -> Result<Page, 
         Kind::Track => (limit + 1, request.offset),
         Kind::Artist | Kind::Album => (GROUP_WINDOW, 0),
     };
-    let collector = TopDocs::with_limit(window).and_offset(offset).tweak_score(
-        move |segment: &SegmentReader| {
-            let plays = segment.fast_fields().u64("popularity").ok();
-            move |doc: DocId, score: Score| {
-                let plays = plays.as_ref().and_then(|c| c.first(doc)).unwrap_or(0);
-                // Buckets: equal relevance (to a thousandth) is decided by plays.
-                ((score * 1000.0).round() as i64, plays)
-            }
-        },
-    );
-    let top = searcher.search(&query, &collector)?;
+    let top = collect(&searcher, &query, window, offset)?;
     let hits: Vec<(f32, crate::TrackDoc)> = top
         .into_iter()
         .filter_map(|((score, _), address): ((i64, u64), DocAddress)| {
