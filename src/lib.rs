@@ -383,6 +383,19 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
         },
         None => None,
     };
+    if let Err(error) = demo_listening(
+        &control_plane_endpoint.url,
+        &demo,
+        &options.data_dir,
+        &catalogue,
+    )
+    .await
+    {
+        tracing::warn!(
+            message = "The demo listening history could not be made.",
+            error = format!("{error:#}")
+        );
+    }
     let demo_catalogue = catalogue
         .tracks
         .iter()
@@ -542,27 +555,35 @@ struct Tune {
     wav: fn() -> Vec<u8>,
 }
 
-/// The demo catalogue's tunes.
-const TUNES: [Tune; 3] = [
-    Tune {
-        title: "Cadenza Demo",
-        singer: "Demo Artist",
-        kind: "music",
-        wav: demo_wav,
-    },
-    Tune {
-        title: "Minor Waltz",
-        singer: "Demo Artist",
-        kind: "music",
-        wav: waltz_wav,
-    },
-    Tune {
-        title: "Pentatonic Drift",
-        singer: "Demo Artist",
-        kind: "music",
-        wav: drift_wav,
-    },
+/// The demo catalogue's tunes: names in several scripts and with punctuation, so that search
+/// has something to show (try `q=dodsfall`, `q=thalassa`, `q=散歩`, `q=ace`, `q=cafe`,
+/// `q=full width`).
+const TUNES: [Tune; 12] = [
+    music("Cadenza Demo", "Demo Artist", demo_wav),
+    music("Minor Waltz", "Demo Artist", waltz_wav),
+    music("Pentatonic Drift", "Demo Artist", drift_wav),
+    music("Dødsfall Drive", "Ærø Quartet", || song_wav(4)),
+    music("Спокойная ночь", "Лёгкий Ветер", || song_wav(5)),
+    music("Θάλασσα", "Μελωδία", || song_wav(6)),
+    music("夜の散歩", "星空楽団", || song_wav(7)),
+    music("Café Ünïcode", "Les Accents", || song_wav(8)),
+    music("Spider-Walk", "A.C.E.", || song_wav(9)),
+    music("Rage Against the Metronome", "Dvořák Street Band", || {
+        song_wav(10)
+    }),
+    music("Night Bus Home", "Beyoncé Tribute Trio", || song_wav(11)),
+    music("Ｆｕｌｌ Ｗｉｄｔｈ Ｆｕｎｋ", "a-ha-ha", || song_wav(12)),
 ];
+
+/// A tune of the demo artist's.
+const fn music(title: &'static str, singer: &'static str, wav: fn() -> Vec<u8>) -> Tune {
+    Tune {
+        title,
+        singer,
+        kind: "music",
+        wav,
+    }
+}
 
 const AD_TUNE: Tune = Tune {
     title: "Cadenza Premium: no ads, ever",
@@ -571,7 +592,7 @@ const AD_TUNE: Tune = Tune {
     wav: jingle_wav,
 };
 
-/// The demo catalogue: three tunes uploaded by the demo artist and one ad uploaded by the
+/// The demo catalogue: twelve tunes uploaded by the demo artist and one ad uploaded by the
 /// administrator, all through the real upload API and pipeline at first start, then
 /// remembered in `DATA_DIR/demo-catalogue.json`.
 async fn demo_catalogue(
@@ -751,6 +772,76 @@ async fn demo_play(api: &str, demo: &DemoAccounts, track: &str) -> anyhow::Resul
     }
 }
 
+/// A listening history for the demo listener, made once (`DATA_DIR/demo-listening.json`)
+/// through the play API like any player's: five tunes heard to the end and one skipped, and a
+/// playlist of three, so that the home page has recently played, top, "because you listened"
+/// and playlists to show from the first start.
+async fn demo_listening(
+    api: &str,
+    demo: &DemoAccounts,
+    data_dir: &Path,
+    catalogue: &DemoCatalogue,
+) -> anyhow::Result<()> {
+    let marker = data_dir.join("demo-listening.json");
+    if marker.exists() || catalogue.tracks.len() < 7 {
+        return Ok(());
+    }
+    let http = reqwest::Client::new();
+    let token = log_in(&http, api, &demo.listener).await?;
+    let mut history = Vec::new();
+    for (index, record) in catalogue.tracks.iter().enumerate().skip(1).take(6) {
+        let play: serde_json::Value = http
+            .post(format!("{api}/api/v1/play"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"track_id": record.id, "format": "hls", "device": "cadenza-demo"}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let play_id = play["play_id"].as_str().context("the play has no id")?;
+        let end = if index == 6 { "skip" } else { "complete" };
+        for (kind, position_ms) in [("start", 0), (end, 1_000)] {
+            http.post(format!("{api}/api/v1/play-events"))
+                .bearer_auth(&token)
+                .json(&serde_json::json!({"play_id": play_id, "type": kind, "position_ms": position_ms}))
+                .send()
+                .await?
+                .error_for_status()?;
+        }
+        history.push(serde_json::json!({"track_id": record.id, "play_id": play_id, "end": end}));
+    }
+    let mut playlist: Option<String> = None;
+    for record in catalogue.tracks.iter().skip(3).take(3) {
+        let body = match &playlist {
+            Some(id) => serde_json::json!({"track_id": record.id, "playlist_id": id}),
+            None => serde_json::json!({"track_id": record.id, "name": "Demo favourites"}),
+        };
+        let added: serde_json::Value = http
+            .post(format!("{api}/api/v1/playlists/tracks"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        if playlist.is_none() {
+            playlist = Some(
+                added["playlist"]["id"]
+                    .as_str()
+                    .context("the new playlist has no id")?
+                    .to_owned(),
+            );
+        }
+    }
+    write_atomically(
+        &marker,
+        &serde_json::to_vec_pretty(&serde_json::json!({"plays": history, "playlist": playlist}))?,
+    )?;
+    Ok(())
+}
+
 /// Signs week-long URLs for the demo track's directory, through the edge.
 fn sign_demo_track(
     record: &DemoTrackRecord,
@@ -832,6 +923,77 @@ fn drift_wav() -> Vec<u8> {
         let bell = (tau * note * t).sin() * envelope;
         let drone = (tau * 146.83 * t).sin() * 0.25 + (tau * 220.0 * t).sin() * 0.1;
         (0.35 * bell + drone * 0.6, 0.3 * bell + drone * 0.7)
+    })
+}
+
+/// A seeded little song of 14 to 19 s: a melody drawn at random from a scale (major, minor,
+/// pentatonic or dorian) in its own key and tempo, over a bass that follows a random
+/// progression, with its own timbre and a noise hi-hat on its own pattern. Each seed is a
+/// recording of its own: the pipeline's duplicate check keeps them apart, where repeated
+/// arpeggios of one shape were taken for copies of each other.
+fn song_wav(seed: u64) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    const SCALES: [&[i32]; 4] = [
+        &[0, 2, 4, 5, 7, 9, 11],
+        &[0, 2, 3, 5, 7, 8, 10],
+        &[0, 2, 4, 7, 9],
+        &[0, 2, 3, 5, 7, 9, 10],
+    ];
+    let scale = SCALES[(next() % SCALES.len() as u64) as usize];
+    let pitch = |root: f64, semitones: i32| root * 2f64.powf(f64::from(semitones) / 12.0);
+    let root = pitch(196.0, (next() % 12) as i32);
+    let beats_per_second = (72 + next() % 80) as f64 / 60.0;
+    let seconds = (14 + next() % 6) as f64;
+    let steps = (seconds * beats_per_second * 2.0) as usize + 2;
+    let melody: Vec<Option<f64>> = (0..steps)
+        .map(|_| {
+            // One half-beat in eight rests.
+            let degree = (next() % (scale.len() as u64 * 2 + 1)) as usize;
+            (degree < scale.len() * 2).then(|| {
+                let octave = (degree / scale.len()) as i32;
+                pitch(root, scale[degree % scale.len()] + 12 * octave)
+            })
+        })
+        .collect();
+    let progression: Vec<f64> = (0..4)
+        .map(|_| pitch(root / 2.0, scale[(next() % scale.len() as u64) as usize]))
+        .collect();
+    let second = (next() % 60) as f64 / 100.0;
+    let third = (next() % 40) as f64 / 100.0;
+    let hats = next();
+    let mut noise = next() | 1;
+    media::wav::pcm_wav(seconds, 44_100, None, move |t| {
+        let tau = std::f64::consts::TAU;
+        let half_beats = t * beats_per_second * 2.0;
+        let step = half_beats as usize;
+        let within = half_beats - step as f64;
+        let envelope = (within * 50.0).min(1.0) * (-within * 2.5).exp();
+        let lead = melody[step % melody.len()].map_or(0.0, |f| {
+            ((tau * f * t).sin()
+                + second * (tau * 2.0 * f * t).sin()
+                + third * (tau * 3.0 * f * t).sin())
+                * envelope
+        });
+        let bass_note = progression[(step / 8) % progression.len()];
+        let bass = (tau * bass_note * t).sin() * 0.35;
+        noise ^= noise << 13;
+        noise ^= noise >> 7;
+        noise ^= noise << 17;
+        let hat = if hats >> (step % 64) & 1 == 1 {
+            ((noise >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * (-within * 30.0).exp() * 0.2
+        } else {
+            0.0
+        };
+        (
+            0.3 * lead + 0.25 * bass + hat,
+            0.25 * lead + 0.3 * bass + 0.8 * hat,
+        )
     })
 }
 
@@ -1006,7 +1168,8 @@ pub fn banner(info: &StackInfo, data_dir: &Path) -> String {
          \x20   artist    {ae}  /  {ap}\n\
          \x20   admin     {me}  /  {mp}\n\n\
          \x20 Try:  curl -s {url}/api/v1/packages\n\
-         \x20       curl -s '{url}/api/v1/search?q=minor%20walz&type=track,artist'   (search as you type)\n\n\
+         \x20       curl -s '{url}/api/v1/search?q=minor%20walz&type=track,artist'   (search as you type; also q=dodsfall, q=thalassa)\n\
+         \x20       curl -s {url}/api/v1/home -H 'authorization: Bearer TOKEN'   (the home screen, as the listener)\n\n\
          \x20 Everything above is also in {stack}. Ctrl-C stops the stack; the next start reuses {dir}.\n",
         url = cp.url,
         admin = cp.admin,

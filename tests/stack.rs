@@ -87,6 +87,48 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
+    // Every demo tune passed the pipeline (none taken for a copy of another), and the demo
+    // listener's history reached home through the analytics consumer.
+    assert_eq!(
+        written
+            .demo_catalogue
+            .iter()
+            .filter(|entry| entry.kind == "music")
+            .count(),
+        12,
+        "{:?}",
+        written.demo_catalogue
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let home: Value = http
+            .get(format!("{api}/api/v1/home"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let sections: Vec<&str> = home["sections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|section| section["id"].as_str().unwrap())
+            .collect();
+        if ["recent", "playlists", "top", "new", "because"]
+            .iter()
+            .all(|id| sections.contains(id))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo listener's home lacks sections: {home}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
     // A newcomer signs up over the socket (the client address comes from the connection).
     let signed_up = http
         .post(format!("{api}/api/v1/users"))

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const DAEMONS: [&str; 4] = ["control-plane", "host-locator", "origin", "edge-node"];
 
 /// The control plane's service modules (a file or a folder of `src/`).
-const SERVICES: [&str; 10] = [
+const SERVICES: [&str; 11] = [
     "accounts",
     "packages",
     "playlists",
@@ -22,6 +22,7 @@ const SERVICES: [&str; 10] = [
     "catalog",
     "play",
     "search",
+    "analytics",
 ];
 
 /// The control plane's modules that may name services: they compose them.

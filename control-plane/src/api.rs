@@ -29,6 +29,7 @@ use crate::error::Error;
         (name = "uploads", description = "Track uploads: tus 1.0 resumable uploads and one-request uploads"),
         (name = "play", description = "Playing: node choice, signed URLs, ad breaks, play events"),
         (name = "search", description = "Search as you type over tracks, artists, albums and your playlists"),
+        (name = "home", description = "The home screen and track statistics, from the listening analytics"),
     )
 )]
 struct ApiDoc;
@@ -50,7 +51,7 @@ pub fn router(app: App) -> Router {
     use crate::services::Service;
     let services = &app.config.services;
     type Routes = fn() -> OpenApiRouter<App>;
-    let routes: [(Service, Routes); 10] = [
+    let routes: [(Service, Routes); 11] = [
         (Service::Accounts, crate::accounts::routes),
         (Service::Packages, crate::packages::routes),
         (Service::Playlists, crate::playlists::routes),
@@ -61,6 +62,7 @@ pub fn router(app: App) -> Router {
         (Service::Catalog, crate::catalog::routes),
         (Service::Play, crate::play::routes),
         (Service::Search, crate::search::routes),
+        (Service::Home, crate::analytics::routes),
     ];
     let (router, openapi) = routes
         .into_iter()

@@ -62,6 +62,9 @@ pub struct Config {
     pub s3: S3Config,
     /// The catalog: `sqlite://…`. Unset: `DATA_DIR/catalog.db`.
     pub catalog_url: Option<String>,
+    /// The analytics store (listening tables the home screen reads): `sqlite://…`. Unset:
+    /// `DATA_DIR/analytics.db`.
+    pub analytics_url: Option<String>,
     /// Upload limits.
     pub uploads: UploadsConfig,
     /// Content processing.
@@ -268,6 +271,7 @@ impl Default for Config {
             object_store_url: None,
             s3: S3Config::default(),
             catalog_url: None,
+            analytics_url: None,
             uploads: UploadsConfig::default(),
             processing: ProcessingConfig::default(),
             play: PlayConfig::default(),
@@ -500,6 +504,13 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The analytics store URL in force.
+    pub fn analytics_url(&self) -> String {
+        self.analytics_url
+            .clone()
+            .unwrap_or_else(|| sqlite_url(&self.data_dir, "analytics.db"))
     }
 
     /// The catalog URL in force.

@@ -3,6 +3,7 @@
 //! the binary in `main.rs` and the all-in-one launcher both call [`App::build`] and [`run`].
 
 pub mod accounts;
+pub mod analytics;
 pub mod api;
 pub mod auth;
 pub mod bus;
@@ -87,6 +88,8 @@ pub struct AppInner {
     pub player: play::Player,
     /// This process's search index.
     pub search: search::Search,
+    /// The listening analytics the home screen reads.
+    pub analytics: analytics::Analytics,
 }
 
 impl Deref for App {
@@ -162,9 +165,16 @@ impl App {
         let player =
             play::Player::new(&config.play).context("the play configuration is invalid")?;
         let search = search::Search::new(bus.instance()).context("failed to open search")?;
+        let analytics = analytics::Analytics::open(
+            &config.analytics_url(),
+            Duration::from_millis(config.play.locator_timeout_ms),
+        )
+        .await
+        .context("failed to open the analytics store")?;
         let app = Self(Arc::new(AppInner {
             player,
             search,
+            analytics,
             objects,
             upload_locks: uploads::UploadLocks::default(),
             catalog,
@@ -356,6 +366,12 @@ pub async fn run(
             catalog::play_counters_handler(app.clone()),
         ),
         (
+            Service::Analytics,
+            analytics::ANALYTICS,
+            events::plays::TOPIC,
+            analytics::analytics_handler(app.clone()),
+        ),
+        (
             Service::Search,
             app.search.group(),
             events::tracks::TOPIC,
@@ -432,6 +448,7 @@ pub async fn run(
     let _ = admin_task.await;
     app.users.database().close().await;
     app.inventory.database().close().await;
+    app.analytics.store().close().await;
     tracing::info!(message = "Control plane stopped.");
     served.context("the public listener failed")
 }

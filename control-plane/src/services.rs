@@ -38,13 +38,17 @@ pub enum Service {
     Play,
     /// HTTP and consumers: this process's search index, fed by track and play events.
     Search,
+    /// Consumer: play events → the listening tables home reads.
+    Analytics,
+    /// HTTP: the home screen and track statistics.
+    Home,
     /// Background: settles half-made playlists and finishes uploads whose last byte arrived.
     Sweeper,
 }
 
 impl Service {
     /// Every service, in the order they are listed.
-    pub const ALL: [Service; 13] = [
+    pub const ALL: [Service; 15] = [
         Self::Accounts,
         Self::Packages,
         Self::Playlists,
@@ -57,6 +61,8 @@ impl Service {
         Self::PlayCounters,
         Self::Play,
         Self::Search,
+        Self::Analytics,
+        Self::Home,
         Self::Sweeper,
     ];
 
@@ -75,6 +81,8 @@ impl Service {
             Self::PlayCounters => "play-counters",
             Self::Play => "play",
             Self::Search => "search",
+            Self::Analytics => "analytics",
+            Self::Home => "home",
             Self::Sweeper => "sweeper",
         }
     }
@@ -92,6 +100,7 @@ impl Service {
                 | Self::Catalog
                 | Self::Play
                 | Self::Search
+                | Self::Home
         )
     }
 }

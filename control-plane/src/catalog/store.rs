@@ -335,6 +335,9 @@ pub trait CatalogStore: Send + Sync + std::fmt::Debug {
         &'a self,
         track_id: &'a str,
     ) -> BoxFuture<'a, Result<Vec<PlayCounter>, StoreError>>;
+    /// Plays started of every track that has any, over every day and region: what a search
+    /// index is rebuilt with (one scan instead of a read per track).
+    fn plays_started(&self) -> BoxFuture<'_, Result<BTreeMap<String, u64>, StoreError>>;
 }
 
 /// The embedded catalog: SQLite.
@@ -472,6 +475,23 @@ impl CatalogStore for SqliteCatalog {
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+    }
+
+    fn plays_started(&self) -> BoxFuture<'_, Result<BTreeMap<String, u64>, StoreError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT track_id, SUM(starts) AS starts FROM play_counters GROUP BY track_id",
+            )
+            .fetch_all(self.db.pool())
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let starts: i64 = row.try_get("starts")?;
+                    Ok((row.try_get("track_id")?, starts.max(0) as u64))
+                })
+                .collect::<Result<BTreeMap<_, _>, sqlx::Error>>()
                 .map_err(StoreError::from)
         })
     }
@@ -694,4 +714,38 @@ pub(crate) async fn searchable_track<'e>(
     let sql = format!("SELECT {SEARCHABLE_COLUMNS} FROM tracks WHERE id = ? AND {SEARCHABLE}");
     let row = sqlx::query(&sql).bind(id).fetch_optional(db).await?;
     row.as_ref().map(searchable_row).transpose()
+}
+
+/// The tracks among `ids` a listener may find, in no order.
+pub(crate) async fn listed_tracks<'e>(
+    db: impl sqlx::AnyExecutor<'e> + Copy,
+    ids: &[String],
+) -> Result<Vec<SearchableRow>, StoreError> {
+    let mut found = Vec::with_capacity(ids.len());
+    for chunk in ids.chunks(200) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let sql = format!(
+            "SELECT {SEARCHABLE_COLUMNS} FROM tracks WHERE id IN ({marks}) AND {SEARCHABLE}"
+        );
+        let mut query = sqlx::query(&sql);
+        for id in chunk {
+            query = query.bind(id);
+        }
+        for row in query.fetch_all(db).await? {
+            found.push(searchable_row(&row)?);
+        }
+    }
+    Ok(found)
+}
+
+/// The `limit` tracks a listener may find that were uploaded last, newest first.
+pub(crate) async fn newest_tracks<'e>(
+    db: impl sqlx::AnyExecutor<'e>,
+    limit: i64,
+) -> Result<Vec<SearchableRow>, StoreError> {
+    let sql = format!(
+        "SELECT {SEARCHABLE_COLUMNS} FROM tracks WHERE {SEARCHABLE} ORDER BY created_at DESC, id LIMIT ?"
+    );
+    let rows = sqlx::query(&sql).bind(limit).fetch_all(db).await?;
+    rows.iter().map(searchable_row).collect()
 }

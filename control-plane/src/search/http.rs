@@ -1,4 +1,4 @@
-//! Search on HTTP: `GET /api/v1/search`.
+//! Search on HTTP: `GET /api/v1/search`, and `POST /api/v1/search/rebuild` for administrators.
 
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -8,12 +8,48 @@ use utoipa_axum::routes;
 
 use super::search_error;
 use crate::App;
-use crate::auth::MaybeAuthUser;
+use crate::auth::{AuthUser, MaybeAuthUser, Role};
 use crate::error::{Error, ErrorBody, Result};
 use crate::extract::ApiQuery;
 
 pub(crate) fn routes() -> OpenApiRouter<App> {
-    OpenApiRouter::new().routes(routes!(search))
+    OpenApiRouter::new()
+        .routes(routes!(search))
+        .routes(routes!(rebuild))
+}
+
+/// What a rebuild did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Rebuilt {
+    /// Tracks the index now holds.
+    tracks: usize,
+    /// The index generation after the rebuild.
+    generation: u64,
+    /// How long it took, ms.
+    elapsed_ms: u64,
+}
+
+/// Rebuilds this process's search index from the stores (administrators only): every ready
+/// track a listener may find, with its plays. Searches keep answering from the old index until
+/// the new one replaces it.
+#[utoipa::path(post, path = "/api/v1/search/rebuild", tag = "search",
+    responses((status = 200, body = Rebuilt), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "admin_required")),
+    security(("bearer" = [])))]
+async fn rebuild(app: App, caller: AuthUser) -> Result<Json<Rebuilt>> {
+    if caller.role != Role::Admin {
+        return Err(Error::forbidden(
+            "admin_required",
+            "Only administrators can rebuild the search index.",
+        ));
+    }
+    let started = std::time::Instant::now();
+    let tracks = app.rebuild_search_index().await.map_err(Error::Internal)?;
+    Ok(Json(Rebuilt {
+        tracks,
+        generation: app.search.generation(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    }))
 }
 
 /// Search parameters.

@@ -77,6 +77,39 @@ impl Search {
     pub fn is_empty(&self) -> bool {
         self.catalogue.is_empty()
     }
+
+    /// The index itself, for in-process queries (the search benchmark's peer).
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.catalogue
+    }
+
+    /// Replaces everything indexed with `documents` (off the async threads). Returns how
+    /// many tracks the index holds.
+    pub async fn replace_all(&self, documents: Vec<TrackDoc>) -> anyhow::Result<usize> {
+        let count = documents.len();
+        let catalogue = self.catalogue.clone();
+        tokio::task::spawn_blocking(move || catalogue.replace_all(documents)).await??;
+        metrics::gauge!("cadenza_search_tracks").set(count as f64);
+        Ok(count)
+    }
+}
+
+/// A track as the index keeps it, with `popularity` plays.
+fn track_doc(row: SearchableRow, popularity: u64) -> TrackDoc {
+    TrackDoc {
+        id: row.id,
+        title: row.name,
+        artist: row.singer,
+        album: row.album,
+        genre: row.genre,
+        tags: row.top_tags,
+        lyrics: row.lyrics_excerpt,
+        year: row.release_year.and_then(|year| u32::try_from(year).ok()),
+        explicit: row.explicit,
+        duration_ms: row.duration_ms.unwrap_or(0).max(0) as u64,
+        popularity,
+        artwork: row.artwork,
+    }
 }
 
 /// Tracks played since their plays were last read (`fresh`), and those read once already
@@ -135,35 +168,28 @@ impl App {
 
     async fn document(&self, row: SearchableRow) -> Result<TrackDoc, StoreError> {
         let popularity = self.plays_of(&row.id).await?;
-        Ok(TrackDoc {
-            id: row.id,
-            title: row.name,
-            artist: row.singer,
-            album: row.album,
-            genre: row.genre,
-            tags: row.top_tags,
-            lyrics: row.lyrics_excerpt,
-            year: row.release_year.and_then(|year| u32::try_from(year).ok()),
-            explicit: row.explicit,
-            duration_ms: row.duration_ms.unwrap_or(0).max(0) as u64,
-            popularity,
-            artwork: row.artwork,
-        })
+        Ok(track_doc(row, popularity))
     }
 
     /// Rebuilds the index from the stores. Returns how many tracks it holds.
     pub async fn rebuild_search_index(&self) -> anyhow::Result<usize> {
+        let started = std::time::Instant::now();
         let rows =
             crate::catalog::store::searchable_tracks(self.inventory.database().pool()).await?;
-        let mut documents = Vec::with_capacity(rows.len());
-        for row in rows {
-            documents.push(self.document(row).await?);
-        }
-        let count = documents.len();
-        let catalogue = self.search.catalogue.clone();
-        tokio::task::spawn_blocking(move || catalogue.replace_all(documents)).await??;
-        metrics::gauge!("cadenza_search_tracks").set(count as f64);
-        tracing::info!(message = "Search index built.", tracks = count);
+        let plays = self.catalog.plays_started().await?;
+        let documents: Vec<TrackDoc> = rows
+            .into_iter()
+            .map(|row| {
+                let popularity = plays.get(&row.id).copied().unwrap_or(0);
+                track_doc(row, popularity)
+            })
+            .collect();
+        let count = self.search.replace_all(documents).await?;
+        tracing::info!(
+            message = "Search index built.",
+            tracks = count,
+            elapsed_ms = started.elapsed().as_millis() as u64
+        );
         Ok(count)
     }
 

@@ -23,6 +23,7 @@ static USER_MYSQL: Migrator = sqlx::migrate!("migrations/user/mysql");
 static INVENTORY_SQLITE: Migrator = sqlx::migrate!("migrations/inventory/sqlite");
 static INVENTORY_MYSQL: Migrator = sqlx::migrate!("migrations/inventory/mysql");
 static CATALOG_SQLITE: Migrator = sqlx::migrate!("migrations/catalog/sqlite");
+static ANALYTICS_SQLITE: Migrator = sqlx::migrate!("migrations/analytics/sqlite");
 
 /// Queries on the User DB. Each service's `store` module adds the queries on its own tables
 /// (`accounts::store`: users and sessions; `playlists::store`: playlist ownership).
@@ -147,6 +148,8 @@ pub enum DatabaseKind {
     Inventory,
     /// The catalog's embedded store (SQLite only; see `catalog`).
     Catalog,
+    /// The analytics' embedded store (SQLite only; see `analytics`).
+    Analytics,
 }
 
 /// A connection pool to one of the SQL databases, with its dialect.
@@ -199,9 +202,10 @@ impl Database {
             (DatabaseKind::Inventory, Dialect::Sqlite) => &INVENTORY_SQLITE,
             (DatabaseKind::Inventory, Dialect::MySql) => &INVENTORY_MYSQL,
             (DatabaseKind::Catalog, Dialect::Sqlite) => &CATALOG_SQLITE,
-            (DatabaseKind::Catalog, Dialect::MySql) => {
+            (DatabaseKind::Analytics, Dialect::Sqlite) => &ANALYTICS_SQLITE,
+            (DatabaseKind::Catalog | DatabaseKind::Analytics, Dialect::MySql) => {
                 return Err(StoreError::Unavailable(sqlx::Error::Configuration(
-                    "the catalog's embedded store is SQLite".into(),
+                    "the catalog's and the analytics' embedded stores are SQLite".into(),
                 )));
             }
         };

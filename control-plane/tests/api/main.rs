@@ -7,6 +7,7 @@ use media::wav;
 mod accounts;
 mod billing;
 mod errors;
+mod home;
 mod ingest;
 mod kafka;
 mod packages;

@@ -14,6 +14,7 @@ on_both_backends!(
     bad_queries_get_stable_errors,
     the_index_follows_the_bus,
     a_listener_finds_their_own_playlists,
+    an_admin_rebuilds_the_index_on_demand,
 );
 
 /// A ready track with the given facts, written to the store (as processing would).
@@ -327,4 +328,66 @@ async fn a_listener_finds_their_own_playlists(t: &TestApp) {
     assert_eq!(theirs.body["playlists"]["items"], json!([]));
     let anonymous = search(t, "q=road&type=playlist").await;
     assert_eq!(anonymous["playlists"]["items"], json!([]));
+}
+
+async fn an_admin_rebuilds_the_index_on_demand(t: &TestApp) {
+    // Written to the store behind the bus's back: not searchable until a rebuild.
+    let quiet = ready(t, "Echoes", "Quiet Band", None, None, None).await;
+    let loud = ready(t, "Echoes", "Loud Band", None, None, None).await;
+    // Plays for the second, counted by the catalog's counters: the rebuild reads them in bulk.
+    let counters = control_plane::catalog::play_counters_handler(t.app.clone());
+    for n in 0..3u128 {
+        let facts = events::plays::PlayFacts {
+            play_id: format!("play-{n}"),
+            user_id: "someone".to_owned(),
+            track_id: loud.clone(),
+            node_id: "edge-1".to_owned(),
+            region: "fra".to_owned(),
+            format: "hls".to_owned(),
+            device: String::new(),
+            position_ms: 0,
+            listened_ms: 0,
+        };
+        let mut event = events::Envelope::new(
+            "someone",
+            &events::plays::PlayStarted(facts),
+            t.clock.now_ms(),
+        );
+        event.id = uuid::Uuid::from_u128(0xec40 + n);
+        counters(event).await.unwrap();
+    }
+    assert!(titles(&search(t, "q=echoes").await).is_empty());
+    let listener = t.user("curious@example.com").await;
+    let refused = t
+        .call(
+            Method::POST,
+            "/api/v1/search/rebuild",
+            Some(&listener),
+            None,
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert_eq!(error_code(&refused), "admin_required");
+    let anonymous = t
+        .call(Method::POST, "/api/v1/search/rebuild", None, None)
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let before = t.app.search.generation();
+    let admin = t.admin().await;
+    let rebuilt = t
+        .call(Method::POST, "/api/v1/search/rebuild", Some(&admin), None)
+        .await;
+    assert_eq!(rebuilt.status, StatusCode::OK, "{}", rebuilt.raw);
+    assert_eq!(rebuilt.body["tracks"], 2);
+    assert!(rebuilt.body["generation"].as_u64().unwrap() > before);
+    // Equal matches: the one with plays first.
+    let found = search(t, "q=echoes").await;
+    let ids: Vec<&str> = found["tracks"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|hit| hit["track"]["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [loud.as_str(), quiet.as_str()]);
+    assert_eq!(found["tracks"]["items"][0]["track"]["popularity"], 3);
 }
