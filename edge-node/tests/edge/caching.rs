@@ -34,6 +34,8 @@ async fn two_hundred_concurrent_misses_make_one_upstream_fetch() {
     }
     assert_eq!(origin.hits("/assets/hot.m4s"), 1);
     assert_eq!(origin.unauthorised(), 0, "fills carry the fill key");
+    // The client has the body as the fill streams it; the entry is stored just after.
+    edge.engine.fills_idle().await;
     let response = edge
         .h1
         .get(edge.http("/assets/hot.m4s"))
@@ -115,7 +117,9 @@ async fn origin_stopped_cached_objects_and_stale_within_its_window_are_served() 
     ] {
         let response = edge.h1.get(edge.http(path)).send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
+        response.bytes().await.unwrap();
     }
+    edge.engine.fills_idle().await;
     origin.stop().await;
     clock.advance(Duration::from_millis(2_100));
     let response = edge
@@ -220,6 +224,9 @@ async fn revalidation_uses_validators_and_304_refreshes() {
         .await
         .unwrap();
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
+    first.bytes().await.unwrap();
+    // The entry is stored once the fill behind the first answer ends.
+    edge.engine.fills_idle().await;
     clock.advance(Duration::from_millis(2_100));
     let again = edge
         .h1
