@@ -1156,6 +1156,7 @@ pub fn banner(info: &StackInfo, data_dir: &Path) -> String {
     };
     format!(
         "\n  Cadenza is running.\n\n\
+         \x20 Web player      {url}/   (open it in a browser; log in as the demo listener below)\n\
          \x20 Control plane   {url}   (API: {url}/api/v1/, OpenAPI: {url}/api/v1/openapi.json)\n\
          \x20 Admin port      {admin}/metrics   {admin}/readyz\n\
          \x20 Host locator    {locator}/v1/locate?track=ID   (admin: {locator_admin}/metrics)\n\

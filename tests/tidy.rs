@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const DAEMONS: [&str; 4] = ["control-plane", "host-locator", "origin", "edge-node"];
 
 /// The control plane's service modules (a file or a folder of `src/`).
-const SERVICES: [&str; 11] = [
+const SERVICES: [&str; 12] = [
     "accounts",
     "packages",
     "playlists",
@@ -23,6 +23,7 @@ const SERVICES: [&str; 11] = [
     "play",
     "search",
     "analytics",
+    "web",
 ];
 
 /// The control plane's modules that may name services: they compose them.

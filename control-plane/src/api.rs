@@ -74,12 +74,17 @@ pub fn router(app: App) -> Router {
         .split_for_parts();
     let document = openapi.clone();
     let limit = app.config.limits.max_body_bytes;
+    // The web player at `/` where this process serves it, else a pointer to the API.
+    let router = if services.runs(Service::Web) {
+        router.merge(crate::web::routes())
+    } else {
+        router.route("/", get(index))
+    };
     router
         .route(
             "/api/v1/openapi.json",
             get(move || async move { Json(document) }),
         )
-        .route("/", get(index))
         .fallback(|| async {
             Error::not_found(
                 "route_not_found",

@@ -25,6 +25,7 @@ pub mod store;
 pub mod subscriptions;
 pub mod uploads;
 pub mod validate;
+pub mod web;
 
 use std::collections::HashMap;
 use std::ops::Deref;

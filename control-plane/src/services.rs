@@ -42,13 +42,15 @@ pub enum Service {
     Analytics,
     /// HTTP: the home screen and track statistics.
     Home,
+    /// HTTP: the web player's files at `/`.
+    Web,
     /// Background: settles half-made playlists and finishes uploads whose last byte arrived.
     Sweeper,
 }
 
 impl Service {
     /// Every service, in the order they are listed.
-    pub const ALL: [Service; 15] = [
+    pub const ALL: [Service; 16] = [
         Self::Accounts,
         Self::Packages,
         Self::Playlists,
@@ -63,6 +65,7 @@ impl Service {
         Self::Search,
         Self::Analytics,
         Self::Home,
+        Self::Web,
         Self::Sweeper,
     ];
 
@@ -83,6 +86,7 @@ impl Service {
             Self::Search => "search",
             Self::Analytics => "analytics",
             Self::Home => "home",
+            Self::Web => "web",
             Self::Sweeper => "sweeper",
         }
     }
@@ -101,6 +105,7 @@ impl Service {
                 | Self::Play
                 | Self::Search
                 | Self::Home
+                | Self::Web
         )
     }
 }

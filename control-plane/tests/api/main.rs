@@ -16,3 +16,4 @@ mod playlists;
 mod search;
 mod services;
 mod uploads;
+mod web;

@@ -49,6 +49,10 @@ async fn a_process_serves_only_its_services_routes(t: &TestApp) {
         !paths.iter().any(|path| path.starts_with("/api/v1/play")),
         "{paths:?}"
     );
+    // No web player here: `/` points at the API.
+    let root = t.send_to(&narrow, Method::GET, "/").await;
+    assert_eq!(root.status, StatusCode::OK);
+    assert_eq!(root.body["openapi"], "/api/v1/openapi.json", "{}", root.raw);
 }
 
 async fn a_processing_worker_apart_from_the_api_publishes_its_uploads(t: &TestApp) {
