@@ -9,6 +9,7 @@
 import Hls from "hls.js/light";
 import { api, ApiError, PlayAnswer, Track } from "./api";
 import { artworkUrl } from "./dom";
+import { Entry, Gapless, gaplessSupported } from "./gapless";
 
 export type Repeat = "off" | "all" | "one";
 
@@ -64,6 +65,16 @@ export class Player extends EventTarget {
   private generation = 0;
   /** Order of the queue when shuffled: indexes into `queue`. */
   private order: number[] = [];
+  /** Plays without ads go through one MediaSource, each track after the one before. */
+  private gapless: Gapless | null = null;
+  /** The gapless entry playing, and the queue index of each entry. */
+  private entry: Entry | null = null;
+  private entryIndex = new Map<Entry, number>();
+  /** Whether the next track's play was asked for (to be appended without a gap), whether
+   * there was none to append, and whether the MediaSource was told it ends. */
+  private nextAsked = false;
+  private nextNone = false;
+  private finishing = false;
 
   constructor(audio: HTMLAudioElement) {
     super();
@@ -98,7 +109,7 @@ export class Player extends EventTarget {
       position: inAd ? 0 : Math.max(0, this.audio.currentTime - offset),
       duration: (this.current?.duration_ms ?? 0) / 1000,
       error: this.error,
-      node: this.play ? this.play.nodes[this.urlIndex]?.node ?? null : null,
+      node: this.play ? this.play.nodes[this.entry ? this.entry.node : this.urlIndex]?.node ?? null : null,
     };
   }
 
@@ -167,6 +178,7 @@ export class Player extends EventTarget {
 
   cycleRepeat(): void {
     this.repeat = this.repeat === "off" ? "all" : this.repeat === "all" ? "one" : "off";
+    this.requeue();
     this.save();
     this.changed();
   }
@@ -278,9 +290,88 @@ export class Player extends EventTarget {
       artwork: answer.track.artwork,
     };
     this.updateMediaSession();
-    this.attach(0);
+    if (answer.ads.length === 0 && gaplessSupported()) {
+      await this.startGapless(answer, generation);
+    } else {
+      this.attach(0);
+    }
     this.applyGain();
     await this.resume();
+  }
+
+  /** Plays `answer` as the first track of a new MediaSource; the next ones follow it. */
+  private async startGapless(answer: PlayAnswer, generation: number): Promise<void> {
+    const gapless = new Gapless(this.audio);
+    this.gapless = gapless;
+    gapless.onError = (message) => this.fail(`Playback failed: ${message}`);
+    gapless.onNode = (entry) => {
+      console.info(`Cadenza: moving to ${entry.play.nodes[entry.node]?.node ?? "the next node"}`);
+      this.changed();
+    };
+    await gapless.open();
+    if (generation !== this.generation) return;
+    this.entry = gapless.add(answer);
+    this.entryIndex.set(this.entry, this.index);
+    this.nextAsked = false;
+    this.nextNone = false;
+    this.finishing = false;
+  }
+
+  /** Near the end of the last appended track: the next one's play, appended if it has no ads. */
+  private async askNext(): Promise<void> {
+    const gapless = this.gapless;
+    if (!gapless) return;
+    const next = this.repeat === "one" ? null : this.step(1);
+    const track = next === null ? null : this.queue[next];
+    if (next === null || !track) {
+      this.nextNone = true;
+      return;
+    }
+    try {
+      const answer = await api.play(track.id);
+      if (gapless !== this.gapless) return;
+      if (answer.ads.length > 0) {
+        // An ad break cannot join the MediaSource: the element ends, then it plays apart.
+        this.nextNone = true;
+        return;
+      }
+      const entry = gapless.add(answer);
+      this.entryIndex.set(entry, next);
+    } catch (error) {
+      console.warn("Cadenza: the next track could not be prepared.", error);
+      if (gapless === this.gapless) this.nextNone = true;
+    }
+  }
+
+  /** The playhead crossed into `entry`: the last play completes, the next one starts. */
+  private enter(entry: Entry): void {
+    if (this.play && this.started && !this.finished) {
+      this.finished = true;
+      this.post(this.play, "complete", this.play.track.duration_ms, this.entry?.node ?? 0);
+    }
+    this.entry = entry;
+    this.play = entry.play;
+    this.index = this.entryIndex.get(entry) ?? this.index;
+    const track = this.queue[this.index];
+    if (track) {
+      this.queue[this.index] = {
+        ...track,
+        title: entry.play.track.name,
+        artist: entry.play.track.singer,
+        album: entry.play.track.album,
+        duration_ms: entry.play.track.duration_ms,
+        artwork: entry.play.track.artwork,
+      };
+    }
+    this.started = true;
+    this.finished = false;
+    this.nextAsked = false;
+    this.nextNone = false;
+    this.lastProgressAt = performance.now();
+    this.post(entry.play, "start", 0, entry.node);
+    this.updateMediaSession();
+    this.applyGain();
+    this.save();
   }
 
   /** Plays the current play's manifest on node `urlIndex`, from `from` seconds. */
@@ -344,6 +435,12 @@ export class Player extends EventTarget {
       this.hls.destroy();
       this.hls = null;
     }
+    if (this.gapless) {
+      this.gapless.close();
+      this.gapless = null;
+    }
+    this.entry = null;
+    this.entryIndex.clear();
     this.audio.removeAttribute("src");
     this.audio.load();
     this.play = null;
@@ -399,6 +496,21 @@ export class Player extends EventTarget {
 
   private onTime(): void {
     if (!this.play) return;
+    if (this.gapless && this.entry) {
+      const now = this.gapless.at(this.audio.currentTime);
+      if (now && now !== this.entry) this.enter(now);
+      const last = this.gapless.entries[this.gapless.entries.length - 1];
+      const left = this.entry.end - this.audio.currentTime;
+      if (!this.nextAsked && this.entry === last && left < 20) {
+        this.nextAsked = true;
+        void this.askNext();
+      }
+      // Nothing follows: the element may end (the queue can still change until then).
+      if (this.nextNone && !this.finishing && this.entry === last && left < 1.5) {
+        this.finishing = true;
+        this.gapless.finish();
+      }
+    }
     // Seeking into an ad break is not allowed: back to the track's start.
     const every = Math.max(5, this.play.progress_every_secs) * 1000;
     if (this.started && !this.finished && performance.now() - this.lastProgressAt >= every) {
@@ -430,9 +542,18 @@ export class Player extends EventTarget {
   private report(type: "start" | "progress" | "complete" | "skip" | null): void {
     if (!type || !this.play || !this.started) return;
     if (type === "complete" || type === "skip") this.finished = true;
-    const node = this.urlIndex > 0 ? this.play.nodes[this.urlIndex]?.node : undefined;
+    // In a shared MediaSource the play's position is the playhead less the track's start;
+    // otherwise it is the presentation's (ads included), as the play API counts it.
+    const position = this.entry
+      ? (this.audio.currentTime - this.entry.start) * 1000
+      : this.audio.currentTime * 1000;
+    this.post(this.play, type, position, this.entry ? this.entry.node : this.urlIndex);
+  }
+
+  private post(play: PlayAnswer, type: string, positionMs: number, node: number): void {
+    const nodeId = node > 0 ? play.nodes[node]?.node : undefined;
     api
-      .playEvent(this.play.play_id, type, this.audio.currentTime * 1000, node)
+      .playEvent(play.play_id, type, Math.min(positionMs, play.duration_ms), nodeId)
       .catch((error) => console.warn(`Cadenza: the ${type} event was not recorded.`, error));
   }
 
@@ -446,6 +567,7 @@ export class Player extends EventTarget {
   // ---- Helpers ----
 
   private trackOffset(): number {
+    if (this.entry) return this.entry.start;
     return (this.play?.track_starts_at_ms ?? 0) / 1000;
   }
 
@@ -466,7 +588,17 @@ export class Player extends EventTarget {
     return order[next];
   }
 
+  /** The queue changed: what follows the last appended track is asked for again. */
+  private requeue(): void {
+    const last = this.gapless?.entries[this.gapless.entries.length - 1];
+    if (this.gapless && !this.finishing && this.entry === last) {
+      this.nextAsked = false;
+      this.nextNone = false;
+    }
+  }
+
   private reshuffle(): void {
+    this.requeue();
     const rest = this.queue.map((_, i) => i).filter((i) => i !== this.index);
     for (let i = rest.length - 1; i > 0; i--) {
       const j = Math.floor(Math.random() * (i + 1));
