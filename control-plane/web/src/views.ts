@@ -573,11 +573,27 @@ export async function accountPage(ctx: Context): Promise<void> {
   const user = ctx.user!;
   const plan = h("div", {}, h("p", { class: "muted" }, "Loading your plan…"));
   const plans = h("ul", { class: "plans" });
+  const profile = h("form", { class: "form", onsubmit: async (event: Event) => {
+    event.preventDefault();
+    const data = Object.fromEntries([...new FormData(profile).entries()].map(([k, v]) => [k, String(v)]));
+    try {
+      await api.updateMe(data);
+      await ctx.refreshUser();
+      profile.querySelector(".form-error")!.textContent = "";
+      announce("Profile saved.");
+    } catch (error) {
+      showErrors(profile, error);
+    }
+  } },
+  h("p", { class: "muted" }, `${user.email} · ${user.role}`),
+  field("First name", "first_name", "text", user.first_name, "given-name"),
+  field("Last name", "last_name", "text", user.last_name, "family-name"),
+  field("Mobile", "mobile", "tel", user.mobile, "tel"),
+  field("Address", "address", "text", user.address, "street-address"),
+  h("p", { class: "form-error error", role: "alert" }),
+  h("button", { type: "submit" }, "Save profile"));
   mount(ctx.main, heading("Account"),
-    h("section", { "aria-label": "Profile" }, h("h2", {}, "Profile"),
-      h("dl", { class: "facts" }, h("dt", {}, "Name"), h("dd", {}, `${user.first_name} ${user.last_name}`),
-        h("dt", {}, "Email"), h("dd", {}, user.email), h("dt", {}, "Mobile"), h("dd", {}, user.mobile),
-        h("dt", {}, "Address"), h("dd", {}, user.address), h("dt", {}, "Role"), h("dd", {}, user.role))),
+    h("section", { "aria-label": "Profile" }, h("h2", {}, "Profile"), profile),
     h("section", { "aria-label": "Your plan" }, h("h2", {}, "Your plan"), plan),
     h("section", { "aria-label": "Plans" }, h("h2", {}, "Plans"), plans),
     h("button", { onclick: async () => {

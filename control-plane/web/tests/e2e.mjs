@@ -116,6 +116,13 @@ await page.getByLabel("I am").selectOption("artist");
 await page.getByRole("button", { name: "Sign up" }).click();
 await page.getByRole("heading", { name: "Account" }).waitFor();
 
+step("profile");
+await page.getByLabel("Address").fill("10 Downing Street, London");
+await page.getByRole("button", { name: "Save profile" }).click();
+await page.getByText("Profile saved.").waitFor();
+await page.reload();
+check((await page.getByLabel("Address").inputValue()) === "10 Downing Street, London", "the address was not saved");
+
 step("subscribe");
 await page.getByRole("link", { name: "Choose Premium", exact: true }).click();
 await page.getByText("4242 4242 4242 4242").first().waitFor();
