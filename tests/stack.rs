@@ -17,6 +17,33 @@ fn options(dir: &std::path::Path) -> StackOptions {
     }
 }
 
+/// GETs `url` (with the bearer `token`, if any) until its JSON answer is `ready`, for at most
+/// 20 s: for what the bus brings about a moment after the stack starts.
+async fn poll_json(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    what: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut request = http.get(url);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let answer: Value = request.send().await.unwrap().json().await.unwrap();
+        if ready(&answer) {
+            return answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stack_serves_the_api_and_restarts_on_its_data() {
     let dir = tempfile::tempdir().unwrap();
@@ -67,25 +94,14 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
     assert_eq!(me["role"], "listener");
 
     // The demo tunes, uploaded after the stack started, reached search through the bus.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let found: Value = http
-            .get(format!("{api}/api/v1/search?q=minor%20walz"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if found["tracks"]["items"][0]["track"]["title"] == "Minor Waltz" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the demo tunes never reached search: {found}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    poll_json(
+        &http,
+        &format!("{api}/api/v1/search?q=minor%20walz"),
+        None,
+        "the demo tunes to reach search",
+        |found| found["tracks"]["items"][0]["track"]["title"] == "Minor Waltz",
+    )
+    .await;
 
     // Every demo tune passed the pipeline (none taken for a copy of another), and the demo
     // listener's history reached home through the analytics consumer.
@@ -99,35 +115,24 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
         "{:?}",
         written.demo_catalogue
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let home: Value = http
-            .get(format!("{api}/api/v1/home"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let sections: Vec<&str> = home["sections"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|section| section["id"].as_str().unwrap())
-            .collect();
-        if ["recent", "playlists", "top", "new", "because"]
-            .iter()
-            .all(|id| sections.contains(id))
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the demo listener's home lacks sections: {home}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    poll_json(
+        &http,
+        &format!("{api}/api/v1/home"),
+        Some(&token),
+        "the demo listener's home to have its sections",
+        |home| {
+            let sections: Vec<&str> = home["sections"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|section| section["id"].as_str().unwrap())
+                .collect();
+            ["recent", "playlists", "top", "new", "because"]
+                .iter()
+                .all(|id| sections.contains(id))
+        },
+    )
+    .await;
 
     // A newcomer signs up over the socket (the client address comes from the connection).
     let signed_up = http

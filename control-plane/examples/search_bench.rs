@@ -23,7 +23,6 @@ use control_plane::catalog::store::{NewTrack, TrackStatus};
 use control_plane::config::Config;
 use control_plane::store::Clock;
 use search_index::synthetic::{self, Rng, percentile, resident_mib};
-use search_index::{Filters, Kind, Request};
 use serde_json::{Value, json};
 use telemetry::Shutdown;
 
@@ -176,16 +175,8 @@ async fn serve(dir: &Path, tracks: usize, queries: usize) -> anyhow::Result<()> 
     let catalogue = app.search.catalogue();
     let mut search_timings = Vec::with_capacity(keystrokes.len());
     for text in &keystrokes {
-        let request = Request {
-            text,
-            kind: Kind::Track,
-            limit: 10,
-            offset: 0,
-            filters: Filters::default(),
-        };
-        let started = Instant::now();
-        let page = catalogue.search(&request);
-        search_timings.push(started.elapsed().as_secs_f64() * 1000.0);
+        let (page, ms) = synthetic::timed_search(catalogue, text);
+        search_timings.push(ms);
         page.with_context(|| format!("in-process search of {text:?}"))?;
     }
     let mut home_timings = Vec::with_capacity(HOME_ROUNDS);

@@ -245,10 +245,15 @@ export interface TrackStatus {
   id: string;
   name: string;
   singer: string;
+  album: string | null;
   status: "uploaded" | "processing" | "ready" | "rejected" | "failed";
-  stage?: string | null;
-  reason?: string | null;
-  duration_ms?: number | null;
+  stage: string | null;
+  /** Processing progress, 0 to 1. */
+  progress: number;
+  reason: string | null;
+  duration_ms: number | null;
+  explicit: boolean;
+  artwork: Record<string, string>;
 }
 
 export const api = {

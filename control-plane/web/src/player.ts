@@ -511,7 +511,6 @@ export class Player extends EventTarget {
         this.gapless.finish();
       }
     }
-    // Seeking into an ad break is not allowed: back to the track's start.
     const every = Math.max(5, this.play.progress_every_secs) * 1000;
     if (this.started && !this.finished && performance.now() - this.lastProgressAt >= every) {
       this.lastProgressAt = performance.now();

@@ -333,8 +333,8 @@ export function searchBox(ctx: Context): HTMLElement {
 export async function trackPage(ctx: Context, id: string): Promise<void> {
   try {
     const track = await api.track(id);
-    const queued: Track = { id: track.id, title: track.name, artist: track.singer, album: (track as unknown as { album: string | null }).album ?? null,
-      duration_ms: track.duration_ms ?? 0, explicit: false, artwork: (track as unknown as { artwork: Record<string, string> }).artwork ?? {} };
+    const queued: Track = { id: track.id, title: track.name, artist: track.singer, album: track.album,
+      duration_ms: track.duration_ms ?? 0, explicit: track.explicit, artwork: track.artwork ?? {} };
     mount(ctx.main,
       h("div", { class: "hero" }, cover(queued.title, queued.artwork, 256),
         h("div", {}, heading(track.name),
@@ -607,7 +607,7 @@ export async function accountPage(ctx: Context): Promise<void> {
     mount(plan, h("p", {}, h("strong", {}, entitlements.package_name),
       entitlements.free_ads_per_hour > 0 ? ` — up to ${entitlements.free_ads_per_hour} ads per hour` : " — no ads",
       entitlements.until ? ` · until ${new Date(entitlements.until).toLocaleDateString()}` : ""));
-    mount(plans, packages.map((pkg) => planCard(ctx, pkg, pkg.id === entitlements.package_id)));
+    mount(plans, packages.map((pkg) => planCard(pkg, pkg.id === entitlements.package_id)));
   } catch (error) {
     mount(plan, h("p", { class: "error" }, errorText(error)));
   }
@@ -618,7 +618,7 @@ function price(pkg: Package): string {
   return `${(pkg.cost / 100).toLocaleString(undefined, { style: "currency", currency: pkg.currency })} / ${pkg.period}`;
 }
 
-function planCard(ctx: Context, pkg: Package, current: boolean): HTMLElement {
+function planCard(pkg: Package, current: boolean): HTMLElement {
   return h("li", { class: `plan${current ? " current" : ""}` },
     h("h3", {}, pkg.name), h("p", { class: "price" }, price(pkg)),
     h("p", { class: "muted" }, pkg.free_ads_per_hour > 0 ? `Ads: up to ${pkg.free_ads_per_hour} per hour` : "No ads"),
@@ -686,7 +686,7 @@ export async function checkoutPage(ctx: Context, packageId: string): Promise<voi
 // ---- Upload ----
 
 /** Reads the track's server-sent events (with the session) until it settles. */
-async function follow(trackId: string, onTrack: (track: TrackStatus & { progress?: number }) => void): Promise<void> {
+async function follow(trackId: string, onTrack: (track: TrackStatus) => void): Promise<void> {
   const bearer = token();
   const response = await fetch(`/api/v1/tracks/${encodeURIComponent(trackId)}/events`, {
     headers: bearer ? { authorization: `Bearer ${bearer}` } : {},
@@ -761,8 +761,7 @@ export function uploadPage(ctx: Context): void {
           const trackId: string | undefined = info.track_id;
           if (!trackId) throw new Error("The upload has no track yet.");
           await follow(trackId, (track) => {
-            const progress = typeof track.progress === "number" ? track.progress : 0;
-            bar.value = 50 + Math.round(progress * 50);
+            bar.value = 50 + Math.round((track.progress ?? 0) * 50);
             if (track.status === "ready") {
               bar.value = 100;
               stage.replaceChildren("Ready: ", h("a", { href: `#/track/${encodeURIComponent(track.id)}` }, track.name));

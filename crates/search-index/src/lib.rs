@@ -317,6 +317,17 @@ impl Catalogue {
         self.docs.lock().expect("docs lock").contains_key(id)
     }
 
+    /// The plays of a segment's first document: for a segment a rebuild wrote (most played first),
+    /// the most its documents have, so segments are read and merged in that order.
+    pub(crate) fn first_plays(segment: &tantivy::SegmentReader) -> u64 {
+        segment
+            .fast_fields()
+            .u64("popularity")
+            .ok()
+            .and_then(|plays| plays.first(0))
+            .unwrap_or(0)
+    }
+
     /// The indexed track `id`.
     pub fn get(&self, id: &str) -> Option<TrackDoc> {
         self.docs.lock().expect("docs lock").get(id).cloned()
@@ -367,15 +378,7 @@ impl Catalogue {
             let mut segments: Vec<(u64, tantivy::index::SegmentId)> = searcher
                 .segment_readers()
                 .iter()
-                .map(|segment| {
-                    let first = segment
-                        .fast_fields()
-                        .u64("popularity")
-                        .ok()
-                        .and_then(|plays| plays.first(0))
-                        .unwrap_or(0);
-                    (first, segment.segment_id())
-                })
+                .map(|segment| (Self::first_plays(segment), segment.segment_id()))
                 .collect();
             segments.sort_by_key(|segment| std::cmp::Reverse(segment.0));
             let ids: Vec<tantivy::index::SegmentId> =

@@ -432,15 +432,7 @@ fn collect(
         .segment_readers()
         .iter()
         .enumerate()
-        .map(|(ordinal, segment)| {
-            let first = segment
-                .fast_fields()
-                .u64("popularity")
-                .ok()
-                .and_then(|plays| plays.first(0))
-                .unwrap_or(0);
-            (first, ordinal)
-        })
+        .map(|(ordinal, segment)| (Catalogue::first_plays(segment), ordinal))
         .collect();
     segments.sort_unstable_by(|a, b| b.cmp(a));
     let mut found: Vec<((i64, u64), DocAddress)> = Vec::new();

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::TrackDoc;
+use std::time::Instant;
+
+use crate::{Catalogue, Filters, Kind, Page, Request, SearchError, TrackDoc};
 
 /// xorshift64*: a small seeded generator.
 #[derive(Debug, Clone)]
@@ -126,6 +128,21 @@ pub fn keystrokes(typed: &str) -> impl Iterator<Item = &str> {
         .filter(|&end| typed.is_char_boundary(end))
         .map(|end| &typed[..end])
         .filter(|prefix| !prefix.trim().is_empty())
+}
+
+/// One keystroke's search as a search-as-you-type client sends it (tracks, ten a page), and
+/// how long it took, ms.
+pub fn timed_search(catalogue: &Catalogue, text: &str) -> (Result<Page, SearchError>, f64) {
+    let request = Request {
+        text,
+        kind: Kind::Track,
+        limit: 10,
+        offset: 0,
+        filters: Filters::default(),
+    };
+    let started = Instant::now();
+    let page = catalogue.search(&request);
+    (page, started.elapsed().as_secs_f64() * 1000.0)
 }
 
 /// The value at fraction `p` (0..=1) of `sorted` (ascending); 0 when empty.
