@@ -21,7 +21,7 @@ use crate::cache::{Cache, Meta, Object, Tier, latin1, variant_key, vary_names};
 use crate::config::Config;
 use crate::fill::{Fill, FillEnd, FillFailure, FillHead, Fills};
 use crate::freshness::{self, RequestDirectives, Use};
-use crate::hooks::{CacheOutcome, Hooks};
+use crate::hooks::{Answer, CacheOutcome, Hooks};
 use crate::upstream::{FetchRequest, Parent, Upstream, connection_names, end_to_end};
 
 /// RFC 9211's response header.
@@ -222,6 +222,44 @@ impl Engine {
         self.inner.fills.with_head()
     }
 
+    /// The parent chain (an ISP box replaces its parents as it learns them).
+    pub fn upstream(&self) -> &Upstream {
+        &self.inner.upstream
+    }
+
+    /// Stores a parent's response fetched outside any client request (pre-positioning), as a
+    /// fill of `path_and_query` would have — hop-by-hop headers dropped, a `Date` added where
+    /// missing, freshness from the headers — but on disk only, so that what is pre-positioned
+    /// does not push what clients are playing out of memory (in memory where there is no disk
+    /// tier). Waits for the write. `requested_ms` is when the fetch was sent, on the engine's
+    /// clock (see [`Self::now_ms`]). Returns whether the response was storable (and so stored).
+    pub async fn store_cold(
+        &self,
+        path_and_query: &str,
+        status: StatusCode,
+        parent_headers: &HeaderMap,
+        requested_ms: u64,
+        body: Bytes,
+    ) -> bool {
+        let response_ms = self.now_ms();
+        let mut headers = end_to_end(parent_headers);
+        self.ensure_date(&mut headers, response_ms);
+        let key = variant_key(path_and_query, &vary_names(&headers), &HeaderMap::new());
+        let object = self.object(&key, status, &headers, requested_ms, response_ms, body);
+        if !object.meta.policy.storable {
+            return false;
+        }
+        self.inner.cache.insert_cold(Arc::new(object)).await;
+        true
+    }
+
+    /// Whether a cache tier holds `path_and_query` (as a request without varied headers
+    /// would look it up).
+    pub fn holds(&self, path_and_query: &str) -> bool {
+        let key = self.inner.cache.key_for(path_and_query, &HeaderMap::new());
+        self.inner.cache.contains(&key)
+    }
+
     /// Waits until no fill runs, background revalidations included.
     pub async fn fills_idle(&self) {
         self.inner.fills.idle().await;
@@ -294,9 +332,15 @@ impl Engine {
         if let Err(refusal) = self.check_token(token, &path, &request.headers) {
             return refusal.response();
         }
-        if let Some(response) = self.inner.hooks.request_filter(request, &path) {
+        let child = self.is_child_edge(&request.headers);
+        if let Some(response) = self
+            .inner
+            .hooks
+            .request_filter(request, &path, context, child)
+        {
             return response;
         }
+        let logged_path = path.clone();
         let path_and_query = match request.uri.query() {
             Some(query) => format!("{path}?{query}"),
             None => path,
@@ -311,9 +355,25 @@ impl Engine {
             );
         }
         self.inner.hot.outcome(outcome).increment(1);
-        self.inner
-            .hooks
-            .logging(request, response.status(), outcome, context);
+        let answer = Answer {
+            path: &logged_path,
+            status: response.status(),
+            outcome,
+            context,
+            body_bytes: http_body::Body::size_hint(response.body())
+                .exact()
+                .or_else(|| {
+                    response
+                        .headers()
+                        .get(header::CONTENT_LENGTH)?
+                        .to_str()
+                        .ok()?
+                        .parse()
+                        .ok()
+                }),
+            child,
+        };
+        self.inner.hooks.logging(request, &answer);
         response
     }
 
@@ -817,7 +877,7 @@ impl Engine {
     }
 
     /// Milliseconds since the Unix epoch, on the engine's clock.
-    fn now_ms(&self) -> u64 {
+    pub fn now_ms(&self) -> u64 {
         u64::try_from(self.inner.clock.now_ms()).unwrap_or(0)
     }
 

@@ -101,8 +101,15 @@ impl CacheOutcome {
 /// implementation overrides only what it changes.
 pub trait Hooks: Send + Sync + 'static {
     /// After the request is checked (host, path, token), before the cache: an early answer
-    /// (`Some`) ends the request here. `path` is the canonical path without a token.
-    fn request_filter(&self, _request: &Parts, _path: &str) -> Option<Response<Body>> {
+    /// (`Some`) ends the request here. `path` is the canonical path without a token; `child`
+    /// says the request carries the fill key (a child node filling from this one).
+    fn request_filter(
+        &self,
+        _request: &Parts,
+        _path: &str,
+        _context: &RequestContext,
+        _child: bool,
+    ) -> Option<Response<Body>> {
         None
     }
 
@@ -114,15 +121,27 @@ pub trait Hooks: Send + Sync + 'static {
     /// Before a fill asks the parents: add or change request headers.
     fn upstream_request_filter(&self, _fetch: &mut FetchRequest) {}
 
-    /// After the response: for logs and popularity counts.
-    fn logging(
-        &self,
-        _request: &Parts,
-        _status: StatusCode,
-        _outcome: CacheOutcome,
-        _context: &RequestContext,
-    ) {
-    }
+    /// After the response is made (before its body is sent): for logs, popularity counts
+    /// and hit ratios. `path` is the canonical path; `body_bytes` the body's length where it
+    /// is known (the range's for a 206, zero for a HEAD).
+    fn logging(&self, _request: &Parts, _answer: &Answer<'_>) {}
+}
+
+/// What the engine did with a request, for [`Hooks::logging`].
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    /// The canonical path, without a token.
+    pub path: &'a str,
+    /// The response's status.
+    pub status: StatusCode,
+    /// How the cache answered.
+    pub outcome: CacheOutcome,
+    /// The request's protocol and peer.
+    pub context: &'a RequestContext,
+    /// Body bytes of the response, where known.
+    pub body_bytes: Option<u64>,
+    /// Whether the request carried the fill key (a child node filling).
+    pub child: bool,
 }
 
 /// The edge node's hooks: the defaults.

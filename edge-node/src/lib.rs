@@ -93,23 +93,52 @@ pub struct Addresses {
     pub certificate: Vec<Vec<u8>>,
 }
 
-/// Starts the listeners; returns the addresses and a task that ends after `shutdown` once
-/// every listener has drained.
+/// What kind of node the engine runs as: what it announces to the host locator and what its
+/// admin port serves besides the edge's routes.
+#[derive(Debug)]
+pub struct Role {
+    /// Kind, prefixes and health for the locator.
+    pub announce: register::Announce,
+    /// More admin routes (the ISP box's status).
+    pub admin: Option<axum::Router>,
+}
+
+impl Role {
+    /// An edge node's.
+    pub fn edge() -> Self {
+        Self {
+            announce: register::Announce::edge(),
+            admin: None,
+        }
+    }
+}
+
+/// Starts the listeners as an edge; returns the addresses and a task that ends after
+/// `shutdown` once every listener has drained.
 pub fn start(
     engine: Engine,
     listeners: Listeners,
     shutdown: Shutdown,
 ) -> anyhow::Result<(Addresses, tokio::task::JoinHandle<anyhow::Result<()>>)> {
+    start_as(engine, listeners, shutdown, Role::edge())
+}
+
+/// Starts the listeners as `role`: see [`start`].
+pub fn start_as(
+    engine: Engine,
+    listeners: Listeners,
+    shutdown: Shutdown,
+    role: Role,
+) -> anyhow::Result<(Addresses, tokio::task::JoinHandle<anyhow::Result<()>>)> {
     let config = engine.config().clone();
     let grace = Duration::from_secs(config.drain_grace_secs);
     let mut tasks: Vec<tokio::task::JoinHandle<anyhow::Result<()>>> = Vec::new();
     let admin_address = listeners.admin.local_addr()?;
-    let admin_server = telemetry::serve(
-        listeners.admin,
-        admin::router(engine.clone(), Readiness::new(shutdown.clone())),
-        shutdown.clone(),
-        grace,
-    );
+    let mut admin_routes = admin::router(engine.clone(), Readiness::new(shutdown.clone()));
+    if let Some(more) = role.admin {
+        admin_routes = admin_routes.merge(more);
+    }
+    let admin_server = telemetry::serve(listeners.admin, admin_routes, shutdown.clone(), grace);
     tasks.push(tokio::spawn(async move { Ok(admin_server.await?) }));
     let mut addresses = Addresses {
         cleartext: None,
@@ -215,6 +244,7 @@ pub fn start(
             locator,
             &addresses,
             shutdown.clone(),
+            role.announce,
         ));
     }
     tracing::info!(

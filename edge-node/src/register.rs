@@ -2,7 +2,8 @@
 //! URLs per protocol, capacity), heartbeats its load and health, and deregisters when it
 //! drains, so that players are steered to it only while it serves.
 
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -63,12 +64,74 @@ fn default_egress() -> u64 {
     10_000_000_000
 }
 
+/// What a node says of itself besides its addresses and load: its kind, the client prefixes
+/// it covers (ISP boxes), whether it is healthy; and, back, how its heartbeats fare.
+#[derive(Debug, Clone)]
+pub struct Announce {
+    /// `edge` or `isp-box`.
+    pub kind: &'static str,
+    /// Client prefixes covered (IPv4 and IPv6 CIDRs); empty for an edge.
+    pub prefixes: Vec<String>,
+    /// Shared with the node: the health it reports, the heartbeats' outcome.
+    pub heartbeats: Arc<Heartbeats>,
+}
+
+impl Announce {
+    /// An edge's: no prefixes, healthy.
+    pub fn edge() -> Self {
+        Self {
+            kind: "edge",
+            prefixes: Vec::new(),
+            heartbeats: Arc::default(),
+        }
+    }
+}
+
+/// The heartbeats' state, shared between the registration task and the node.
+#[derive(Debug)]
+pub struct Heartbeats {
+    /// What the node reports; set false to leave the answers while still heartbeating.
+    pub healthy: AtomicBool,
+    /// When the locator last accepted a heartbeat, ms on the engine's clock (0: never).
+    pub last_accepted_ms: AtomicU64,
+    /// Heartbeats refused or unanswered since the last accepted one.
+    pub failures: AtomicU64,
+    /// Why the last heartbeat failed, if it did.
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Default for Heartbeats {
+    fn default() -> Self {
+        Self {
+            healthy: AtomicBool::new(true),
+            last_accepted_ms: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            last_error: std::sync::Mutex::new(None),
+        }
+    }
+}
+
+impl Heartbeats {
+    fn failed(&self, error: String) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(error);
+        }
+    }
+
+    /// Why the last heartbeat failed, if the last one did.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|last| last.clone())
+    }
+}
+
 /// Heartbeats until `shutdown`, then deregisters.
 pub fn spawn(
     engine: Engine,
     config: LocatorConfig,
     addresses: &Addresses,
     shutdown: Shutdown,
+    announce: Announce,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let h1 = config.h1_url.clone().or_else(|| {
         addresses
@@ -99,16 +162,17 @@ pub fn spawn(
                 (Some(lat), Some(lon)) => json!({"lat": lat, "lon": lon}),
                 _ => serde_json::Value::Null,
             };
+            let heartbeats = &announce.heartbeats;
             let mut document = json!({
                 "id": id,
-                "kind": "edge",
+                "kind": announce.kind,
                 "site": config.site,
                 "urls": {"h1": h1, "h2": h2, "h3": h3},
                 "capacity": {"connections": config.capacity_connections, "egress_bps": config.capacity_egress_bps},
                 "load": {"connections": engine.stats().connections.load(Ordering::Relaxed), "egress_bps": egress_bps},
-                "healthy": true,
+                "healthy": heartbeats.healthy.load(Ordering::Relaxed),
                 "overloaded": false,
-                "prefixes": [],
+                "prefixes": announce.prefixes,
             });
             if !location.is_null() {
                 document["location"] = location;
@@ -123,14 +187,24 @@ pub fn spawn(
                 .send()
                 .await;
             match sent {
-                Ok(response) if response.status().is_success() => {}
+                Ok(response) if response.status().is_success() => {
+                    heartbeats
+                        .last_accepted_ms
+                        .store(engine.now_ms().max(1), Ordering::Relaxed);
+                    heartbeats.failures.store(0, Ordering::Relaxed);
+                    if let Ok(mut last) = heartbeats.last_error.lock() {
+                        *last = None;
+                    }
+                }
                 Ok(response) => {
                     let status = response.status();
                     let body = response.text().await.unwrap_or_default();
                     tracing::warn!(message = "The host locator refused the heartbeat.", %status, body);
+                    heartbeats.failed(format!("refused with {status}: {body}"));
                 }
                 Err(error) => {
                     tracing::warn!(message = "Heartbeat failed.", error = %error);
+                    heartbeats.failed(format!("unreachable: {error}"));
                 }
             }
             tokio::select! {

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// A parent to fill from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parent {
     /// Base URL, without a trailing slash.
     pub base: String,
@@ -75,7 +75,8 @@ fn describe(attempts: &[(String, ParentFailure)]) -> String {
 #[derive(Debug, Clone)]
 pub struct Upstream {
     client: reqwest::Client,
-    parents: Vec<Parent>,
+    /// Swapped whole when a node learns new parents (the ISP box asks the locator).
+    parents: std::sync::Arc<arc_swap::ArcSwap<Vec<Parent>>>,
     fill_key: HeaderValue,
     first_byte_timeout: Duration,
     /// Longest wait for the next body chunk.
@@ -127,19 +128,30 @@ impl Upstream {
         fill_key.set_sensitive(true);
         Ok(Self {
             client,
-            parents,
+            parents: std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(parents)),
             fill_key,
             first_byte_timeout,
             idle_timeout,
         })
     }
 
+    /// The parents now, in order.
+    pub fn parents(&self) -> Vec<Parent> {
+        self.parents.load().as_ref().clone()
+    }
+
+    /// Replaces the parents (fills under way keep the list they started with).
+    pub fn set_parents(&self, parents: Vec<Parent>) {
+        self.parents.store(std::sync::Arc::new(parents));
+    }
+
     /// Asks each parent in turn. A 5xx from the last parent is returned as the answer; a 5xx
     /// from an earlier one moves on to the next.
     pub async fn fetch(&self, request: &FetchRequest) -> Result<reqwest::Response, UpstreamError> {
         let mut failures = Vec::new();
-        let last = self.parents.len().saturating_sub(1);
-        for (index, parent) in self.parents.iter().enumerate() {
+        let parents = self.parents.load_full();
+        let last = parents.len().saturating_sub(1);
+        for (index, parent) in parents.iter().enumerate() {
             let url = format!("{}{}", parent.base, request.path_and_query);
             let mut builder = self.client.get(&url);
             // A request passed through with its own credentials carries those instead.
