@@ -74,6 +74,22 @@ pub struct Config {
     /// The first administrator, created at first start when no admin exists. Unset: an admin
     /// with a random password is created and its credentials are logged once.
     pub bootstrap_admin: Option<BootstrapAdmin>,
+    /// The ISP boxes that may ask for a fill manifest (`GET /api/v1/isp/manifest`), each
+    /// with its own token.
+    pub isp_boxes: Vec<IspBoxAccess>,
+}
+
+/// One ISP box's access to its fill manifest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IspBoxAccess {
+    /// The box's id (as it registers with the host locator).
+    pub id: String,
+    /// The bearer token it presents (at least 32 characters).
+    pub token: Secret,
+    /// The region whose plays rank its manifest: the box's site, as the host locator names
+    /// it (plays are counted per site of the node that served them).
+    pub region: String,
 }
 
 /// Sessions, passwords and login throttling.
@@ -276,6 +292,7 @@ impl Default for Config {
             processing: ProcessingConfig::default(),
             play: PlayConfig::default(),
             bootstrap_admin: None,
+            isp_boxes: Vec::new(),
         }
     }
 }
@@ -337,6 +354,18 @@ impl Config {
             ConfigError::Invalid {
                 field,
                 problem: problem.into(),
+            }
+        }
+        let mut box_ids = std::collections::BTreeSet::new();
+        for access in &self.isp_boxes {
+            if access.id.is_empty() || !box_ids.insert(access.id.as_str()) {
+                return Err(invalid("isp_boxes", "every box has an id of its own"));
+            }
+            if access.token.expose().len() < 32 {
+                return Err(invalid("isp_boxes", "tokens are at least 32 characters"));
+            }
+            if access.region.is_empty() {
+                return Err(invalid("isp_boxes", "every box names its region"));
             }
         }
         for (field, url) in [

@@ -13,6 +13,7 @@
 //! the track id, so a fixed event log and clock give the same page; a page is cached per
 //! listener for [`HOME_TTL`].
 
+pub mod fill;
 mod http;
 pub mod store;
 
@@ -767,10 +768,11 @@ fn home_track(row: &SearchableRow, count: Option<i64>, position_ms: Option<i64>)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn hour(track: &str, hour: i64, starts: i64) -> HourPlays {
+    /// One row of hourly plays.
+    pub(crate) fn hour(track: &str, hour: i64, starts: i64) -> HourPlays {
         HourPlays {
             track_id: track.to_owned(),
             hour,

@@ -9,6 +9,7 @@ mod billing;
 mod errors;
 mod home;
 mod ingest;
+mod isp;
 mod kafka;
 mod packages;
 mod play;
