@@ -85,6 +85,19 @@ pub struct EdgeEndpoint {
     pub certificate: PathBuf,
 }
 
+/// An ISP box's URLs and the client prefixes it serves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IspBoxEndpoint {
+    /// Node id.
+    pub id: String,
+    /// Cleartext HTTP/1.1 (and h2c) base URL.
+    pub url: String,
+    /// Admin base URL (`/status`, `/metrics`, `/healthz`, `/drain`, `/purge`).
+    pub admin: String,
+    /// The client prefixes it serves (only clients there are answered and steered to it).
+    pub prefixes: Vec<String>,
+}
+
 /// The demo track, packaged and playable through the edge.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DemoTrack {
@@ -117,8 +130,8 @@ pub struct StackInfo {
     pub origin: Endpoint,
     /// Edge nodes.
     pub edges: Vec<EdgeEndpoint>,
-    /// ISP boxes (none yet).
-    pub isp_boxes: Vec<Endpoint>,
+    /// ISP boxes.
+    pub isp_boxes: Vec<IspBoxEndpoint>,
     /// Demo accounts.
     pub demo: DemoAccounts,
     /// The demo track (absent if it could not be prepared; the log says why).
@@ -217,6 +230,7 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
     let locator_admin = bind(port(1002)).await?;
     let node_token = secret_file(&options.data_dir, "node-token")?;
     let token_secret = secret_file(&options.data_dir, "url-token-key")?;
+    let box_token = secret_file(&options.data_dir, "isp-box-token")?;
     let cp_config = ControlPlaneConfig::load(
         None,
         Figment::new()
@@ -234,6 +248,10 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
             .merge(Serialized::default(
                 "play.url_token_keys",
                 serde_json::json!([{"id": "demo", "secret": token_secret}]),
+            ))
+            .merge(Serialized::default(
+                "isp_boxes",
+                serde_json::json!([{"id": DEMO_BOX.id, "token": box_token, "region": DEMO_BOX.site}]),
             )),
     )
     .context("the control plane's configuration is invalid")?;
@@ -347,6 +365,19 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
     .await?;
     tasks.push(task);
     let edge = edge_1.clone();
+    let (isp_box, task) = start_isp_box(
+        &common,
+        IspBoxPlan {
+            ports: (port(8), port(9), port(1008)),
+            origin: origin_endpoint.url.clone(),
+            control_plane: format!("http://{cp_listener_addr}"),
+            token: box_token,
+            cache_dir: options.data_dir.join("isp-box-cache"),
+        },
+        shutdown.child(),
+    )
+    .await?;
+    tasks.push(task);
 
     let control_plane_endpoint = endpoint_of(cp_listener_addr, cp_admin_addr);
     let catalogue = match demo_catalogue(
@@ -413,7 +444,7 @@ pub async fn start(options: &StackOptions, shutdown: Shutdown) -> anyhow::Result
         host_locator: locator_endpoint,
         origin: origin_endpoint,
         edges: vec![edge_1, edge_2],
-        isp_boxes: Vec::new(),
+        isp_boxes: vec![isp_box],
         demo,
         demo_track,
         demo_catalogue,
@@ -460,26 +491,108 @@ struct EdgePlan {
     data_dir: PathBuf,
 }
 
-/// Binds and starts one edge, registered with the host locator.
-async fn start_edge(
+/// The demo ISP box: an "ISP" of one address, 127.0.0.2, near Munich.
+struct DemoBox {
+    id: &'static str,
+    site: &'static str,
+    prefix: &'static str,
+    location: (f64, f64),
+}
+
+const DEMO_BOX: DemoBox = DemoBox {
+    id: "isp-demo-1",
+    site: "isp-demo",
+    prefix: "127.0.0.2/32",
+    location: (48.14, 11.58),
+};
+
+/// The demo box's ports and neighbours.
+struct IspBoxPlan {
+    /// Cleartext, TLS, admin.
+    ports: (u16, u16, u16),
+    origin: String,
+    control_plane: String,
+    token: String,
+    cache_dir: PathBuf,
+}
+
+/// Starts the demo ISP box: it covers 127.0.0.2/32, fills from the nearest edges then the
+/// origin, and pre-positions the demo catalogue from the control plane's manifest (its window
+/// open all day, so that the demo needs no night).
+async fn start_isp_box(
     common: &EdgeCommon,
-    plan: EdgePlan,
+    plan: IspBoxPlan,
     shutdown: Shutdown,
-) -> anyhow::Result<(EdgeEndpoint, JoinHandle<anyhow::Result<()>>)> {
-    let config = edge_node::Config {
+) -> anyhow::Result<(IspBoxEndpoint, JoinHandle<anyhow::Result<()>>)> {
+    let node = node_config(
+        common,
+        &EdgePlan {
+            id: DEMO_BOX.id,
+            site: DEMO_BOX.site,
+            location: DEMO_BOX.location,
+            ports: plan.ports,
+            parents: vec![plan.origin],
+            cache_dir: plan.cache_dir,
+            data_dir: PathBuf::new(),
+        },
+        2 * 1024 * 1024 * 1024,
+    );
+    let config = isp_box::Config {
+        node,
+        prefixes: vec![DEMO_BOX.prefix.parse()?],
+        nearest_edges: 2,
+        parents_refresh_secs: 10,
+        fill: isp_box::config::FillConfig {
+            control_plane: Some(plan.control_plane),
+            token: Some(Secret::new(plan.token)),
+            window_start: "00:00".to_owned(),
+            window_hours: 24,
+            rate_bps: 100_000_000,
+            manifest_refresh_secs: 15,
+            poll_ms: 2_000,
+            ..isp_box::config::FillConfig::default()
+        },
+        ..isp_box::Config::default()
+    };
+    config
+        .validate()
+        .context("the ISP box's configuration is invalid")?;
+    let isp_box = isp_box::IspBox::new(config.clone(), Clock::system())?;
+    let (addresses, task) = isp_box.start(shutdown).await.with_context(|| {
+        format!(
+            "failed to start {}; is another Cadenza running? Try --base-port",
+            DEMO_BOX.id
+        )
+    })?;
+    let endpoint = IspBoxEndpoint {
+        id: DEMO_BOX.id.to_owned(),
+        url: addresses
+            .cleartext
+            .map(|address| format!("http://{address}"))
+            .unwrap_or_default(),
+        admin: format!("http://{}", addresses.admin),
+        prefixes: vec![DEMO_BOX.prefix.to_owned()],
+    };
+    Ok((endpoint, task))
+}
+
+/// A demo node's engine settings: the shared keys, its place, its ports, its parents, a disk
+/// tier of `disk_bytes`, registered with the host locator.
+fn node_config(common: &EdgeCommon, plan: &EdgePlan, disk_bytes: u64) -> edge_node::Config {
+    edge_node::Config {
         id: plan.id.to_owned(),
         listen: Some(SocketAddr::new(common.host, plan.ports.0)),
         tls_listen: Some(SocketAddr::new(common.host, plan.ports.1)),
         admin_listen: SocketAddr::new(common.host, plan.ports.2),
-        parents: plan.parents,
+        parents: plan.parents.clone(),
         fill_key: Some(Secret::new(common.fill_key.clone())),
         purge_key: Some(Secret::new(common.purge_key.clone())),
         token_keys: vec![edge_node::config::TokenKey {
             id: "demo".to_owned(),
             secret: Secret::new(common.token_secret.clone()),
         }],
-        disk_cache_dir: Some(plan.cache_dir),
-        disk_cache_bytes: 1024 * 1024 * 1024,
+        disk_cache_dir: Some(plan.cache_dir.clone()),
+        disk_cache_bytes: disk_bytes,
         memory_cache_bytes: 128 * 1024 * 1024,
         locator: Some(edge_node::register::LocatorConfig {
             url: common.locator.clone(),
@@ -497,7 +610,16 @@ async fn start_edge(
         }),
         log_format: common.log_format,
         ..edge_node::Config::default()
-    };
+    }
+}
+
+/// Binds and starts one edge, registered with the host locator.
+async fn start_edge(
+    common: &EdgeCommon,
+    plan: EdgePlan,
+    shutdown: Shutdown,
+) -> anyhow::Result<(EdgeEndpoint, JoinHandle<anyhow::Result<()>>)> {
+    let config = node_config(common, &plan, 1024 * 1024 * 1024);
     config
         .validate()
         .with_context(|| format!("{}'s configuration is invalid", plan.id))?;
@@ -1127,6 +1249,18 @@ pub fn banner(info: &StackInfo, data_dir: &Path) -> String {
             tls = edge.tls,
             h3 = if edge.h3.is_empty() { "off" } else { &edge.h3 },
             admin = edge.admin,
+        ));
+    }
+    for isp_box in &info.isp_boxes {
+        edges.push_str(&format!(
+            "  ISP box {id:<7} {url}   (serves only clients from {prefixes}; status: {admin}/status, or\n\
+             \x20                 cargo run --release -p isp-box -- status --admin {admin})\n\
+             \x20                 Clients there are sent to it:  curl -s --interface 127.0.0.2 '{locator}/v1/locate?track=ID'\n",
+            id = isp_box.id,
+            url = isp_box.url,
+            prefixes = isp_box.prefixes.join(", "),
+            admin = isp_box.admin,
+            locator = info.host_locator.url,
         ));
     }
     let track = match &info.demo_track {

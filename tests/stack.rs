@@ -259,6 +259,44 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
     // Without the token, the edge refuses.
     let untokened = format!("{}{path}", written.edges[0].url);
     assert_eq!(http.get(&untokened).send().await.unwrap().status(), 403);
+    // The ISP box covers 127.0.0.2: the locator sends clients there to it, it serves them, it
+    // refuses everyone else, and it pre-positions the demo catalogue from the manifest.
+    assert_eq!(written.isp_boxes.len(), 1);
+    let isp_box = &written.isp_boxes[0];
+    let from_isp = reqwest::Client::builder()
+        .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    poll_json(
+        &from_isp,
+        &format!("{}/v1/locate?track=t", locator.url),
+        None,
+        "the locator to send 127.0.0.2 to the ISP box",
+        |answer| answer["candidates"][0]["node"] == "isp-demo-1" && answer["reason"] == "isp-box",
+    )
+    .await;
+    let box_segment = segment_url.replace(&written.edges[0].url, &isp_box.url);
+    let via_box = from_isp.get(&box_segment).send().await.unwrap();
+    assert_eq!(via_box.status(), 200, "{box_segment}");
+    assert_eq!(via_box.bytes().await.unwrap(), via_edge);
+    let refused = http.get(&box_segment).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let status = poll_json(
+        &http,
+        &format!("{}/status", isp_box.admin),
+        None,
+        "the ISP box to pre-position the demo catalogue",
+        |status| {
+            status["fill"]["complete"] == true
+                && status["fill"]["manifest_tracks"].as_u64() >= Some(12)
+        },
+    )
+    .await;
+    assert_eq!(status["id"], "isp-demo-1");
+    assert!(
+        status["fill"]["bytes_held"].as_u64().unwrap() > 0,
+        "{status}"
+    );
     let dash = http.get(&demo.dash).send().await.unwrap();
     assert_eq!(dash.status(), 200);
     assert_eq!(dash.headers()["content-type"], "application/dash+xml");

@@ -8,7 +8,17 @@
 use std::path::{Path, PathBuf};
 
 /// The daemon crates: each a library with a thin binary, started by the launcher.
-const DAEMONS: [&str; 4] = ["control-plane", "host-locator", "origin", "edge-node"];
+const DAEMONS: [&str; 5] = [
+    "control-plane",
+    "host-locator",
+    "origin",
+    "edge-node",
+    "isp-box",
+];
+
+/// The one daemon built on another's library: the ISP box is the edge engine with hooks of its
+/// own (its design, not a shortcut), so it depends on `edge-node` and on nothing else.
+const BUILT_ON: [(&str, &str); 1] = [("isp-box", "edge-node")];
 
 /// The control plane's service modules (a file or a folder of `src/`).
 const SERVICES: [&str; 12] = [
@@ -123,7 +133,9 @@ fn no_crate_depends_on_a_daemon() {
             let daemon = DAEMONS.contains(&name.as_str());
             // A daemon's own tests may start another daemon (the play API's tests run a
             // locator); nothing else may depend on one.
-            if daemon && !(is_daemon && section == "dev-dependencies") {
+            let built_on =
+                section == "dependencies" && BUILT_ON.contains(&(own.as_str(), name.as_str()));
+            if daemon && !built_on && !(is_daemon && section == "dev-dependencies") {
                 offences.push(format!("{own} [{section}] depends on {name}"));
             }
         }
