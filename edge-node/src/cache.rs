@@ -1,5 +1,6 @@
-//! The two cache tiers: memory (moka, weighted by bytes) over disk (bounded in bytes, survives
-//! restarts, verified by checksum on every read so that a torn or corrupt file is a miss).
+//! The two cache tiers: memory (moka, weighted by bytes) over disk (bounded in bytes by an
+//! S3-FIFO index, survives restarts, verified by checksum on every read so that a torn or
+//! corrupt file is a miss).
 //!
 //! Keys: a request's cache key is its primary key (path and query) plus the values of the
 //! request headers the stored response `Vary`s on; the names are remembered per primary key.
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_128;
 
 use crate::freshness::Policy;
+use crate::s3fifo::S3Fifo;
 
 /// A stored response's metadata.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -256,19 +258,20 @@ impl Cache {
         self.memory.insert(object.meta.key.clone(), object.clone());
         if let Some(disk) = &self.disk {
             let disk = disk.clone();
-            tokio::task::spawn_blocking(move || disk.put(&object));
+            tokio::task::spawn_blocking(move || disk.put(&object, false));
         }
     }
 
-    /// Stores an object on disk only and waits for the write (in memory where there is no
-    /// disk tier): for what is stored ahead of demand.
+    /// Stores an object on disk only, as wanted (straight into the index's main queue), and
+    /// waits for the write (in memory where there is no disk tier): for what is stored ahead
+    /// of demand.
     pub async fn insert_cold(&self, object: Arc<Object>) {
         self.remember_vary(&object);
         match &self.disk {
             Some(disk) => {
                 let disk = disk.clone();
                 let key = object.meta.key.clone();
-                if tokio::task::spawn_blocking(move || disk.put(&object))
+                if tokio::task::spawn_blocking(move || disk.put(&object, true))
                     .await
                     .is_err()
                 {
@@ -341,35 +344,24 @@ impl Cache {
             || self
                 .disk
                 .as_ref()
-                .is_some_and(|disk| disk.index.contains_key(&xxh3_128(key.as_bytes())))
+                .is_some_and(|disk| disk.index.contains(&xxh3_128(key.as_bytes())))
     }
 
     /// Bytes held in memory and on disk.
     pub fn sizes(&self) -> (u64, u64) {
         self.memory.run_pending_tasks();
-        let disk = self.disk.as_ref().map_or(0, |disk| {
-            disk.index.run_pending_tasks();
-            disk.index.weighted_size()
-        });
+        let disk = self.disk.as_ref().map_or(0, |disk| disk.index.used());
         (self.memory.weighted_size(), disk)
     }
 }
 
-/// The disk tier's admission and eviction policy: W-TinyLFU (moka's TinyLFU admission — a
-/// newcomer displaces only objects asked for less often — over an LRU order). Chosen by
-/// measurement: `bench/isp-box.sh` replays a seeded Zipf demand through this policy, LRU,
-/// S3-FIFO and SIEVE at 1, 2 and 5 % of the catalogue's bytes.
-pub fn disk_policy() -> moka::policy::EvictionPolicy {
-    moka::policy::EvictionPolicy::tiny_lfu()
-}
-
 /// The disk tier: one file per object, `objects/{xx}/{hash}`, written to `tmp/` and renamed
-/// into place, so that a file is whole or absent; an index in memory (moka, weighted by file
-/// size) bounds the bytes and deletes evicted files.
+/// into place, so that a file is whole or absent; an index in memory ([`S3Fifo`], weighed by
+/// file size) bounds the bytes and says which files to delete.
 #[derive(Debug, Clone)]
 struct DiskTier {
     dir: Arc<PathBuf>,
-    index: moka::sync::Cache<u128, Arc<DiskEntry>>,
+    index: Arc<S3Fifo<u128, Arc<DiskEntry>>>,
     /// Unnamed files in `tmp/` for the node's large bodies, memory tier included: the file
     /// system's page cache, which sendfile reads a batch of pages at a time, where a memory
     /// file's pages are looked up one by one (see `sealed_bytes`). `None` where the file
@@ -392,23 +384,7 @@ impl DiskTier {
         // Whatever was being written when the last run stopped is not an object.
         let _ = std::fs::remove_dir_all(dir.join("tmp"));
         std::fs::create_dir_all(dir.join("tmp"))?;
-        let files = dir.clone();
-        let index = moka::sync::Cache::builder()
-            .max_capacity(max_bytes)
-            .eviction_policy(disk_policy())
-            .weigher(|_hash: &u128, entry: &Arc<DiskEntry>| {
-                u32::try_from(entry.size).unwrap_or(u32::MAX)
-            })
-            .eviction_listener(move |hash: Arc<u128>, _entry, cause| {
-                if matches!(cause, RemovalCause::Size | RemovalCause::Explicit) {
-                    let _ = std::fs::remove_file(object_path(&files, *hash));
-                    if cause == RemovalCause::Size {
-                        metrics::counter!("cadenza_edge_evictions_total", "tier" => "disk")
-                            .increment(1);
-                    }
-                }
-            })
-            .build();
+        let index = Arc::new(S3Fifo::new(max_bytes));
         let work = dir.join("tmp");
         let bodies = sealed_bytes::Directory::open(&work)
             .inspect_err(|error| {
@@ -450,10 +426,23 @@ impl DiskTier {
             }
         }
         found.sort_by_key(|(modified, ..)| *modified);
+        // What a previous run kept was wanted: into the main queue, oldest first (so first to
+        // go if the tier is now smaller).
         for (_, hash, key, size) in found {
-            self.index.insert(hash, Arc::new(DiskEntry { key, size }));
+            let evicted = self
+                .index
+                .insert_main(hash, Arc::new(DiskEntry { key, size }), size);
+            self.delete(evicted);
         }
         Ok(())
+    }
+
+    /// Deletes the files of what the index evicted.
+    fn delete(&self, evicted: Vec<(u128, Arc<DiskEntry>)>) {
+        for (hash, _) in evicted {
+            let _ = std::fs::remove_file(object_path(&self.dir, hash));
+            metrics::counter!("cadenza_edge_evictions_total", "tier" => "disk").increment(1);
+        }
     }
 
     async fn get(&self, key: &str) -> Option<Object> {
@@ -482,14 +471,16 @@ impl DiskTier {
             _ => {
                 tracing::warn!(message = "Corrupt disk cache file removed.", path = %path.display());
                 metrics::counter!("cadenza_edge_disk_corrupt_total").increment(1);
-                self.index.invalidate(&hash);
+                self.index.remove(&hash);
                 let _ = std::fs::remove_file(&path);
                 None
             }
         }
     }
 
-    fn put(&self, object: &Object) {
+    /// Writes `object`; `wanted` puts it straight into the index's main queue (pre-positioned
+    /// objects), where a newcomer otherwise starts in the small one.
+    fn put(&self, object: &Object, wanted: bool) {
         let hash = xxh3_128(object.meta.key.as_bytes());
         let tmp = self
             .dir
@@ -520,13 +511,18 @@ impl DiskTier {
             Ok((head.len() + object.body.len() + tail.len()) as u64)
         };
         match write() {
-            Ok(size) => self.index.insert(
-                hash,
-                Arc::new(DiskEntry {
+            Ok(size) => {
+                let entry = Arc::new(DiskEntry {
                     key: object.meta.key.clone(),
                     size,
-                }),
-            ),
+                });
+                let evicted = if wanted {
+                    self.index.insert_main(hash, entry, size)
+                } else {
+                    self.index.insert(hash, entry, size)
+                };
+                self.delete(evicted);
+            }
             Err(error) => {
                 let _ = std::fs::remove_file(&tmp);
                 tracing::warn!(message = "Disk cache write failed.", error = %error);
@@ -535,16 +531,18 @@ impl DiskTier {
     }
 
     fn purge(&self, matches: &dyn Fn(&str) -> bool) -> usize {
-        let hashes: Vec<Arc<u128>> = self
+        let hashes: Vec<u128> = self
             .index
-            .iter()
+            .snapshot()
+            .into_iter()
             .filter(|(_, entry)| matches(&entry.key))
             .map(|(hash, _)| hash)
             .collect();
         for hash in &hashes {
-            self.index.invalidate(hash.as_ref());
+            if self.index.remove(hash).is_some() {
+                let _ = std::fs::remove_file(object_path(&self.dir, *hash));
+            }
         }
-        self.index.run_pending_tasks();
         hashes.len()
     }
 }
@@ -673,8 +671,8 @@ mod tests {
     async fn disk_objects_survive_reopening_and_corruption_is_a_miss() {
         let dir = tempfile::tempdir().unwrap();
         let tier = DiskTier::open(dir.path(), 1 << 20).unwrap();
-        tier.put(&object("/a", b"hello"));
-        tier.put(&object("/b", b"world"));
+        tier.put(&object("/a", b"hello"), false);
+        tier.put(&object("/b", b"world"), false);
         drop(tier);
         let tier = DiskTier::open(dir.path(), 1 << 20).unwrap();
         assert_eq!(
@@ -804,10 +802,9 @@ mod tests {
         let tier = DiskTier::open(dir.path(), 64 * 1024).unwrap();
         let body = vec![7u8; 10_000];
         for index in 0..40 {
-            tier.put(&object(&format!("/o{index}"), &body));
+            tier.put(&object(&format!("/o{index}"), &body), false);
         }
-        tier.index.run_pending_tasks();
-        assert!(tier.index.weighted_size() <= 64 * 1024);
+        assert!(tier.index.used() <= 64 * 1024);
         let files: usize = std::fs::read_dir(dir.path().join("objects"))
             .unwrap()
             .map(|shard| std::fs::read_dir(shard.unwrap().path()).unwrap().count())

@@ -19,6 +19,7 @@ pub mod hooks;
 mod quic;
 pub mod register;
 pub mod request;
+pub mod s3fifo;
 pub mod server;
 pub mod stall;
 pub mod tls;

@@ -3,8 +3,9 @@
 //! renditions, requested with Zipf(0.9) popularity; a play fetches one rendition whole.
 //!
 //! 1. Byte hit ratio of each admission/eviction policy at 1 %, 2 % and 5 % of the catalogue's
-//!    bytes, after a warm-up: LRU and W-TinyLFU as the disk tier builds them (moka), S3-FIFO
-//!    and SIEVE as written below, all weighing objects by bytes.
+//!    bytes, after a warm-up: S3-FIFO as the disk tier ships it (`edge_node::s3fifo`), LRU and
+//!    W-TinyLFU as moka builds them (the memory tier's library), SIEVE as written below, all
+//!    weighing objects by bytes.
 //! 2. Byte offload of a box holding 5 % of the catalogue: pre-positioned from the previous
 //!    day's plays (the manifest, as the control plane ranks it) then serving the day, against
 //!    demand only from a cold start; with the bound no cache of that size can pass (the most
@@ -12,10 +13,10 @@
 //!
 //! `cargo run --release -p isp-box --example offload -- [tracks] [plays] [seed]`
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Instant;
 
-use edge_node::cache::disk_policy;
+use edge_node::s3fifo::S3Fifo;
 
 /// splitmix64: a small seeded generator, so every run draws the same demand.
 struct Rng(u64);
@@ -246,128 +247,20 @@ impl Policy for Sieve {
     }
 }
 
-/// S3-FIFO (SOSP '23): a small FIFO (10 % of the bytes) that new objects enter, a main FIFO,
-/// and a ghost FIFO of ids recently dropped from the small one. An object read again while in
-/// the small queue moves to main when it reaches the small queue's head; one that was not is
-/// dropped (remembered in the ghost); a miss found in the ghost goes straight to main. Main
-/// reinserts objects read since they last passed its head (frequency capped at 3).
-struct S3Fifo {
-    small_capacity: u64,
-    main_capacity: u64,
-    small: VecDeque<u32>,
-    main: VecDeque<u32>,
-    small_used: u64,
-    main_used: u64,
-    ghost: VecDeque<u32>,
-    ghosts: HashMap<u32, u32>,
-    ghost_limit: usize,
-    /// Object → (size, frequency, in main).
-    entries: HashMap<u32, (u64, u8, bool)>,
-}
+/// The disk tier's own index (S3-FIFO), as it ships.
+struct Shipped(S3Fifo<u32, ()>);
 
-impl S3Fifo {
-    fn new(capacity: u64, mean_size: u64) -> Self {
-        let small_capacity = capacity / 10;
-        Self {
-            small_capacity,
-            main_capacity: capacity - small_capacity,
-            small: VecDeque::new(),
-            main: VecDeque::new(),
-            small_used: 0,
-            main_used: 0,
-            ghost: VecDeque::new(),
-            ghosts: HashMap::new(),
-            ghost_limit: (capacity / mean_size.max(1)) as usize,
-            entries: HashMap::new(),
-        }
-    }
-
-    fn remember_ghost(&mut self, id: u32) {
-        *self.ghosts.entry(id).or_default() += 1;
-        self.ghost.push_back(id);
-        while self.ghost.len() > self.ghost_limit {
-            if let Some(old) = self.ghost.pop_front()
-                && let Some(count) = self.ghosts.get_mut(&old)
-            {
-                *count -= 1;
-                if *count == 0 {
-                    self.ghosts.remove(&old);
-                }
-            }
-        }
-    }
-
-    fn evict_main(&mut self) {
-        while let Some(id) = self.main.pop_front() {
-            let entry = self.entries.get_mut(&id).expect("indexed");
-            if entry.1 > 0 {
-                entry.1 -= 1;
-                self.main.push_back(id);
-            } else {
-                let size = entry.0;
-                self.entries.remove(&id);
-                self.main_used -= size;
-                return;
-            }
-        }
-    }
-
-    fn push_main(&mut self, id: u32, size: u64) {
-        while self.main_used + size > self.main_capacity && !self.main.is_empty() {
-            self.evict_main();
-        }
-        self.main.push_back(id);
-        self.main_used += size;
-    }
-
-    fn evict_small(&mut self) {
-        if let Some(id) = self.small.pop_front() {
-            let (size, frequency, _) = self.entries[&id];
-            self.small_used -= size;
-            if frequency > 0 {
-                if let Some(entry) = self.entries.get_mut(&id) {
-                    entry.1 = 0;
-                    entry.2 = true;
-                }
-                self.push_main(id, size);
-            } else {
-                self.entries.remove(&id);
-                self.remember_ghost(id);
-            }
-        }
-    }
-
-    fn insert(&mut self, id: u32, size: u64) {
-        if size > self.main_capacity {
-            return;
-        }
-        if self.ghosts.contains_key(&id) {
-            self.entries.insert(id, (size, 0, true));
-            self.push_main(id, size);
-            return;
-        }
-        while self.small_used + size > self.small_capacity && !self.small.is_empty() {
-            self.evict_small();
-        }
-        self.entries.insert(id, (size, 0, false));
-        self.small.push_back(id);
-        self.small_used += size;
-    }
-}
-
-impl Policy for S3Fifo {
+impl Policy for Shipped {
     fn request(&mut self, id: u32, size: u64) -> bool {
-        if let Some(entry) = self.entries.get_mut(&id) {
-            entry.1 = (entry.1 + 1).min(3);
+        if self.0.get(&id).is_some() {
             return true;
         }
-        self.insert(id, size);
+        self.0.insert(id, (), size);
         false
     }
 
     fn preload(&mut self, id: u32, size: u64) {
-        self.entries.insert(id, (size, 0, true));
-        self.push_main(id, size);
+        self.0.insert_main(id, (), size);
     }
 }
 
@@ -403,7 +296,6 @@ fn main() {
     let mut rng = Rng(seed);
     let catalogue = Catalogue::new(tracks, &mut rng);
     let total = catalogue.bytes();
-    let mean = total / catalogue.sizes.len() as u64;
     let yesterday: Vec<u32> = (0..plays).map(|_| catalogue.draw(&mut rng)).collect();
     let today: Vec<u32> = (0..plays).map(|_| catalogue.draw(&mut rng)).collect();
     println!(
@@ -416,7 +308,7 @@ fn main() {
     println!("\nbyte hit ratio after a day's warm-up (points over LRU in brackets):");
     println!(
         "{:>6} {:>8} {:>18} {:>18} {:>18}",
-        "cache", "LRU", "W-TinyLFU (ships)", "S3-FIFO", "SIEVE"
+        "cache", "LRU", "S3-FIFO (ships)", "W-TinyLFU", "SIEVE"
     );
     let mut worst_margin = f64::INFINITY;
     for percent in [1u64, 2, 5] {
@@ -429,12 +321,17 @@ fn main() {
             plays,
         );
         let shipped = byte_hit_ratio(
-            &mut Moka::new(capacity, disk_policy()),
+            &mut Shipped(S3Fifo::new(capacity)),
             &catalogue,
             &both,
             plays,
         );
-        let s3 = byte_hit_ratio(&mut S3Fifo::new(capacity, mean), &catalogue, &both, plays);
+        let tiny_lfu = byte_hit_ratio(
+            &mut Moka::new(capacity, moka::policy::EvictionPolicy::tiny_lfu()),
+            &catalogue,
+            &both,
+            plays,
+        );
         let sieve = byte_hit_ratio(&mut Sieve::new(capacity), &catalogue, &both, plays);
         worst_margin = worst_margin.min(shipped - lru);
         let cell = |ratio: f64| format!("{:.1} % ({:+.1})", ratio * 100.0, (ratio - lru) * 100.0);
@@ -443,7 +340,7 @@ fn main() {
             percent,
             lru * 100.0,
             cell(shipped),
-            cell(s3),
+            cell(tiny_lfu),
             cell(sieve),
             started.elapsed().as_secs_f64()
         );
@@ -464,22 +361,25 @@ fn main() {
     let mut ranked: Vec<(u32, u64)> = counts.into_iter().collect();
     ranked.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     let fill_budget = (capacity as f64 * 0.8) as u64;
-    let mut prepositioned = Moka::new(capacity, disk_policy());
-    let mut filled = 0u64;
-    for (id, _) in &ranked {
-        let size = catalogue.sizes[*id as usize];
-        if filled + size <= fill_budget {
-            prepositioned.preload(*id, size);
-            filled += size;
+    let prepositioned = || {
+        let mut cache = Shipped(S3Fifo::new(capacity));
+        let mut filled = 0u64;
+        for (id, _) in &ranked {
+            let size = catalogue.sizes[*id as usize];
+            if filled + size <= fill_budget {
+                cache.preload(*id, size);
+                filled += size;
+            }
         }
-    }
-    let with_fill = byte_hit_ratio(&mut prepositioned, &catalogue, &today, 0);
-    let cold = byte_hit_ratio(
-        &mut Moka::new(capacity, disk_policy()),
-        &catalogue,
-        &today,
-        0,
-    );
+        (cache, filled)
+    };
+    let (mut box_cache, filled) = prepositioned();
+    let with_fill = byte_hit_ratio(&mut box_cache, &catalogue, &today, 0);
+    let cold = byte_hit_ratio(&mut Shipped(S3Fifo::new(capacity)), &catalogue, &today, 0);
+    // The first hour of the day alone.
+    let hour = &today[..plays / 24];
+    let hour_with_fill = byte_hit_ratio(&mut prepositioned().0, &catalogue, hour, 0);
+    let hour_cold = byte_hit_ratio(&mut Shipped(S3Fifo::new(capacity)), &catalogue, hour, 0);
     let mut shares = catalogue.byte_share();
     shares.sort_by(|a, b| {
         let density = |(id, share): &(u32, f64)| share / catalogue.sizes[*id as usize] as f64;
@@ -507,8 +407,27 @@ fn main() {
         "  demand only, from a cold start:                         {:.1} %",
         cold * 100.0
     );
+    // How large a box this demand needs for 95 % (most popular bytes first).
+    let (mut needed, mut share) = (0u64, 0.0);
+    for (id, object_share) in &shares {
+        if share >= 0.95 * all_share {
+            break;
+        }
+        needed += catalogue.sizes[*id as usize];
+        share += object_share;
+    }
+    println!(
+        "  its first hour alone: pre-positioned {:.1} %, demand only {:.1} %",
+        hour_with_fill * 100.0,
+        hour_cold * 100.0
+    );
     println!(
         "  bound for any cache of this size (most popular bytes):  {:.1} %",
         bound / all_share * 100.0
+    );
+    println!(
+        "  a box must hold {:.0} % of the catalogue ({:.1} GB) for 95 % on this demand",
+        needed as f64 / total as f64 * 100.0,
+        needed as f64 / 1e9
     );
 }
