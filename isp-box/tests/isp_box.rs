@@ -29,23 +29,27 @@ const BEFORE_WINDOW_MS: i64 = 1_796_605_200_000;
 struct ControlPlane {
     url: String,
     calls: Arc<AtomicUsize>,
+    manifest: Arc<std::sync::Mutex<Value>>,
 }
+
+type ControlState = (Arc<std::sync::Mutex<Value>>, Arc<AtomicUsize>);
 
 impl ControlPlane {
     async fn start(manifest: Value) -> Self {
         let calls = Arc::new(AtomicUsize::new(0));
-        let state = (manifest, calls.clone());
+        let manifest = Arc::new(std::sync::Mutex::new(manifest));
+        let state: ControlState = (manifest.clone(), calls.clone());
         let app = Router::new()
             .route(
                 "/api/v1/isp/manifest",
                 get(
-                    |State((manifest, calls)): State<(Value, Arc<AtomicUsize>)>,
-                     headers: HeaderMap| async move {
+                    |State((manifest, calls)): State<ControlState>, headers: HeaderMap| async move {
                         calls.fetch_add(1, Ordering::SeqCst);
                         let authorised = headers
                             .get("authorization")
                             .is_some_and(|value| value == &format!("Bearer {BOX_TOKEN}"));
                         if authorised {
+                            let manifest = manifest.lock().unwrap().clone();
                             axum::Json(manifest).into_response()
                         } else {
                             StatusCode::UNAUTHORIZED.into_response()
@@ -57,7 +61,11 @@ impl ControlPlane {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { url, calls }
+        Self {
+            url,
+            calls,
+            manifest,
+        }
     }
 }
 
@@ -228,6 +236,20 @@ async fn the_fill_waits_for_its_window_keeps_to_its_cap_and_leaves_the_box_warm_
     assert!(paths.iter().all(|path| origin.hits(path) == 1));
     assert_eq!(status.state.level, Level::Ok, "{status:?}");
 
+    // A track that leaves the manifest is evicted before anything else happens.
+    let mut smaller = control.manifest.lock().unwrap().clone();
+    smaller["tracks"].as_array_mut().unwrap().remove(0);
+    *control.manifest.lock().unwrap() = smaller;
+    clock.advance(Duration::from_secs(3_601));
+    eventually("the left track is evicted", || {
+        isp_box.filler.status().dropped_objects == 8
+    })
+    .await;
+    let (dropped, kept) = paths.split_at(8);
+    assert!(dropped.iter().all(|path| !isp_box.engine.holds(path)));
+    assert!(kept.iter().all(|path| isp_box.engine.holds(path)));
+    let paths = kept.to_vec();
+
     // Every upstream off: the manifest's objects are hits, from disk.
     origin.stop().await;
     let covered = client_from("127.0.0.2");
@@ -237,7 +259,7 @@ async fn the_fill_waits_for_its_window_keeps_to_its_cap_and_leaves_the_box_warm_
         assert_eq!(length, 256 * 1024);
     }
     let status = status_of(addresses.admin).await;
-    assert_eq!(status.last_hour.requests, 48);
+    assert_eq!(status.last_hour.requests, 40);
     assert!(
         (status.last_hour.byte_hit_ratio - 1.0).abs() < 1e-9,
         "{:?}",
