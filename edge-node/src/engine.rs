@@ -340,7 +340,8 @@ impl Engine {
         {
             return response;
         }
-        let logged_path = path.clone();
+        // The path is the start of the path and query: logging borrows it from there.
+        let path_len = path.len();
         let path_and_query = match request.uri.query() {
             Some(query) => format!("{path}?{query}"),
             None => path,
@@ -356,7 +357,7 @@ impl Engine {
         }
         self.inner.hot.outcome(outcome).increment(1);
         let answer = Answer {
-            path: &logged_path,
+            path: &path_and_query[..path_len],
             status: response.status(),
             outcome,
             context,

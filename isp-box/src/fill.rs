@@ -6,7 +6,6 @@
 //! after the object in hand, and the next one resumes with the first object not yet held.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -149,8 +148,7 @@ pub struct Filler {
     report: Arc<Report>,
     http: reqwest::Client,
     status: Mutex<FillStatus>,
-    /// Bytes fetched since start (for the rate and the metrics).
-    pub fetched_bytes: AtomicU64,
+    /// Bytes fetched in the last 10 s, by arrival (for the rate).
     recent: Mutex<std::collections::VecDeque<(tokio::time::Instant, u64)>>,
 }
 
@@ -182,7 +180,6 @@ impl Filler {
             report,
             http,
             status: Mutex::new(status),
-            fetched_bytes: AtomicU64::new(0),
             recent: Mutex::new(std::collections::VecDeque::new()),
         })
     }
@@ -218,7 +215,6 @@ impl Filler {
     }
 
     fn counted(&self, bytes: u64) {
-        self.fetched_bytes.fetch_add(bytes, Ordering::Relaxed);
         metrics::counter!("cadenza_isp_fill_bytes_total").increment(bytes);
         if let Ok(mut recent) = self.recent.lock() {
             recent.push_back((tokio::time::Instant::now(), bytes));

@@ -96,6 +96,15 @@ impl IspBox {
         })
     }
 
+    /// The covered prefixes as written (registration and status).
+    fn prefixes(&self) -> Vec<String> {
+        self.config
+            .prefixes
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
     /// The status now (what `GET /status` answers).
     pub fn status(&self) -> Status {
         let now = self.clock.now_ms();
@@ -110,12 +119,7 @@ impl IspBox {
             cutoff_ms: self.config.locator_cutoff_secs * 1000,
             heartbeat_failures: self.heartbeats.failures.load(Ordering::Relaxed),
             heartbeat_error: self.heartbeats.last_error(),
-            prefixes: self
-                .config
-                .prefixes
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+            prefixes: self.prefixes(),
             parents: self
                 .engine
                 .upstream()
@@ -145,12 +149,7 @@ impl IspBox {
         let role = Role {
             announce: Announce {
                 kind: "isp-box",
-                prefixes: self
-                    .config
-                    .prefixes
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
+                prefixes: self.prefixes(),
                 heartbeats: self.heartbeats.clone(),
             },
             admin: Some(admin),

@@ -203,9 +203,16 @@ impl Report {
             current.requests[served.index()] += 1;
             current.bytes[served.index()] += bytes;
             if let Some(track) = track_of(path) {
-                let entry = current.tracks.entry(track.to_owned()).or_default();
-                entry.0 += 1;
-                entry.1 += bytes;
+                // A track already counted this minute costs no allocation.
+                match current.tracks.get_mut(track) {
+                    Some(entry) => {
+                        entry.0 += 1;
+                        entry.1 += bytes;
+                    }
+                    None => {
+                        current.tracks.insert(track.to_owned(), (1, bytes));
+                    }
+                }
             }
         }
     }

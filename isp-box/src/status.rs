@@ -211,32 +211,29 @@ pub fn assemble(inputs: Inputs<'_>) -> Status {
     }
 }
 
-/// Bytes for people: `1.5 GB`.
-pub fn human_bytes(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut value = bytes as f64;
+/// `value` in the largest of `units` (steps of 1000) that keeps it at 1 or more, one decimal.
+fn scaled(value: u64, units: &[&str]) -> String {
+    let mut scaled = value as f64;
     let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < units.len() {
-        value /= 1000.0;
+    while scaled >= 1000.0 && unit + 1 < units.len() {
+        scaled /= 1000.0;
         unit += 1;
     }
-    if unit == 0 {
-        format!("{bytes} B")
+    if unit == 0 && units[0] == "B" {
+        format!("{value} B")
     } else {
-        format!("{value:.1} {}", units[unit])
+        format!("{scaled:.1} {}", units[unit])
     }
+}
+
+/// Bytes for people: `1.5 GB`.
+pub fn human_bytes(bytes: u64) -> String {
+    scaled(bytes, &["B", "kB", "MB", "GB", "TB", "PB"])
 }
 
 /// Bits per second for people: `1.2 Gbit/s`.
 pub fn human_rate(bps: u64) -> String {
-    let units = ["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"];
-    let mut value = bps as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < units.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", units[unit])
+    scaled(bps, &["bit/s", "kbit/s", "Mbit/s", "Gbit/s", "Tbit/s"])
 }
 
 fn percent(part: f64) -> String {
