@@ -11,6 +11,7 @@ use bytes::Bytes;
 use cadenza::{Stack, StackOptions, start};
 use serde_json::{Value, json};
 use telemetry::{Clock, LogFormat, Shutdown};
+use test_support::get_text;
 use test_support::h3::H3Client;
 
 fn options(dir: &Path, clock: Clock) -> StackOptions {
@@ -188,11 +189,6 @@ impl Via {
             }
         }
     }
-}
-
-/// A text body.
-async fn get_text(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
-    http.get(url).send().await.unwrap().text().await.unwrap()
 }
 
 /// The first rendition a master lists: its URI, its media playlist's URL and text.

@@ -59,14 +59,7 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
     let admin = written.control_plane.admin.clone();
     let http = reqwest::Client::new();
 
-    let packages: Value = http
-        .get(format!("{api}/api/v1/packages"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let packages: Value = test_support::get_json(&http, format!("{api}/api/v1/packages")).await;
     assert_eq!(packages.as_array().unwrap().len(), 3);
 
     // The demo listener logs in with the printed credentials.
@@ -161,14 +154,7 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
             .status(),
         200
     );
-    let metrics = http
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = test_support::get_text(&http, format!("{admin}/metrics")).await;
     assert!(metrics.contains("cadenza_http_requests_total"), "{metrics}");
     assert!(metrics.contains(r#"route="/api/v1/sessions""#), "{metrics}");
 
@@ -216,14 +202,7 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
         .find(|line| !line.starts_with('#') && !line.is_empty())
         .expect("a variant");
     let media_url = format!("{base}/{variant}");
-    let media = http
-        .get(&media_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let media = test_support::get_text(&http, &media_url).await;
     let segment = media
         .lines()
         .find(|line| !line.starts_with('#') && !line.is_empty())
@@ -347,14 +326,7 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
         .await
         .unwrap();
     assert_eq!(relogin.status(), 201);
-    let packages: Value = http
-        .get(format!("{api}/api/v1/packages"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let packages: Value = test_support::get_json(&http, format!("{api}/api/v1/packages")).await;
     assert_eq!(
         packages.as_array().unwrap().len(),
         3,

@@ -322,39 +322,20 @@ impl Default for LimitsConfig {
     }
 }
 
-/// A configuration that cannot be used, with the one line that says why.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file, environment or flags could not be read into the typed configuration.
-    #[error("configuration could not be read: {0}")]
-    Load(#[from] Box<figment::Error>),
-    /// A value was read but is not acceptable.
-    #[error("configuration is invalid: {field}: {problem}")]
-    Invalid {
-        /// The offending key, dotted (`auth.argon2_memory_kib`).
-        field: &'static str,
-        /// What is wrong with it.
-        problem: String,
-    },
-}
+pub use telemetry::ConfigError;
 
 impl Config {
     /// Layers defaults, the TOML file (if any), `CADENZA_*` variables (nested keys with `__`,
     /// e.g. `CADENZA_AUTH__SESSION_IDLE_TTL_SECS`) and `overrides` (command-line flags), then
     /// validates.
     pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
-        let config: Config = telemetry::load_layered(&Config::default(), file, overrides)?;
-        config.validate()?;
-        Ok(config)
+        telemetry::load_config(file, overrides, Self::validate)
     }
 
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn invalid(field: &'static str, problem: impl Into<String>) -> ConfigError {
-            ConfigError::Invalid {
-                field,
-                problem: problem.into(),
-            }
+        fn invalid(field: &str, problem: impl Into<String>) -> ConfigError {
+            ConfigError::invalid(field, problem)
         }
         let mut box_ids = std::collections::BTreeSet::new();
         for access in &self.isp_boxes {

@@ -1,7 +1,6 @@
 //! The control-plane daemon: parses flags, loads the configuration, starts telemetry, binds,
 //! and hands over to `control_plane::run`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,9 +21,6 @@ struct Cli {
     /// Directory for the embedded databases.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Public API address.
-    #[arg(long)]
-    listen: Option<SocketAddr>,
     /// User DB URL (sqlite:… or mysql://…).
     #[arg(long)]
     user_db_url: Option<String>,
@@ -47,7 +43,6 @@ impl Cli {
         self.common
             .flags()
             .set("data_dir", self.data_dir.as_ref())
-            .set("listen", self.listen)
             .set("user_db_url", self.user_db_url.as_ref())
             .set("inventory_db_url", self.inventory_db_url.as_ref())
             .set("cache_url", self.cache_url.as_ref())

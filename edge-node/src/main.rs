@@ -21,9 +21,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,
-    /// Cleartext HTTP/1.1 + h2c address.
-    #[arg(long)]
-    listen: Option<SocketAddr>,
     /// TLS (and HTTP/3) address.
     #[arg(long)]
     tls_listen: Option<SocketAddr>,
@@ -37,7 +34,6 @@ fn main() -> ExitCode {
     let overrides = cli
         .common
         .flags()
-        .set("listen", cli.listen)
         .set("tls_listen", cli.tls_listen)
         .set("disk_cache_dir", cli.disk_cache_dir.as_ref());
     telemetry::daemon(

@@ -70,36 +70,17 @@ impl Default for Config {
     }
 }
 
-/// A configuration that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file, environment or flags could not be read.
-    #[error("configuration could not be read: {0}")]
-    Load(#[from] Box<figment::Error>),
-    /// A value is not acceptable.
-    #[error("configuration is invalid: {field}: {problem}")]
-    Invalid {
-        /// The key.
-        field: String,
-        /// What is wrong.
-        problem: String,
-    },
-}
+pub use telemetry::ConfigError;
 
 impl Config {
     /// Layers defaults, the file, the environment and `overrides`, then validates.
     pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
-        let config: Config = telemetry::load_layered(&Config::default(), file, overrides)?;
-        config.validate()?;
-        Ok(config)
+        telemetry::load_config(file, overrides, Self::validate)
     }
 
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field: &str, problem: &str| ConfigError::Invalid {
-            field: field.to_owned(),
-            problem: problem.to_owned(),
-        };
+        let invalid = |field: &str, problem: &str| ConfigError::invalid(field, problem);
         if !self.default_location.is_valid() {
             return Err(invalid(
                 "default_location",

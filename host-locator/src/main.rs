@@ -2,7 +2,6 @@
 //! and hands over to `host_locator::run`. `build-geoip` turns a CSV of networks into a MaxMind
 //! DB file the locator can read.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -18,9 +17,6 @@ use telemetry::{Clock, CommonArgs, Shutdown};
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,
-    /// Public API address.
-    #[arg(long)]
-    listen: Option<SocketAddr>,
     /// MaxMind DB (City) file.
     #[arg(long)]
     geoip_db: Option<PathBuf>,
@@ -52,11 +48,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let overrides = cli
-        .common
-        .flags()
-        .set("listen", cli.listen)
-        .set("geoip_db", cli.geoip_db.as_ref());
+    let overrides = cli.common.flags().set("geoip_db", cli.geoip_db.as_ref());
     telemetry::daemon(
         "host-locator",
         Config::load(cli.common.config.as_deref(), overrides.into()),

@@ -103,24 +103,7 @@ impl Default for FillConfig {
     }
 }
 
-/// A configuration that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file, environment or flags could not be read.
-    #[error("configuration could not be read: {0}")]
-    Load(#[from] Box<figment::Error>),
-    /// The engine's settings are not acceptable.
-    #[error(transparent)]
-    Node(#[from] edge_node::config::ConfigError),
-    /// A value is not acceptable.
-    #[error("configuration is invalid: {field}: {problem}")]
-    Invalid {
-        /// The key.
-        field: &'static str,
-        /// What is wrong.
-        problem: String,
-    },
-}
+pub use telemetry::ConfigError;
 
 /// Slowest cap the 1 %-in-10-s promise holds for: the bucket's 10 ms burst and one read of a
 /// parent's body (up to 512 KiB) stay within 1 % of ten seconds' worth (64 Mbit/s).
@@ -129,18 +112,13 @@ pub const MIN_RATE_BPS: u64 = 64_000_000;
 impl Config {
     /// Layers defaults, the file, the environment and `overrides`, then validates.
     pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
-        let config: Config = telemetry::load_layered(&Config::default(), file, overrides)?;
-        config.validate()?;
-        Ok(config)
+        telemetry::load_config(file, overrides, Self::validate)
     }
 
     /// Checks what the types cannot (the engine's settings by its own rules).
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.node.validate()?;
-        let invalid = |field, problem: &str| ConfigError::Invalid {
-            field,
-            problem: problem.to_owned(),
-        };
+        let invalid = |field: &str, problem: &str| ConfigError::invalid(field, problem);
         if self.prefixes.is_empty() {
             return Err(invalid(
                 "prefixes",

@@ -70,33 +70,17 @@ impl Default for Config {
     }
 }
 
-/// A configuration that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file, environment or flags could not be read.
-    #[error("configuration could not be read: {0}")]
-    Load(#[from] Box<figment::Error>),
-    /// A value is not acceptable.
-    #[error("configuration is invalid: {field}: {problem}")]
-    Invalid {
-        /// The key.
-        field: &'static str,
-        /// What is wrong.
-        problem: &'static str,
-    },
-}
+pub use telemetry::ConfigError;
 
 impl Config {
     /// Layers defaults, the file, the environment and `overrides`, then validates.
     pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
-        let config: Config = telemetry::load_layered(&Config::default(), file, overrides)?;
-        config.validate()?;
-        Ok(config)
+        telemetry::load_config(file, overrides, Self::validate)
     }
 
     /// Checks what the types cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |field, problem| ConfigError::Invalid { field, problem };
+        let invalid = |field: &str, problem: &str| ConfigError::invalid(field, problem);
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid("tls_cert", "tls_cert and tls_key go together"));
         }

@@ -1,7 +1,6 @@
 //! The origin daemon: parses flags, loads the configuration, starts telemetry, binds, and hands
 //! over to `origin::run`.
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -14,9 +13,6 @@ use telemetry::{CommonArgs, Shutdown};
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,
-    /// Address edges fill from.
-    #[arg(long)]
-    listen: Option<SocketAddr>,
     /// Object store URL: file:///dir or s3://bucket[/prefix].
     #[arg(long)]
     object_store_url: Option<String>,
@@ -27,7 +23,6 @@ fn main() -> ExitCode {
     let overrides = cli
         .common
         .flags()
-        .set("listen", cli.listen)
         .set("object_store_url", cli.object_store_url);
     telemetry::daemon(
         "origin",

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use crate::store::{StoreError, UserStore, is_unique_violation};
+use crate::store::{StoreError, UserStore, inserted};
 
 /// A user as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -125,11 +125,7 @@ impl UserStore {
         .bind(user.now)
         .execute(self.db.pool())
         .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if is_unique_violation(&error) => Ok(false),
-            Err(error) => Err(error.into()),
-        }
+        inserted(result)
     }
 
     /// The user with this id.

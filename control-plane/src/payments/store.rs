@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AnyExecutor, Row};
 use utoipa::ToSchema;
 
-use crate::store::{StoreError, TextColumn, is_unique_violation, optional_long_text};
+use crate::store::{StoreError, TextColumn, inserted, optional_long_text};
 
 /// Where a payment is, as the `payments.status` column stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -288,11 +288,7 @@ pub(crate) async fn record_webhook<'e>(
     .bind(now)
     .execute(db)
     .await;
-    match recorded {
-        Ok(_) => Ok(true),
-        Err(error) if is_unique_violation(&error) => Ok(false),
-        Err(error) => Err(error.into()),
-    }
+    inserted(recorded)
 }
 
 // ---- Idempotency keys ----------------------------------------------------------------------
@@ -305,7 +301,7 @@ pub(crate) async fn claim_key<'e>(
     fingerprint: &str,
     now: i64,
 ) -> Result<bool, StoreError> {
-    let inserted = sqlx::query(
+    let result = sqlx::query(
         "INSERT INTO idempotency_keys (user_id, idem_key, request_hash, created_at) VALUES (?, ?, ?, ?)",
     )
     .bind(user_id)
@@ -314,11 +310,7 @@ pub(crate) async fn claim_key<'e>(
     .bind(now)
     .execute(db)
     .await;
-    match inserted {
-        Ok(_) => Ok(true),
-        Err(error) if is_unique_violation(&error) => Ok(false),
-        Err(error) => Err(error.into()),
-    }
+    inserted(result)
 }
 
 /// What an idempotency key holds: the fingerprint of the request that claimed it, and its

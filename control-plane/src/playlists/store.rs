@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use sqlx::Row;
 
 use crate::store::{
-    InventoryStore, StoreError, UserStore, is_unique_violation, placeholders, retry_on_conflict,
+    InventoryStore, StoreError, UserStore, inserted, placeholders, retry_on_conflict,
 };
 
 /// One entry of a playlist, with the track's facts.
@@ -447,11 +447,7 @@ impl UserStore {
         .bind(row.updated_at)
         .execute(self.db.pool())
         .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if is_unique_violation(&error) => Ok(false),
-            Err(error) => Err(error.into()),
-        }
+        inserted(result)
     }
 
     /// The ownership record of a playlist.

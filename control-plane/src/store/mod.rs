@@ -98,6 +98,16 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// The outcome of an insert guarded by a unique key: `true` when the row went in, `false`
+/// when the key was taken; any other failure is an error.
+pub fn inserted<T>(result: Result<T, sqlx::Error>) -> Result<bool, StoreError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(error) if is_unique_violation(&error) => Ok(false),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// Whether a transaction failed only because another one held a lock it needed
 /// (MySQL deadlock or lock wait timeout, SQLite busy), so that running it again may succeed.
 fn is_lock_conflict(error: &StoreError) -> bool {

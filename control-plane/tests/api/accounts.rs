@@ -6,7 +6,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::json;
 
 use crate::on_both_backends;
-use crate::support::{PASSWORD, TestApp, error_code, sign_up_body};
+use crate::support::{PASSWORD, TestApp, assert_error, error_code, sign_up_body};
 
 on_both_backends!(
     sign_up_normalises_and_keeps_names,
@@ -30,9 +30,7 @@ async fn sign_up_normalises_and_keeps_names(t: &TestApp) {
     body["first_name"] = json!("Zoë 李 <script>alert(1)</script>");
     body["last_name"] = json!("O'Brien'; DROP TABLE users; --");
     body["role"] = json!("artist");
-    let reply = t
-        .call(Method::POST, "/api/v1/users", None, Some(body))
-        .await;
+    let reply = t.post("/api/v1/users", None, body).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.raw);
     let user = &reply.body;
     assert_eq!(user["email"], "zoë.li@example.com");
@@ -47,9 +45,7 @@ async fn sign_up_normalises_and_keeps_names(t: &TestApp) {
 
     // Stored verbatim: the profile reads back exactly.
     let token = t.log_in("ZOË.LI@example.com", PASSWORD).await;
-    let me = t
-        .call(Method::GET, "/api/v1/users/me", Some(&token), None)
-        .await;
+    let me = t.get("/api/v1/users/me", Some(&token)).await;
     assert_eq!(me.body["last_name"], "O'Brien'; DROP TABLE users; --");
     assert_eq!(me.body["first_name"], "Zoë 李 <script>alert(1)</script>");
 }
@@ -57,15 +53,9 @@ async fn sign_up_normalises_and_keeps_names(t: &TestApp) {
 async fn duplicate_email_is_409(t: &TestApp) {
     t.sign_up("dup@example.com").await;
     let reply = t
-        .call(
-            Method::POST,
-            "/api/v1/users",
-            None,
-            Some(sign_up_body("DUP@example.com")),
-        )
+        .post("/api/v1/users", None, sign_up_body("DUP@example.com"))
         .await;
-    assert_eq!(reply.status, StatusCode::CONFLICT);
-    assert_eq!(error_code(&reply), "email_taken");
+    assert_error(&reply, StatusCode::CONFLICT, "email_taken");
 }
 
 async fn sign_up_validation_names_fields(t: &TestApp) {
@@ -78,11 +68,12 @@ async fn sign_up_validation_names_fields(t: &TestApp) {
         "password": "short",
         "role": "admin",
     });
-    let reply = t
-        .call(Method::POST, "/api/v1/users", None, Some(body))
-        .await;
-    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(error_code(&reply), "validation_failed");
+    let reply = t.post("/api/v1/users", None, body).await;
+    assert_error(
+        &reply,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
     let mut fields: Vec<&str> = reply.body["error"]["fields"]
         .as_array()
         .unwrap()
@@ -115,11 +106,10 @@ async fn sign_up_validation_names_fields(t: &TestApp) {
 async fn log_in_and_out(t: &TestApp) {
     t.sign_up("ada@example.com").await;
     let reply = t
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/sessions",
             None,
-            Some(json!({"email": "ada@example.com", "password": PASSWORD})),
+            json!({"email": "ada@example.com", "password": PASSWORD}),
         )
         .await;
     assert_eq!(reply.status, StatusCode::CREATED);
@@ -138,48 +128,33 @@ async fn log_in_and_out(t: &TestApp) {
         .expect("session stored by hash");
     assert_ne!(stored.token_hash, token);
 
-    let me = t
-        .call(Method::GET, "/api/v1/users/me", Some(&token), None)
-        .await;
+    let me = t.get("/api/v1/users/me", Some(&token)).await;
     assert_eq!(me.status, StatusCode::OK);
     assert_eq!(me.body["first_name"], "Ada");
 
-    let out = t
-        .call(
-            Method::DELETE,
-            "/api/v1/sessions/current",
-            Some(&token),
-            None,
-        )
-        .await;
+    let out = t.delete("/api/v1/sessions/current", Some(&token)).await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
-    let after = t
-        .call(Method::GET, "/api/v1/users/me", Some(&token), None)
-        .await;
-    assert_eq!(after.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(error_code(&after), "invalid_token");
+    let after = t.get("/api/v1/users/me", Some(&token)).await;
+    assert_error(&after, StatusCode::UNAUTHORIZED, "invalid_token");
 
-    let none = t.call(Method::GET, "/api/v1/users/me", None, None).await;
-    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(error_code(&none), "missing_token");
+    let none = t.get("/api/v1/users/me", None).await;
+    assert_error(&none, StatusCode::UNAUTHORIZED, "missing_token");
 }
 
 async fn wrong_credentials_are_generic(t: &TestApp) {
     t.sign_up("bob@example.com").await;
     let wrong_password = t
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/sessions",
             None,
-            Some(json!({"email": "bob@example.com", "password": "nope nope nope"})),
+            json!({"email": "bob@example.com", "password": "nope nope nope"}),
         )
         .await;
     let unknown_email = t
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/sessions",
             None,
-            Some(json!({"email": "nobody@example.com", "password": PASSWORD})),
+            json!({"email": "nobody@example.com", "password": PASSWORD}),
         )
         .await;
     assert_eq!(wrong_password.status, StatusCode::UNAUTHORIZED);
@@ -259,26 +234,21 @@ async fn log_in_rotates_the_presented_token(t: &TestApp) {
     t.sign_up("erin@example.com").await;
     let first = t.log_in("erin@example.com", PASSWORD).await;
     let reply = t
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/sessions",
             Some(&first),
-            Some(json!({"email": "erin@example.com", "password": PASSWORD})),
+            json!({"email": "erin@example.com", "password": PASSWORD}),
         )
         .await;
     assert_eq!(reply.status, StatusCode::CREATED);
     let second = reply.body["token"].as_str().unwrap();
     assert_ne!(first, second);
     assert_eq!(
-        t.call(Method::GET, "/api/v1/users/me", Some(&first), None)
-            .await
-            .status,
+        t.get("/api/v1/users/me", Some(&first)).await.status,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        t.call(Method::GET, "/api/v1/users/me", Some(second), None)
-            .await
-            .status,
+        t.get("/api/v1/users/me", Some(second)).await.status,
         StatusCode::OK
     );
 }
@@ -290,23 +260,17 @@ async fn sessions_expire_idle_and_absolute(t: &TestApp) {
     // Use `active` every day for 29 days; `idle` is never used again.
     for _ in 0..29 {
         t.clock.advance(day);
-        let reply = t
-            .call(Method::GET, "/api/v1/users/me", Some(&active), None)
-            .await;
+        let reply = t.get("/api/v1/users/me", Some(&active)).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
     }
     assert_eq!(
-        t.call(Method::GET, "/api/v1/users/me", Some(&idle), None)
-            .await
-            .status,
+        t.get("/api/v1/users/me", Some(&idle)).await.status,
         StatusCode::UNAUTHORIZED,
         "idle for more than 7 days"
     );
     t.clock.advance(day);
     assert_eq!(
-        t.call(Method::GET, "/api/v1/users/me", Some(&active), None)
-            .await
-            .status,
+        t.get("/api/v1/users/me", Some(&active)).await.status,
         StatusCode::UNAUTHORIZED,
         "30 days after log-in, however active"
     );
@@ -315,40 +279,30 @@ async fn sessions_expire_idle_and_absolute(t: &TestApp) {
 async fn profile_updates_are_seen_at_once(t: &TestApp) {
     let token = t.user("fay@example.com").await;
     // Warm the cache.
-    t.call(Method::GET, "/api/v1/users/me", Some(&token), None)
-        .await;
+    t.get("/api/v1/users/me", Some(&token)).await;
     let reply = t
-        .call(
-            Method::PATCH,
+        .patch(
             "/api/v1/users/me",
             Some(&token),
-            Some(json!({"first_name": "Fåy", "mobile": "+1 415 555 2671"})),
+            json!({"first_name": "Fåy", "mobile": "+1 415 555 2671"}),
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
     assert_eq!(reply.body["first_name"], "Fåy");
-    let me = t
-        .call(Method::GET, "/api/v1/users/me", Some(&token), None)
-        .await;
+    let me = t.get("/api/v1/users/me", Some(&token)).await;
     assert_eq!(me.body["first_name"], "Fåy");
     assert_eq!(me.body["mobile"], "+14155552671");
     assert_eq!(me.body["last_name"], "Lovelace");
 
     let bad = t
-        .call(
-            Method::PATCH,
-            "/api/v1/users/me",
-            Some(&token),
-            Some(json!({"mobile": "12"})),
-        )
+        .patch("/api/v1/users/me", Some(&token), json!({"mobile": "12"}))
         .await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     let email = t
-        .call(
-            Method::PATCH,
+        .patch(
             "/api/v1/users/me",
             Some(&token),
-            Some(json!({"email": "x@example.com"})),
+            json!({"email": "x@example.com"}),
         )
         .await;
     assert_eq!(
@@ -365,53 +319,43 @@ async fn password_change_revokes_every_session(t: &TestApp) {
     // Both sessions are cached.
     for token in [&phone, &laptop] {
         assert_eq!(
-            t.call(Method::GET, "/api/v1/users/me", Some(token), None)
-                .await
-                .status,
+            t.get("/api/v1/users/me", Some(token)).await.status,
             StatusCode::OK
         );
     }
     let wrong = t
-        .call(
-            Method::PUT,
+        .put(
             "/api/v1/users/me/password",
             Some(&laptop),
-            Some(json!({"current_password": "not my password", "new_password": "a brand new secret"})),
+            json!({"current_password": "not my password", "new_password": "a brand new secret"}),
         )
         .await;
-    assert_eq!(wrong.status, StatusCode::FORBIDDEN);
-    assert_eq!(error_code(&wrong), "wrong_password");
+    assert_error(&wrong, StatusCode::FORBIDDEN, "wrong_password");
 
     let reply = t
-        .call(
-            Method::PUT,
+        .put(
             "/api/v1/users/me/password",
             Some(&laptop),
-            Some(json!({"current_password": PASSWORD, "new_password": "a brand new secret"})),
+            json!({"current_password": PASSWORD, "new_password": "a brand new secret"}),
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
     let fresh = reply.body["token"].as_str().unwrap();
     for token in [&phone, &laptop] {
         assert_eq!(
-            t.call(Method::GET, "/api/v1/users/me", Some(token), None)
-                .await
-                .status,
+            t.get("/api/v1/users/me", Some(token)).await.status,
             StatusCode::UNAUTHORIZED
         );
     }
     assert_eq!(
-        t.call(Method::GET, "/api/v1/users/me", Some(fresh), None)
-            .await
-            .status,
+        t.get("/api/v1/users/me", Some(fresh)).await.status,
         StatusCode::OK
     );
     let old = t
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/sessions",
             None,
-            Some(json!({"email": "gus@example.com", "password": PASSWORD})),
+            json!({"email": "gus@example.com", "password": PASSWORD}),
         )
         .await;
     assert_eq!(old.status, StatusCode::UNAUTHORIZED);
@@ -422,11 +366,10 @@ async fn account_deletion_removes_everything(t: &TestApp) {
     let token = t.user("hal@example.com").await;
     let track = t.track("Song", "ready").await;
     let added = t
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/playlists/tracks",
             Some(&token),
-            Some(json!({"track_id": track})),
+            json!({"track_id": track}),
         )
         .await;
     let playlist = added.body["playlist"]["id"].as_str().unwrap().to_owned();
@@ -451,9 +394,7 @@ async fn account_deletion_removes_everything(t: &TestApp) {
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.raw);
 
     assert_eq!(
-        t.call(Method::GET, "/api/v1/users/me", Some(&token), None)
-            .await
-            .status,
+        t.get("/api/v1/users/me", Some(&token)).await.status,
         StatusCode::UNAUTHORIZED
     );
     assert!(
@@ -482,14 +423,7 @@ async fn account_deletion_removes_everything(t: &TestApp) {
 }
 
 async fn concurrent_sign_ups_make_one_account(t: &TestApp) {
-    let attempts = (0..8).map(|_| {
-        t.call(
-            Method::POST,
-            "/api/v1/users",
-            None,
-            Some(sign_up_body("race@example.com")),
-        )
-    });
+    let attempts = (0..8).map(|_| t.post("/api/v1/users", None, sign_up_body("race@example.com")));
     let replies = futures::future::join_all(attempts).await;
     let created = replies
         .iter()
@@ -514,38 +448,22 @@ async fn admin_changes_roles(t: &TestApp) {
     let path = format!("/api/v1/admin/users/{}/role", user["id"].as_str().unwrap());
 
     let denied = t
-        .call(
-            Method::PUT,
-            &path,
-            Some(&listener),
-            Some(json!({"role": "admin"})),
-        )
+        .put(&path, Some(&listener), json!({"role": "admin"}))
         .await;
-    assert_eq!(denied.status, StatusCode::FORBIDDEN);
-    assert_eq!(error_code(&denied), "admin_required");
+    assert_error(&denied, StatusCode::FORBIDDEN, "admin_required");
 
-    let reply = t
-        .call(
-            Method::PUT,
-            &path,
-            Some(&admin),
-            Some(json!({"role": "artist"})),
-        )
-        .await;
+    let reply = t.put(&path, Some(&admin), json!({"role": "artist"})).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
     assert_eq!(reply.body["role"], "artist");
     // The change is visible through the cache at once.
-    let me = t
-        .call(Method::GET, "/api/v1/users/me", Some(&listener), None)
-        .await;
+    let me = t.get("/api/v1/users/me", Some(&listener)).await;
     assert_eq!(me.body["role"], "artist");
 
     let missing = t
-        .call(
-            Method::PUT,
+        .put(
             "/api/v1/admin/users/nope/role",
             Some(&admin),
-            Some(json!({"role": "artist"})),
+            json!({"role": "artist"}),
         )
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
@@ -562,34 +480,24 @@ async fn service_stays_correct_with_redis_down() {
     .await
     .unwrap();
     let token = t.user("outage@example.com").await;
-    let me = t
-        .call(Method::GET, "/api/v1/users/me", Some(&token), None)
-        .await;
+    let me = t.get("/api/v1/users/me", Some(&token)).await;
     assert_eq!(me.status, StatusCode::OK);
     let patched = t
-        .call(
-            Method::PATCH,
+        .patch(
             "/api/v1/users/me",
             Some(&token),
-            Some(json!({"last_name": "Byron"})),
+            json!({"last_name": "Byron"}),
         )
         .await;
     assert_eq!(patched.body["last_name"], "Byron");
     assert_eq!(
-        t.call(
-            Method::DELETE,
-            "/api/v1/sessions/current",
-            Some(&token),
-            None
-        )
-        .await
-        .status,
+        t.delete("/api/v1/sessions/current", Some(&token))
+            .await
+            .status,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        t.call(Method::GET, "/api/v1/users/me", Some(&token), None)
-            .await
-            .status,
+        t.get("/api/v1/users/me", Some(&token)).await.status,
         StatusCode::UNAUTHORIZED
     );
     let metrics = telemetry::metrics_handle().render();

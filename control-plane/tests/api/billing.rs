@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Method, Request, StatusCode};
+use axum::http::{Request, StatusCode};
 use control_plane::bus::{Handler, HandlerError};
 use control_plane::payments::provider::sign_webhook;
 use control_plane::subscriptions::{ACCOUNT_UPDATE, account_update_handler};
@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::on_both_backends;
-use crate::support::{Reply, TestApp, error_code};
+use crate::support::{Reply, TestApp, assert_error, error_code};
 
 on_both_backends!(
     paying_activates_a_subscription,
@@ -40,7 +40,7 @@ const CARD_ASYNC: &str = "4000000000003220";
 
 impl TestApp {
     async fn package_id(&self, name: &str) -> String {
-        let packages = self.call(Method::GET, "/api/v1/packages", None, None).await;
+        let packages = self.get("/api/v1/packages", None).await;
         packages
             .body
             .as_array()
@@ -66,11 +66,10 @@ impl TestApp {
     async fn confirm(&self, token: &str, payment: &str, number: &str) -> Reply {
         let card =
             json!({"card": {"number": number, "exp_month": 12, "exp_year": 2031, "cvc": "123"}});
-        self.call(
-            Method::POST,
+        self.post(
             &format!("/api/v1/payments/{payment}/confirm"),
             Some(token),
-            Some(card),
+            card,
         )
         .await
     }
@@ -128,9 +127,7 @@ impl TestApp {
     }
 
     async fn entitlements(&self, token: &str) -> Value {
-        let reply = self
-            .call(Method::GET, "/api/v1/me/entitlements", Some(token), None)
-            .await;
+        let reply = self.get("/api/v1/me/entitlements", Some(token)).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
         reply.body
     }
@@ -179,9 +176,7 @@ async fn paying_activates_a_subscription(t: &TestApp) {
         )
         .await;
     assert_eq!(t.entitlements(&token).await["package_name"], "Premium");
-    let subscriptions = t
-        .call(Method::GET, "/api/v1/subscriptions/me", Some(&token), None)
-        .await;
+    let subscriptions = t.get("/api/v1/subscriptions/me", Some(&token)).await;
     let current = &subscriptions.body["current"];
     assert_eq!(current["status"], "active");
     assert_eq!(current["payment_id"], id.as_str());
@@ -227,9 +222,7 @@ async fn free_users_get_the_free_package(t: &TestApp) {
     assert_eq!(entitlements["package_name"], "Free");
     assert!(entitlements["free_ads_per_hour"].as_i64().unwrap() > 0);
     assert_eq!(entitlements["until"], Value::Null);
-    let subscriptions = t
-        .call(Method::GET, "/api/v1/subscriptions/me", Some(&token), None)
-        .await;
+    let subscriptions = t.get("/api/v1/subscriptions/me", Some(&token)).await;
     assert_eq!(
         subscriptions.body,
         json!({"current": null, "subscriptions": []})
@@ -259,15 +252,17 @@ async fn idempotency_keys_replay_and_refuse_reuse(t: &TestApp) {
     assert_ne!(theirs.body["id"], first.body["id"]);
 
     let missing = t
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/payments",
             Some(&token),
-            Some(json!({"package_id": premium})),
+            json!({"package_id": premium}),
         )
         .await;
-    assert_eq!(missing.status, StatusCode::BAD_REQUEST);
-    assert_eq!(error_code(&missing), "idempotency_key_required");
+    assert_error(
+        &missing,
+        StatusCode::BAD_REQUEST,
+        "idempotency_key_required",
+    );
     // Errors are replayed too.
     let unknown = t.checkout(&token, "order-43", "no-such-package").await;
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
@@ -370,8 +365,7 @@ async fn checkout_refuses_bad_packages_and_tampering(t: &TestApp) {
 
     // A package retired after checkout still completes; a retired one cannot be bought.
     let open = t.checkout(&token, "tamper-4", &premium).await;
-    t.call(
-        Method::POST,
+    t.post(
         &format!("/api/v1/packages/{premium}/retire"),
         Some(&admin),
         None,
@@ -404,19 +398,14 @@ async fn declined_cards_change_nothing_and_can_retry(t: &TestApp) {
         .to_owned();
 
     let declined = t.confirm(&token, &id, CARD_DECLINED).await;
-    assert_eq!(declined.status, StatusCode::PAYMENT_REQUIRED);
-    assert_eq!(error_code(&declined), "card_declined");
+    assert_error(&declined, StatusCode::PAYMENT_REQUIRED, "card_declined");
     let no_funds = t.confirm(&token, &id, CARD_NO_FUNDS).await;
-    assert_eq!(no_funds.status, StatusCode::PAYMENT_REQUIRED);
-    assert_eq!(error_code(&no_funds), "insufficient_funds");
-    let state = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/payments/{id}"),
-            Some(&token),
-            None,
-        )
-        .await;
+    assert_error(
+        &no_funds,
+        StatusCode::PAYMENT_REQUIRED,
+        "insufficient_funds",
+    );
+    let state = t.get(&format!("/api/v1/payments/{id}"), Some(&token)).await;
     assert_eq!(state.body["status"], "failed");
     assert_eq!(state.body["failure"]["code"], "insufficient_funds");
     assert!(t.events_of_type("payment.succeeded").await.is_empty());
@@ -432,14 +421,9 @@ async fn declined_cards_change_nothing_and_can_retry(t: &TestApp) {
     // Another user cannot see or pay it.
     let other = t.user("stranger@example.com").await;
     assert_eq!(
-        t.call(
-            Method::GET,
-            &format!("/api/v1/payments/{id}"),
-            Some(&other),
-            None
-        )
-        .await
-        .status,
+        t.get(&format!("/api/v1/payments/{id}"), Some(&other))
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(
@@ -481,14 +465,7 @@ async fn asynchronous_payments_confirm_by_webhook(t: &TestApp) {
     );
     assert_eq!(t.events_of_type("payment.succeeded").await.len(), 1);
 
-    let paid = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/payments/{id}"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let paid = t.get(&format!("/api/v1/payments/{id}"), Some(&token)).await;
     assert_eq!(paid.body["status"], "succeeded");
     t.account_update().await;
     assert_eq!(t.entitlements(&token).await["package_name"], "Premium");
@@ -501,14 +478,9 @@ async fn asynchronous_payments_confirm_by_webhook(t: &TestApp) {
     t.confirm(&token, &id2, CARD_ASYNC).await;
     assert_eq!(t.app.deliver_sandbox_webhooks().await, 1);
     assert_eq!(
-        t.call(
-            Method::GET,
-            &format!("/api/v1/payments/{id2}"),
-            Some(&token),
-            None
-        )
-        .await
-        .body["status"],
+        t.get(&format!("/api/v1/payments/{id2}"), Some(&token))
+            .await
+            .body["status"],
         "succeeded"
     );
 }
@@ -554,12 +526,7 @@ async fn forged_stale_and_unknown_webhooks_change_nothing(t: &TestApp) {
         (StatusCode::BAD_REQUEST, "stale_signature")
     );
     let unsigned = t
-        .call(
-            Method::POST,
-            "/api/v1/payments/webhooks/sandbox",
-            None,
-            Some(json!({})),
-        )
+        .post("/api/v1/payments/webhooks/sandbox", None, json!({}))
         .await;
     assert_eq!(error_code(&unsigned), "invalid_signature");
 
@@ -588,14 +555,7 @@ async fn forged_stale_and_unknown_webhooks_change_nothing(t: &TestApp) {
     .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
 
-    let state = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/payments/{id}"),
-            Some(&token),
-            None,
-        )
-        .await;
+    let state = t.get(&format!("/api/v1/payments/{id}"), Some(&token)).await;
     assert_eq!(state.body["status"], "processing", "nothing changed");
     assert!(t.events_of_type("payment.succeeded").await.is_empty());
     assert_eq!(
@@ -627,9 +587,7 @@ async fn renewal_before_expiry_extends_from_the_end(t: &TestApp) {
         .await;
     t.buy(&token, &premium, CARD_OK).await;
     t.account_update().await;
-    let subscriptions = t
-        .call(Method::GET, "/api/v1/subscriptions/me", Some(&token), None)
-        .await;
+    let subscriptions = t.get("/api/v1/subscriptions/me", Some(&token)).await;
     let list = subscriptions.body["subscriptions"].as_array().unwrap();
     assert_eq!(list.len(), 1, "extended, not a second subscription");
     let start = list[0]["start_at"].as_str().unwrap();
@@ -834,12 +792,7 @@ async fn cancel_keeps_access_until_the_end(t: &TestApp) {
     let token = t.user("cancel@example.com").await;
     let premium = t.package_id("Premium").await;
     let none = t
-        .call(
-            Method::DELETE,
-            "/api/v1/subscriptions/current",
-            Some(&token),
-            None,
-        )
+        .delete("/api/v1/subscriptions/current", Some(&token))
         .await;
     assert_eq!(
         (none.status, error_code(&none).as_str()),
@@ -854,12 +807,7 @@ async fn cancel_keeps_access_until_the_end(t: &TestApp) {
     );
 
     let canceled = t
-        .call(
-            Method::DELETE,
-            "/api/v1/subscriptions/current",
-            Some(&token),
-            None,
-        )
+        .delete("/api/v1/subscriptions/current", Some(&token))
         .await;
     assert_eq!(canceled.status, StatusCode::OK, "{}", canceled.raw);
     assert_eq!(canceled.body["status"], "canceled");
@@ -878,9 +826,7 @@ async fn cancel_keeps_access_until_the_end(t: &TestApp) {
         .await;
     let entitlements = t.entitlements(&token).await;
     assert_eq!(entitlements["source"], "free");
-    let subscriptions = t
-        .call(Method::GET, "/api/v1/subscriptions/me", Some(&token), None)
-        .await;
+    let subscriptions = t.get("/api/v1/subscriptions/me", Some(&token)).await;
     assert_eq!(subscriptions.body["current"], Value::Null);
     assert_eq!(subscriptions.body["subscriptions"][0]["status"], "expired");
 }
@@ -888,10 +834,7 @@ async fn cancel_keeps_access_until_the_end(t: &TestApp) {
 async fn refunds_end_the_subscription(t: &TestApp) {
     let admin = t.admin().await;
     let token = t.user("refund@example.com").await;
-    let user_id = t
-        .call(Method::GET, "/api/v1/users/me", Some(&token), None)
-        .await
-        .body["id"]
+    let user_id = t.get("/api/v1/users/me", Some(&token)).await.body["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -902,10 +845,10 @@ async fn refunds_end_the_subscription(t: &TestApp) {
 
     let path = format!("/api/v1/admin/payments/{paid}/refund");
     assert_eq!(
-        t.call(Method::POST, &path, Some(&token), None).await.status,
+        t.post(&path, Some(&token), None).await.status,
         StatusCode::FORBIDDEN
     );
-    let refunded = t.call(Method::POST, &path, Some(&admin), None).await;
+    let refunded = t.post(&path, Some(&admin), None).await;
     assert_eq!(refunded.status, StatusCode::OK, "{}", refunded.raw);
     assert_eq!(refunded.body["status"], "refunded");
     assert_eq!(
@@ -913,7 +856,7 @@ async fn refunds_end_the_subscription(t: &TestApp) {
         "free",
         "at once, cache included"
     );
-    let again = t.call(Method::POST, &path, Some(&admin), None).await;
+    let again = t.post(&path, Some(&admin), None).await;
     assert_eq!(
         again.body["refunded_at"], refunded.body["refunded_at"],
         "idempotent"
@@ -922,28 +865,23 @@ async fn refunds_end_the_subscription(t: &TestApp) {
     assert_eq!(t.events_of_type("subscription.ended").await.len(), 1);
 
     let payments = t
-        .call(
-            Method::GET,
+        .get(
             &format!("/api/v1/admin/users/{user_id}/payments"),
             Some(&admin),
-            None,
         )
         .await;
     assert_eq!(payments.body.as_array().unwrap().len(), 1);
     let subscriptions = t
-        .call(
-            Method::GET,
+        .get(
             &format!("/api/v1/admin/users/{user_id}/subscriptions"),
             Some(&admin),
-            None,
         )
         .await;
     assert_eq!(subscriptions.body["subscriptions"][0]["status"], "refunded");
 
     // A refund that lands before the account-update service saw the payment buys nothing.
     let early = t.buy(&token, &premium, CARD_OK).await;
-    t.call(
-        Method::POST,
+    t.post(
         &format!("/api/v1/admin/payments/{early}/refund"),
         Some(&admin),
         None,
@@ -962,8 +900,7 @@ async fn refunds_end_the_subscription(t: &TestApp) {
         .unwrap()
         .to_owned();
     let refused = t
-        .call(
-            Method::POST,
+        .post(
             &format!("/api/v1/admin/payments/{open}/refund"),
             Some(&admin),
             None,

@@ -5,7 +5,7 @@ use axum::http::{Method, Request, StatusCode};
 use serde_json::json;
 
 use crate::on_both_backends;
-use crate::support::{TestApp, error_code, sign_up_body};
+use crate::support::{TestApp, assert_error, sign_up_body};
 
 on_both_backends!(
     bad_bodies_get_clear_errors,
@@ -36,8 +36,7 @@ async fn bad_bodies_get_clear_errors(t: &TestApp) {
             raw(Method::POST, "/api/v1/users", json_type, "{\"email\": "),
         )
         .await;
-    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
-    assert_eq!(error_code(&malformed), "malformed_json");
+    assert_error(&malformed, StatusCode::BAD_REQUEST, "malformed_json");
 
     let not_json = t
         .send(
@@ -45,23 +44,22 @@ async fn bad_bodies_get_clear_errors(t: &TestApp) {
             raw(Method::POST, "/api/v1/users", Some("text/plain"), "{}"),
         )
         .await;
-    assert_eq!(not_json.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    assert_eq!(error_code(&not_json), "unsupported_media_type");
+    assert_error(
+        &not_json,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    );
 
     let mut wrong_type = sign_up_body("types@example.com");
     wrong_type["mobile"] = json!(447700900123_u64);
-    let reply = t
-        .call(Method::POST, "/api/v1/users", None, Some(wrong_type))
-        .await;
+    let reply = t.post("/api/v1/users", None, wrong_type).await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(reply.body["error"]["fields"][0]["field"], "mobile");
     assert_eq!(reply.body["error"]["fields"][0]["code"], "wrong_type");
 
     let mut missing = sign_up_body("missing@example.com");
     missing.as_object_mut().unwrap().remove("password");
-    let reply = t
-        .call(Method::POST, "/api/v1/users", None, Some(missing))
-        .await;
+    let reply = t.post("/api/v1/users", None, missing).await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(reply.body["error"]["fields"][0]["field"], "password");
     assert_eq!(reply.body["error"]["fields"][0]["code"], "required");
@@ -69,11 +67,8 @@ async fn bad_bodies_get_clear_errors(t: &TestApp) {
     // Over the 64 KiB limit: refused whole, with and without a Content-Length.
     let mut huge = sign_up_body("huge@example.com");
     huge["address"] = json!("x".repeat(100 * 1024));
-    let reply = t
-        .call(Method::POST, "/api/v1/users", None, Some(huge.clone()))
-        .await;
-    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(error_code(&reply), "payload_too_large");
+    let reply = t.post("/api/v1/users", None, huge.clone()).await;
+    assert_error(&reply, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     let stream = futures::stream::iter(
         huge.to_string()
             .into_bytes()
@@ -105,9 +100,7 @@ async fn bad_bodies_get_clear_errors(t: &TestApp) {
     // Script-ish and SQL-ish input is data, returned as JSON text.
     let mut hostile = sign_up_body("hostile@example.com");
     hostile["address"] = json!("\"); DELETE FROM users; -- <img src=x onerror=alert(1)>");
-    let reply = t
-        .call(Method::POST, "/api/v1/users", None, Some(hostile))
-        .await;
+    let reply = t.post("/api/v1/users", None, hostile).await;
     assert_eq!(reply.status, StatusCode::CREATED);
     assert_eq!(
         reply.body["address"],
@@ -126,42 +119,29 @@ async fn bad_bodies_get_clear_errors(t: &TestApp) {
             .is_some()
     );
 
-    let bad_token = t
-        .call(
-            Method::GET,
-            "/api/v1/users/me",
-            Some(&"x".repeat(10_000)),
-            None,
-        )
-        .await;
+    let bad_token = t.get("/api/v1/users/me", Some(&"x".repeat(10_000))).await;
     assert_eq!(bad_token.status, StatusCode::UNAUTHORIZED);
 }
 
 async fn routing_errors_are_json(t: &TestApp) {
-    let unknown = t.call(Method::GET, "/api/v1/nope", None, None).await;
-    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
-    assert_eq!(error_code(&unknown), "route_not_found");
+    let unknown = t.get("/api/v1/nope", None).await;
+    assert_error(&unknown, StatusCode::NOT_FOUND, "route_not_found");
 
-    let method = t.call(Method::PUT, "/api/v1/packages", None, None).await;
-    assert_eq!(method.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(error_code(&method), "method_not_allowed");
+    let method = t.put("/api/v1/packages", None, None).await;
+    assert_error(
+        &method,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+    );
 
     let traversal = t
-        .call(
-            Method::GET,
-            "/api/v1/playlists/..%2F..%2Fetc%2Fpasswd",
-            None,
-            None,
-        )
+        .get("/api/v1/playlists/..%2F..%2Fetc%2Fpasswd", None)
         .await;
-    assert_eq!(traversal.status, StatusCode::NOT_FOUND);
-    assert_eq!(error_code(&traversal), "playlist_not_found");
+    assert_error(&traversal, StatusCode::NOT_FOUND, "playlist_not_found");
 }
 
 async fn openapi_documents_every_endpoint(t: &TestApp) {
-    let reply = t
-        .call(Method::GET, "/api/v1/openapi.json", None, None)
-        .await;
+    let reply = t.get("/api/v1/openapi.json", None).await;
     assert_eq!(reply.status, StatusCode::OK);
     let doc = &reply.body;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));

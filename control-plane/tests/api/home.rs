@@ -3,14 +3,14 @@
 //! after the duplicates, a useful page for a new listener and a visitor, and a track's
 //! statistics for its artist only.
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use events::Envelope;
 use events::plays::{PlayCompleted, PlayFacts, PlayProgressed, PlaySkipped, PlayStarted};
 use serde_json::{Value, json};
 
 use crate::on_both_backends;
 use crate::search::ready;
-use crate::support::{TestApp, error_code};
+use crate::support::{TestApp, assert_error};
 
 on_both_backends!(home_is_built_from_the_event_log);
 
@@ -134,11 +134,10 @@ async fn home_is_built_from_the_event_log(t: &TestApp) {
         .log_in("listener@example.com", crate::support::PASSWORD)
         .await;
     let created = t
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/playlists",
             Some(&token),
-            Some(json!({"name": "Road Trip"})),
+            json!({"name": "Road Trip"}),
         )
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
@@ -321,9 +320,7 @@ async fn home_is_built_from_the_event_log(t: &TestApp) {
     assert_eq!(again, home);
 
     // Over HTTP (no locator here: no region, so every region's trending and top).
-    let reply = t
-        .call(Method::GET, "/api/v1/home", Some(&token), None)
-        .await;
+    let reply = t.get("/api/v1/home", Some(&token)).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
     assert_eq!(reply.body["region"], Value::Null);
     let trending = section(&reply.body, "trending");
@@ -332,11 +329,9 @@ async fn home_is_built_from_the_event_log(t: &TestApp) {
     assert_eq!(titles(section(&reply.body, "top"))[0], "Foxtrot");
     // A new listener and a visitor still get something to play.
     let newcomer = t.user("newcomer@example.com").await;
-    let reply = t
-        .call(Method::GET, "/api/v1/home", Some(&newcomer), None)
-        .await;
+    let reply = t.get("/api/v1/home", Some(&newcomer)).await;
     assert_eq!(ids(&reply.body), ["trending", "top", "new"]);
-    let reply = t.call(Method::GET, "/api/v1/home", None, None).await;
+    let reply = t.get("/api/v1/home", None).await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(ids(&reply.body), ["trending", "top", "new"]);
 
@@ -355,11 +350,9 @@ async fn home_is_built_from_the_event_log(t: &TestApp) {
         .log_in("charlie@example.com", crate::support::PASSWORD)
         .await;
     let stats = t
-        .call(
-            Method::GET,
+        .get(
             &format!("/api/v1/tracks/{charlie}/stats"),
             Some(&artist_token),
-            None,
         )
         .await;
     assert_eq!(stats.status, StatusCode::OK, "{}", stats.raw);
@@ -374,43 +367,19 @@ async fn home_is_built_from_the_event_log(t: &TestApp) {
     assert_eq!(stats.body["by_day"].as_array().unwrap().len(), 1);
     let admin = t.admin().await;
     let stats = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/tracks/{alpha}/stats"),
-            Some(&admin),
-            None,
-        )
+        .get(&format!("/api/v1/tracks/{alpha}/stats"), Some(&admin))
         .await;
     assert_eq!(stats.status, StatusCode::OK);
     assert_eq!(stats.body["totals"]["starts"], 3, "duplicates counted once");
     assert_eq!(stats.body["totals"]["completion_rate"], 1.0);
     let refused = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/tracks/{charlie}/stats"),
-            Some(&token),
-            None,
-        )
+        .get(&format!("/api/v1/tracks/{charlie}/stats"), Some(&token))
         .await;
-    assert_eq!(refused.status, StatusCode::FORBIDDEN);
-    assert_eq!(error_code(&refused), "not_your_track");
+    assert_error(&refused, StatusCode::FORBIDDEN, "not_your_track");
     let missing = t
-        .call(
-            Method::GET,
-            "/api/v1/tracks/no-such-track/stats",
-            Some(&admin),
-            None,
-        )
+        .get("/api/v1/tracks/no-such-track/stats", Some(&admin))
         .await;
-    assert_eq!(missing.status, StatusCode::NOT_FOUND);
-    assert_eq!(error_code(&missing), "track_not_found");
-    let anonymous = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/tracks/{alpha}/stats"),
-            None,
-            None,
-        )
-        .await;
+    assert_error(&missing, StatusCode::NOT_FOUND, "track_not_found");
+    let anonymous = t.get(&format!("/api/v1/tracks/{alpha}/stats"), None).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 }

@@ -6,8 +6,6 @@
 
 use std::process::Command;
 
-use axum::http::Method;
-
 use crate::on_both_backends;
 use crate::support::TestApp;
 use crate::uploads::{process, upload_bytes};
@@ -207,14 +205,7 @@ async fn every_case_of_the_corpus_behaves_as_its_table_says(t: &TestApp) {
     let mut ready = Vec::new();
     let mut failures = Vec::new();
     for (id, what, expected) in &uploads {
-        let track = t
-            .call(
-                Method::GET,
-                &format!("/api/v1/tracks/{id}"),
-                Some(&token),
-                None,
-            )
-            .await;
+        let track = t.get(&format!("/api/v1/tracks/{id}"), Some(&token)).await;
         let status = track.body["status"].as_str().unwrap_or("?").to_owned();
         let reason = track.body["reason"].as_str().unwrap_or("").to_owned();
         let got: Result<(), &str> = match status.as_str() {

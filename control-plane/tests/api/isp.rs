@@ -2,7 +2,7 @@
 //! tracks come first, then every region's, then unplayed new releases; every object of a
 //! track is listed with its size; the budget is kept.
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use events::Envelope;
 use events::plays::{PlayFacts, PlayStarted};
 use events::tracks::{RenditionDetail, SegmentDetail};
@@ -73,12 +73,7 @@ async fn published(t: &TestApp, title: &str) -> String {
 
 async fn manifest(t: &TestApp, token: Option<&str>, bytes: u64) -> (StatusCode, Value) {
     let reply = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/isp/manifest?bytes={bytes}"),
-            token,
-            None,
-        )
+        .get(&format!("/api/v1/isp/manifest?bytes={bytes}"), token)
         .await;
     (reply.status, reply.body)
 }
@@ -156,9 +151,7 @@ async fn a_box_gets_its_regions_tracks_within_its_budget(t: &TestApp) {
 
     // Only a box's own token; a budget within bounds.
     for token in [None, Some("not-a-box-token-but-long-enough-to-try")] {
-        let reply = t
-            .call(Method::GET, "/api/v1/isp/manifest?bytes=100", token, None)
-            .await;
+        let reply = t.get("/api/v1/isp/manifest?bytes=100", token).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.raw);
         assert_eq!(error_code(&reply), "unknown_box");
     }

@@ -8,7 +8,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use control_plane::config::Secret;
 use control_plane::subscriptions::{ACCOUNT_UPDATE, account_update_handler};
 use serde_json::json;
@@ -53,7 +53,7 @@ async fn start(url: &str) -> (TestApp, Shutdown) {
 
 async fn pay(t: &TestApp, email: &str) {
     let token = t.user(email).await;
-    let packages = t.call(Method::GET, "/api/v1/packages", None, None).await;
+    let packages = t.get("/api/v1/packages", None).await;
     let premium = packages
         .body
         .as_array()
@@ -75,11 +75,10 @@ async fn pay(t: &TestApp, email: &str) {
     let id = created.body["id"].as_str().unwrap();
     let card = json!({"card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2031, "cvc": "123"}});
     let paid = t
-        .call(
-            Method::POST,
+        .post(
             &format!("/api/v1/payments/{id}/confirm"),
             Some(&token),
-            Some(card),
+            card,
         )
         .await;
     assert_eq!(paid.status, StatusCode::OK, "{}", paid.raw);
@@ -122,9 +121,7 @@ async fn subscriptions_flow_over_kafka() {
     }
     wait_applied(&t, 5, Duration::from_secs(60)).await;
     let token = t.log_in("kafka3@example.com", PASSWORD).await;
-    let entitlements = t
-        .call(Method::GET, "/api/v1/me/entitlements", Some(&token), None)
-        .await;
+    let entitlements = t.get("/api/v1/me/entitlements", Some(&token)).await;
     assert_eq!(entitlements.body["package_name"], "Premium");
     // Nothing more arrives later (no duplicate effects), and the relay is caught up.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -262,11 +259,10 @@ async fn the_search_index_follows_track_events_over_kafka() {
     assert_eq!(found_kafka_song(&t).await, 1);
     let admin = t.admin().await;
     let block = t
-        .call(
-            Method::PUT,
+        .put(
             &format!("/api/v1/tracks/{id}/block"),
             Some(&admin),
-            Some(json!({"reason": "A rights claim."})),
+            json!({"reason": "A rights claim."}),
         )
         .await;
     assert_eq!(block.status, StatusCode::NO_CONTENT, "{}", block.raw);
@@ -279,12 +275,7 @@ async fn the_search_index_follows_track_events_over_kafka() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let restore = t
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/tracks/{id}/block"),
-            Some(&admin),
-            None,
-        )
+        .delete(&format!("/api/v1/tracks/{id}/block"), Some(&admin))
         .await;
     assert_eq!(restore.status, StatusCode::NO_CONTENT);
     let started = Instant::now();
@@ -301,9 +292,7 @@ async fn the_search_index_follows_track_events_over_kafka() {
 
 /// How many tracks a search for "kafka song" finds.
 async fn found_kafka_song(t: &TestApp) -> usize {
-    let reply = t
-        .call(Method::GET, "/api/v1/search?q=kafka%20song", None, None)
-        .await;
+    let reply = t.get("/api/v1/search?q=kafka%20song", None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.raw);
     reply.body["tracks"]["items"].as_array().unwrap().len()
 }

@@ -1,10 +1,10 @@
 //! Packages: the public list, the default seed, and the administrator's changes.
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use serde_json::json;
 
 use crate::on_both_backends;
-use crate::support::{TestApp, error_code};
+use crate::support::{TestApp, assert_error};
 
 on_both_backends!(
     default_packages_are_seeded,
@@ -13,7 +13,7 @@ on_both_backends!(
 );
 
 async fn default_packages_are_seeded(t: &TestApp) {
-    let reply = t.call(Method::GET, "/api/v1/packages", None, None).await;
+    let reply = t.get("/api/v1/packages", None).await;
     assert_eq!(reply.status, StatusCode::OK);
     let packages = reply.body.as_array().unwrap();
     assert_eq!(packages.len(), 3);
@@ -39,33 +39,23 @@ async fn admins_manage_packages(t: &TestApp) {
     let listener = t.user("pat@example.com").await;
     let body = json!({"name": "Family", "description": "Six accounts", "cost": 1499, "currency": "EUR", "period": "month", "free_ads_per_hour": 0});
 
-    let anonymous = t
-        .call(Method::POST, "/api/v1/packages", None, Some(body.clone()))
-        .await;
+    let anonymous = t.post("/api/v1/packages", None, body.clone()).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     let denied = t
-        .call(
-            Method::POST,
-            "/api/v1/packages",
-            Some(&listener),
-            Some(body.clone()),
-        )
+        .post("/api/v1/packages", Some(&listener), body.clone())
         .await;
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
 
-    let created = t
-        .call(Method::POST, "/api/v1/packages", Some(&admin), Some(body))
-        .await;
+    let created = t.post("/api/v1/packages", Some(&admin), body).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.raw);
     let id = created.body["id"].as_str().unwrap().to_owned();
     assert_eq!(created.body["price"], "14.99 EUR");
 
     let updated = t
-        .call(
-            Method::PATCH,
+        .patch(
             &format!("/api/v1/packages/{id}"),
             Some(&admin),
-            Some(json!({"cost": 1599, "period": "year"})),
+            json!({"cost": 1599, "period": "year"}),
         )
         .await;
     assert_eq!(updated.status, StatusCode::OK, "{}", updated.raw);
@@ -74,29 +64,19 @@ async fn admins_manage_packages(t: &TestApp) {
     assert_eq!(updated.body["name"], "Family");
 
     let retired = t
-        .call(
-            Method::POST,
-            &format!("/api/v1/packages/{id}/retire"),
-            Some(&admin),
-            None,
-        )
+        .post(&format!("/api/v1/packages/{id}/retire"), Some(&admin), None)
         .await;
     assert_eq!(retired.status, StatusCode::OK);
     assert_eq!(retired.body["retired"], true);
     let again = t
-        .call(
-            Method::POST,
-            &format!("/api/v1/packages/{id}/retire"),
-            Some(&admin),
-            None,
-        )
+        .post(&format!("/api/v1/packages/{id}/retire"), Some(&admin), None)
         .await;
     assert_eq!(
         again.body["retired_at"], retired.body["retired_at"],
         "retiring is idempotent"
     );
 
-    let on_sale = t.call(Method::GET, "/api/v1/packages", None, None).await;
+    let on_sale = t.get("/api/v1/packages", None).await;
     assert!(
         on_sale
             .body
@@ -106,9 +86,7 @@ async fn admins_manage_packages(t: &TestApp) {
             .all(|p| p["id"] != id.as_str()),
         "retired packages are not sold"
     );
-    let direct = t
-        .call(Method::GET, &format!("/api/v1/packages/{id}"), None, None)
-        .await;
+    let direct = t.get(&format!("/api/v1/packages/{id}"), None).await;
     assert_eq!(
         direct.status,
         StatusCode::OK,
@@ -116,65 +94,35 @@ async fn admins_manage_packages(t: &TestApp) {
     );
 
     let all = t
-        .call(
-            Method::GET,
-            "/api/v1/packages?include_retired=true",
-            Some(&admin),
-            None,
-        )
+        .get("/api/v1/packages?include_retired=true", Some(&admin))
         .await;
     assert_eq!(all.body.as_array().unwrap().len(), 4);
-    let sneaky = t
-        .call(
-            Method::GET,
-            "/api/v1/packages?include_retired=true",
-            None,
-            None,
-        )
-        .await;
+    let sneaky = t.get("/api/v1/packages?include_retired=true", None).await;
     assert_eq!(sneaky.status, StatusCode::UNAUTHORIZED);
     let listener_view = t
-        .call(
-            Method::GET,
-            "/api/v1/packages?include_retired=true",
-            Some(&listener),
-            None,
-        )
+        .get("/api/v1/packages?include_retired=true", Some(&listener))
         .await;
     assert_eq!(listener_view.status, StatusCode::FORBIDDEN);
 
     let missing = t
-        .call(
-            Method::PATCH,
-            "/api/v1/packages/nope",
-            Some(&admin),
-            Some(json!({"cost": 1})),
-        )
+        .patch("/api/v1/packages/nope", Some(&admin), json!({"cost": 1}))
         .await;
-    assert_eq!(missing.status, StatusCode::NOT_FOUND);
-    assert_eq!(error_code(&missing), "package_not_found");
+    assert_error(&missing, StatusCode::NOT_FOUND, "package_not_found");
 }
 
 async fn package_validation(t: &TestApp) {
     let admin = t.admin().await;
     let body = json!({"name": "", "cost": -1, "currency": "eur", "period": "month", "free_ads_per_hour": 99});
-    let reply = t
-        .call(Method::POST, "/api/v1/packages", Some(&admin), Some(body))
-        .await;
+    let reply = t.post("/api/v1/packages", Some(&admin), body).await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(reply.body["error"]["fields"].as_array().unwrap().len(), 4);
     let period = t
-        .call(
-            Method::POST,
-            "/api/v1/packages",
-            Some(&admin),
-            Some(json!({"name": "X", "cost": 1, "currency": "EUR", "period": "fortnight", "free_ads_per_hour": 0})),
-        )
+        .post("/api/v1/packages", Some(&admin), json!({"name": "X", "cost": 1, "currency": "EUR", "period": "fortnight", "free_ads_per_hour": 0}))
         .await;
     assert_eq!(period.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(period.body["error"]["fields"][0]["field"], "period");
     assert_eq!(
-        t.call(Method::GET, "/api/v1/packages", None, None)
+        t.get("/api/v1/packages", None)
             .await
             .body
             .as_array()

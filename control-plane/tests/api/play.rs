@@ -133,21 +133,19 @@ async fn plays_splice_ads_for_free_listeners_and_count_events(t: &TestApp) {
     let listener = t.user("listener@example.com").await;
     // An ad is not playable as a track.
     let reply = t
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/play",
             Some(&listener),
-            Some(json!({"track_id": ad, "format": "hls"})),
+            json!({"track_id": ad, "format": "hls"}),
         )
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
 
     let play = t
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/play",
             Some(&listener),
-            Some(json!({"track_id": track, "format": "hls", "device": "test"})),
+            json!({"track_id": track, "format": "hls", "device": "test"}),
         )
         .await;
     assert_eq!(play.status, StatusCode::CREATED, "{}", play.raw);
@@ -158,20 +156,13 @@ async fn plays_splice_ads_for_free_listeners_and_count_events(t: &TestApp) {
     assert_eq!(body["nodes"][0]["reason"], "nearest-edge");
     let manifest = body["manifest_url"].as_str().unwrap();
     let path = &manifest[manifest.find("/api/v1/plays/").unwrap()..];
-    let master = t.call(Method::GET, path, None, None).await;
+    let master = t.get(path, None).await;
     assert_eq!(master.status, StatusCode::OK);
     assert_eq!(
         master.headers["content-type"],
         "application/vnd.apple.mpegurl"
     );
-    let media = t
-        .call(
-            Method::GET,
-            &path.replace("master.m3u8", "128k.m3u8"),
-            None,
-            None,
-        )
-        .await;
+    let media = t.get(&path.replace("master.m3u8", "128k.m3u8"), None).await;
     assert_eq!(media.status, StatusCode::OK);
     // The media playlist points at the primary node, each piece under its own token.
     let text = media.raw.clone();
@@ -197,12 +188,10 @@ async fn plays_splice_ads_for_free_listeners_and_count_events(t: &TestApp) {
         );
     }
     let fallback = t
-        .call(
-            Method::GET,
+        .get(
             &path
                 .replace("/0/", "/1/")
                 .replace("master.m3u8", "manifest.mpd"),
-            None,
             None,
         )
         .await;
@@ -219,7 +208,7 @@ async fn plays_splice_ads_for_free_listeners_and_count_events(t: &TestApp) {
         &path.replace("master.m3u8", "../x.m3u8"),
     ] {
         assert_eq!(
-            t.call(Method::GET, bad, None, None).await.status,
+            t.get(bad, None).await.status,
             StatusCode::NOT_FOUND,
             "{bad}"
         );
@@ -227,11 +216,10 @@ async fn plays_splice_ads_for_free_listeners_and_count_events(t: &TestApp) {
 
     // Within the session the next play has no ad.
     let second = t
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/play",
             Some(&listener),
-            Some(json!({"track_id": track, "format": "dash"})),
+            json!({"track_id": track, "format": "dash"}),
         )
         .await;
     assert_eq!(second.status, StatusCode::CREATED);
@@ -253,21 +241,15 @@ async fn plays_splice_ads_for_free_listeners_and_count_events(t: &TestApp) {
     let play_id = second.body["play_id"].as_str().unwrap();
     let event = |kind: &str, position: u64| json!({"play_id": play_id, "type": kind, "position_ms": position});
     let reply = t
-        .call(
-            Method::POST,
-            "/api/v1/play-events",
-            Some(&listener),
-            Some(event("start", 0)),
-        )
+        .post("/api/v1/play-events", Some(&listener), event("start", 0))
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.raw);
     t.clock.advance(std::time::Duration::from_secs(4));
     let reply = t
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/play-events",
             Some(&listener),
-            Some(event("progress", 60_000)),
+            event("progress", 60_000),
         )
         .await;
     assert_eq!(
@@ -279,12 +261,7 @@ async fn plays_splice_ads_for_free_listeners_and_count_events(t: &TestApp) {
     let mut moved = event("skip", 0);
     moved["node"] = json!("edge-9");
     let reply = t
-        .call(
-            Method::POST,
-            "/api/v1/play-events",
-            Some(&listener),
-            Some(moved.clone()),
-        )
+        .post("/api/v1/play-events", Some(&listener), moved.clone())
         .await;
     assert_eq!(
         reply.status,
@@ -293,21 +270,13 @@ async fn plays_splice_ads_for_free_listeners_and_count_events(t: &TestApp) {
         reply.raw
     );
     moved["node"] = json!("edge-2");
-    let reply = t
-        .call(
-            Method::POST,
-            "/api/v1/play-events",
-            Some(&listener),
-            Some(moved),
-        )
-        .await;
+    let reply = t.post("/api/v1/play-events", Some(&listener), moved).await;
     assert_eq!(reply.body["state"], "skipped", "{}", reply.raw);
     let reply = t
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/play-events",
             Some(&listener),
-            Some(json!({"play_id": play_id, "type": "pause"})),
+            json!({"play_id": play_id, "type": "pause"}),
         )
         .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -324,12 +293,7 @@ async fn plays_splice_ads_for_free_listeners_and_count_events(t: &TestApp) {
         .await
         .unwrap();
     let entry = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/tracks/{track}/catalog"),
-            None,
-            None,
-        )
+        .get(&format!("/api/v1/tracks/{track}/catalog"), None)
         .await;
     let plays = &entry.body["plays"];
     assert_eq!(plays.as_array().unwrap().len(), 2, "{}", entry.raw);
@@ -371,40 +335,32 @@ async fn plays_splice_ads_for_free_listeners_and_count_events(t: &TestApp) {
     assert_eq!(counted.len(), 1);
     assert_eq!(counted[0].starts, 1);
     let ad_entry = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/tracks/{ad}/catalog"),
-            Some(&admin),
-            None,
-        )
+        .get(&format!("/api/v1/tracks/{ad}/catalog"), Some(&admin))
         .await;
     assert_eq!(ad_entry.body["plays"][0]["ads"], 1, "{}", ad_entry.raw);
 
     // A paid subscriber would hear none; the admin blocks the track: 451.
     let reply = t
-        .call(
-            Method::PUT,
+        .put(
             &format!("/api/v1/tracks/{track}/block"),
             Some(&admin),
-            Some(json!({"reason": ""})),
+            json!({"reason": ""}),
         )
         .await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
     let reply = t
-        .call(
-            Method::PUT,
+        .put(
             &format!("/api/v1/tracks/{track}/block"),
             Some(&admin),
-            Some(json!({"reason": "rights dispute"})),
+            json!({"reason": "rights dispute"}),
         )
         .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     let reply = t
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/play",
             Some(&listener),
-            Some(json!({"track_id": track, "format": "hls"})),
+            json!({"track_id": track, "format": "hls"}),
         )
         .await;
     assert_eq!(
@@ -412,20 +368,14 @@ async fn plays_splice_ads_for_free_listeners_and_count_events(t: &TestApp) {
         (451, "track_blocked")
     );
     let reply = t
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/tracks/{track}/block"),
-            Some(&admin),
-            None,
-        )
+        .delete(&format!("/api/v1/tracks/{track}/block"), Some(&admin))
         .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     let reply = t
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/play",
             Some(&listener),
-            Some(json!({"track_id": track, "format": "hls"})),
+            json!({"track_id": track, "format": "hls"}),
         )
         .await;
     assert_eq!(reply.status, StatusCode::CREATED);
@@ -446,11 +396,10 @@ async fn concurrent_first_plays_serve_one_ad(t: &TestApp) {
     assert!(process(t).await >= 2);
     let listener = t.user("listener@example.com").await;
     let plays = futures::future::join_all((0..6).map(|_| {
-        t.call(
-            Method::POST,
+        t.post(
             "/api/v1/play",
             Some(&listener),
-            Some(json!({"track_id": track, "format": "hls"})),
+            json!({"track_id": track, "format": "hls"}),
         )
     }))
     .await;
@@ -470,14 +419,7 @@ async fn play_fails_cleanly_without_a_locator_or_a_node(t: &TestApp) {
     let listener = t.user("listener@example.com").await;
     let body = json!({"track_id": track, "format": "hls"});
     // Not configured.
-    let reply = t
-        .call(
-            Method::POST,
-            "/api/v1/play",
-            Some(&listener),
-            Some(body.clone()),
-        )
-        .await;
+    let reply = t.post("/api/v1/play", Some(&listener), body.clone()).await;
     assert_eq!(
         (reply.status, error_code(&reply).as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, "play_unavailable")
@@ -493,22 +435,12 @@ async fn play_fails_cleanly_without_a_locator_or_a_node(t: &TestApp) {
     let listener = with_empty.user("listener@example.com").await;
     let body = json!({"track_id": track, "format": "hls"});
     let reply = with_empty
-        .call(
-            Method::POST,
-            "/api/v1/play",
-            Some(&listener),
-            Some(body.clone()),
-        )
+        .post("/api/v1/play", Some(&listener), body.clone())
         .await;
     assert_eq!(error_code(&reply), "track_not_ready");
     assert!(process(&with_empty).await >= 1);
     let reply = with_empty
-        .call(
-            Method::POST,
-            "/api/v1/play",
-            Some(&listener),
-            Some(body.clone()),
-        )
+        .post("/api/v1/play", Some(&listener), body.clone())
         .await;
     assert_eq!(
         (reply.status, error_code(&reply).as_str()),
@@ -516,20 +448,17 @@ async fn play_fails_cleanly_without_a_locator_or_a_node(t: &TestApp) {
     );
     stop.trigger();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    let reply = with_empty
-        .call(Method::POST, "/api/v1/play", Some(&listener), Some(body))
-        .await;
+    let reply = with_empty.post("/api/v1/play", Some(&listener), body).await;
     assert_eq!(
         (reply.status, error_code(&reply).as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, "locator_unavailable")
     );
     // Nothing was recorded for the failed plays.
     let reply = with_empty
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/play-events",
             Some(&listener),
-            Some(json!({"play_id": "x", "type": "start"})),
+            json!({"play_id": "x", "type": "start"}),
         )
         .await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);

@@ -7,7 +7,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::on_both_backends;
-use crate::support::{Backend, TestApp, error_code};
+use crate::support::{Backend, TestApp, assert_error, error_code};
 
 on_both_backends!(
     add_track_creates_then_appends,
@@ -46,13 +46,7 @@ async fn add(
     if let Some(playlist) = playlist {
         body["playlist_id"] = json!(playlist);
     }
-    t.call(
-        Method::POST,
-        "/api/v1/playlists/tracks",
-        Some(token),
-        Some(body),
-    )
-    .await
+    t.post("/api/v1/playlists/tracks", Some(token), body).await
 }
 
 async fn add_track_creates_then_appends(t: &TestApp) {
@@ -92,19 +86,16 @@ async fn add_track_creates_then_appends(t: &TestApp) {
     );
 
     let named = t
-        .call(
-            Method::POST,
+        .post(
             "/api/v1/playlists/tracks",
             Some(&token),
-            Some(json!({"track_id": b, "name": "Road trip"})),
+            json!({"track_id": b, "name": "Road trip"}),
         )
         .await;
     assert_eq!(named.status, StatusCode::CREATED);
     assert_eq!(named.body["playlist"]["name"], "Road trip");
 
-    let mine = t
-        .call(Method::GET, "/api/v1/playlists", Some(&token), None)
-        .await;
+    let mine = t.get("/api/v1/playlists", Some(&token)).await;
     let list = mine.body.as_array().unwrap();
     assert_eq!(list.len(), 2);
     assert_eq!(list[0]["id"], playlist.as_str());
@@ -119,12 +110,7 @@ async fn read_rename_reorder_remove_delete(t: &TestApp) {
         tracks.push(t.track(name, "ready").await);
     }
     let created = t
-        .call(
-            Method::POST,
-            "/api/v1/playlists",
-            Some(&token),
-            Some(json!({"name": "Mix"})),
-        )
+        .post("/api/v1/playlists", Some(&token), json!({"name": "Mix"}))
         .await;
     assert_eq!(created.status, StatusCode::CREATED);
     assert_eq!(created.body["track_count"], 0);
@@ -136,27 +122,21 @@ async fn read_rename_reorder_remove_delete(t: &TestApp) {
         );
     }
     let path = format!("/api/v1/playlists/{id}");
-    let read = t.call(Method::GET, &path, Some(&token), None).await;
+    let read = t.get(&path, Some(&token)).await;
     assert_eq!(read.status, StatusCode::OK);
     assert_eq!(ids(&read.body), tracks);
     assert_eq!(read.body["tracks"][2]["name"], "three");
     assert_eq!(read.body["tracks"][2]["singer"], "Test Singer");
     let page = t
-        .call(
-            Method::GET,
-            &format!("{path}?offset=1&limit=2"),
-            Some(&token),
-            None,
-        )
+        .get(&format!("{path}?offset=1&limit=2"), Some(&token))
         .await;
     assert_eq!(ids(&page.body), tracks[1..3]);
 
     let renamed = t
-        .call(
-            Method::PATCH,
+        .patch(
             &path,
             Some(&token),
-            Some(json!({"name": "Mix 2 ✨", "public": true})),
+            json!({"name": "Mix 2 ✨", "public": true}),
         )
         .await;
     assert_eq!(renamed.status, StatusCode::OK);
@@ -170,20 +150,18 @@ async fn read_rename_reorder_remove_delete(t: &TestApp) {
 
     // Move "five" to the front, then "one" (now second) to the end.
     let moved = t
-        .call(
-            Method::PUT,
+        .put(
             &format!("{path}/order"),
             Some(&token),
-            Some(json!({"track_id": tracks[4], "position": 0})),
+            json!({"track_id": tracks[4], "position": 0}),
         )
         .await;
     assert_eq!(moved.status, StatusCode::OK, "{}", moved.raw);
     let moved = t
-        .call(
-            Method::PUT,
+        .put(
             &format!("{path}/order"),
             Some(&token),
-            Some(json!({"track_id": tracks[0], "position": 99})),
+            json!({"track_id": tracks[0], "position": 99}),
         )
         .await;
     let expected = vec![
@@ -198,21 +176,19 @@ async fn read_rename_reorder_remove_delete(t: &TestApp) {
     let mut reversed = tracks.clone();
     reversed.reverse();
     let full = t
-        .call(
-            Method::PUT,
+        .put(
             &format!("{path}/order"),
             Some(&token),
-            Some(json!({"track_ids": reversed})),
+            json!({"track_ids": reversed}),
         )
         .await;
     assert_eq!(full.status, StatusCode::OK);
     assert_eq!(ids(&full.body), reversed);
     let partial = t
-        .call(
-            Method::PUT,
+        .put(
             &format!("{path}/order"),
             Some(&token),
-            Some(json!({"track_ids": &reversed[..3]})),
+            json!({"track_ids": &reversed[..3]}),
         )
         .await;
     assert_eq!(
@@ -221,48 +197,34 @@ async fn read_rename_reorder_remove_delete(t: &TestApp) {
         "an order must name every track"
     );
     let both = t
-        .call(
-            Method::PUT,
+        .put(
             &format!("{path}/order"),
             Some(&token),
-            Some(json!({"track_ids": reversed, "position": 1})),
+            json!({"track_ids": reversed, "position": 1}),
         )
         .await;
     assert_eq!(both.status, StatusCode::UNPROCESSABLE_ENTITY);
 
     // Remove from the middle: positions close up.
     let removed = t
-        .call(
-            Method::DELETE,
-            &format!("{path}/tracks/{}", tracks[2]),
-            Some(&token),
-            None,
-        )
+        .delete(&format!("{path}/tracks/{}", tracks[2]), Some(&token))
         .await;
     assert_eq!(removed.status, StatusCode::NO_CONTENT);
-    let after = t.call(Method::GET, &path, Some(&token), None).await;
+    let after = t.get(&path, Some(&token)).await;
     let dense: Vec<i64> = positions(&after.body).into_iter().map(|(_, p)| p).collect();
     assert_eq!(dense, [0, 1, 2, 3]);
     assert_eq!(after.body["track_count"], 4);
     let gone = t
-        .call(
-            Method::DELETE,
-            &format!("{path}/tracks/{}", tracks[2]),
-            Some(&token),
-            None,
-        )
+        .delete(&format!("{path}/tracks/{}", tracks[2]), Some(&token))
         .await;
-    assert_eq!(gone.status, StatusCode::NOT_FOUND);
-    assert_eq!(error_code(&gone), "track_not_in_playlist");
+    assert_error(&gone, StatusCode::NOT_FOUND, "track_not_in_playlist");
 
     assert_eq!(
-        t.call(Method::DELETE, &path, Some(&token), None)
-            .await
-            .status,
+        t.delete(&path, Some(&token)).await.status,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        t.call(Method::GET, &path, Some(&token), None).await.status,
+        t.get(&path, Some(&token)).await.status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(t.app.inventory.track_count(&id).await.unwrap(), None);
@@ -291,32 +253,16 @@ async fn ownership_is_enforced(t: &TestApp) {
     }
     let sneaky_add = add(t, &other, &track, Some(&id)).await;
     assert_eq!(sneaky_add.status, StatusCode::NOT_FOUND);
-    assert_eq!(
-        t.call(Method::GET, &path, None, None).await.status,
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(t.get(&path, None).await.status, StatusCode::NOT_FOUND);
 
     // Public: readable by anyone, still changeable only by the owner.
-    t.call(
-        Method::PATCH,
-        &path,
-        Some(&owner),
-        Some(json!({"public": true})),
-    )
-    .await;
-    assert_eq!(
-        t.call(Method::GET, &path, Some(&other), None).await.status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        t.call(Method::GET, &path, None, None).await.status,
-        StatusCode::OK
-    );
-    let denied = t.call(Method::DELETE, &path, Some(&other), None).await;
-    assert_eq!(denied.status, StatusCode::FORBIDDEN);
-    assert_eq!(error_code(&denied), "not_playlist_owner");
+    t.patch(&path, Some(&owner), json!({"public": true})).await;
+    assert_eq!(t.get(&path, Some(&other)).await.status, StatusCode::OK);
+    assert_eq!(t.get(&path, None).await.status, StatusCode::OK);
+    let denied = t.delete(&path, Some(&other)).await;
+    assert_error(&denied, StatusCode::FORBIDDEN, "not_playlist_owner");
     assert!(
-        t.call(Method::GET, "/api/v1/playlists", Some(&other), None)
+        t.get("/api/v1/playlists", Some(&other))
             .await
             .body
             .as_array()
@@ -328,14 +274,12 @@ async fn ownership_is_enforced(t: &TestApp) {
 async fn tracks_must_exist_and_be_ready(t: &TestApp) {
     let token = t.user("tracks@example.com").await;
     let missing = add(t, &token, "no-such-track", None).await;
-    assert_eq!(missing.status, StatusCode::NOT_FOUND);
-    assert_eq!(error_code(&missing), "track_not_found");
+    assert_error(&missing, StatusCode::NOT_FOUND, "track_not_found");
     let processing = t.track("Still processing", "processing").await;
     let reply = add(t, &token, &processing, None).await;
-    assert_eq!(reply.status, StatusCode::CONFLICT);
-    assert_eq!(error_code(&reply), "track_not_playable");
+    assert_error(&reply, StatusCode::CONFLICT, "track_not_playable");
     assert!(
-        t.call(Method::GET, "/api/v1/playlists", Some(&token), None)
+        t.get("/api/v1/playlists", Some(&token))
             .await
             .body
             .as_array()
@@ -372,12 +316,7 @@ async fn concurrent_adds_keep_positions_dense(t: &TestApp) {
         16
     );
     let read = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/playlists/{id}"),
-            Some(&token),
-            None,
-        )
+        .get(&format!("/api/v1/playlists/{id}"), Some(&token))
         .await;
     let mut got: Vec<i64> = positions(&read.body).into_iter().map(|(_, p)| p).collect();
     got.sort_unstable();
@@ -413,9 +352,7 @@ async fn crash_between_databases_leaves_nothing_visible(t: &TestApp) {
         .unwrap();
 
     // Neither is half-visible: the first does not appear at all, the second is whole.
-    let mine = t
-        .call(Method::GET, "/api/v1/playlists", Some(&token), None)
-        .await;
+    let mine = t.get("/api/v1/playlists", Some(&token)).await;
     let listed: Vec<&str> = mine
         .body
         .as_array()
@@ -468,9 +405,7 @@ async fn crash_between_databases_leaves_nothing_visible(t: &TestApp) {
     );
     // The sweeper's session clean-up ran too; the (active) session survives it.
     assert_eq!(
-        t.call(Method::GET, "/api/v1/playlists", Some(&token), None)
-            .await
-            .status,
+        t.get("/api/v1/playlists", Some(&token)).await.status,
         StatusCode::OK
     );
 }
@@ -496,8 +431,7 @@ async fn playlist_limits_hold() {
     add(&t, &token, &tracks[1], Some(&id)).await;
     add(&t, &token, &tracks[2], Some(&id)).await;
     let full = add(&t, &token, &tracks[3], Some(&id)).await;
-    assert_eq!(full.status, StatusCode::CONFLICT);
-    assert_eq!(error_code(&full), "playlist_full");
+    assert_error(&full, StatusCode::CONFLICT, "playlist_full");
     // Re-adding a track already there is still fine on a full playlist.
     assert_eq!(
         add(&t, &token, &tracks[0], Some(&id)).await.status,
@@ -509,8 +443,7 @@ async fn playlist_limits_hold() {
         StatusCode::CREATED
     );
     let third = add(&t, &token, &tracks[3], None).await;
-    assert_eq!(third.status, StatusCode::CONFLICT);
-    assert_eq!(error_code(&third), "too_many_playlists");
+    assert_error(&third, StatusCode::CONFLICT, "too_many_playlists");
     t.finish().await;
 }
 

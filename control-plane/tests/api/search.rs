@@ -1,11 +1,11 @@
 //! Search: `GET /api/v1/search` over the index, the index following the bus (publish, take
 //! down, restore), playlists, filters, pages, and the stable refusals.
 
-use axum::http::{Method, StatusCode};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::on_both_backends;
-use crate::support::{TestApp, error_code};
+use crate::support::{TestApp, assert_error, error_code};
 use crate::uploads::{process, tone_wav, upload_bytes};
 
 on_both_backends!(
@@ -43,9 +43,7 @@ pub(crate) async fn ready(
 }
 
 async fn search(t: &TestApp, query: &str) -> Value {
-    let reply = t
-        .call(Method::GET, &format!("/api/v1/search?{query}"), None, None)
-        .await;
+    let reply = t.get(&format!("/api/v1/search?{query}"), None).await;
     assert_eq!(reply.status, StatusCode::OK, "{query}: {}", reply.raw);
     reply.body
 }
@@ -179,9 +177,7 @@ async fn artists_albums_and_filters(t: &TestApp) {
 async fn bad_queries_get_stable_errors(t: &TestApp) {
     corpus(t).await;
     let refused = |query: String, status: StatusCode, code: &'static str| async move {
-        let reply = t
-            .call(Method::GET, &format!("/api/v1/search?{query}"), None, None)
-            .await;
+        let reply = t.get(&format!("/api/v1/search?{query}"), None).await;
         assert_eq!(reply.status, status, "{query}: {}", reply.raw);
         assert_eq!(error_code(&reply), code, "{query}");
     };
@@ -265,23 +261,17 @@ async fn the_index_follows_the_bus(t: &TestApp) {
     // Taken down: gone; restored: back. Replays change nothing.
     let admin = t.admin().await;
     let block = t
-        .call(
-            Method::PUT,
+        .put(
             &format!("/api/v1/tracks/{id}/block"),
             Some(&admin),
-            Some(json!({"reason": "A rights claim."})),
+            json!({"reason": "A rights claim."}),
         )
         .await;
     assert_eq!(block.status, StatusCode::NO_CONTENT, "{}", block.raw);
     feed(t).await;
     assert!(titles(&search(t, "q=take").await).is_empty());
     let restore = t
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/tracks/{id}/block"),
-            Some(&admin),
-            None,
-        )
+        .delete(&format!("/api/v1/tracks/{id}/block"), Some(&admin))
         .await;
     assert_eq!(restore.status, StatusCode::NO_CONTENT);
     feed(t).await;
@@ -295,21 +285,14 @@ async fn a_listener_finds_their_own_playlists(t: &TestApp) {
     let token = t.user("listener@example.com").await;
     for name in ["Road Trip", "Sunday Morning"] {
         let created = t
-            .call(
-                Method::POST,
-                "/api/v1/playlists",
-                Some(&token),
-                Some(json!({"name": name})),
-            )
+            .post("/api/v1/playlists", Some(&token), json!({"name": name}))
             .await;
         assert_eq!(created.status, StatusCode::CREATED);
     }
     let found = t
-        .call(
-            Method::GET,
+        .get(
             "/api/v1/search?q=road%20tirp&type=playlist,track",
             Some(&token),
-            None,
         )
         .await;
     assert_eq!(found.status, StatusCode::OK, "{}", found.raw);
@@ -318,12 +301,7 @@ async fn a_listener_finds_their_own_playlists(t: &TestApp) {
     assert_eq!(playlists[0]["name"], "Road Trip");
     let other = t.user("other@example.com").await;
     let theirs = t
-        .call(
-            Method::GET,
-            "/api/v1/search?q=road&type=playlist",
-            Some(&other),
-            None,
-        )
+        .get("/api/v1/search?q=road&type=playlist", Some(&other))
         .await;
     assert_eq!(theirs.body["playlists"]["items"], json!([]));
     let anonymous = search(t, "q=road&type=playlist").await;
@@ -359,24 +337,14 @@ async fn an_admin_rebuilds_the_index_on_demand(t: &TestApp) {
     assert!(titles(&search(t, "q=echoes").await).is_empty());
     let listener = t.user("curious@example.com").await;
     let refused = t
-        .call(
-            Method::POST,
-            "/api/v1/search/rebuild",
-            Some(&listener),
-            None,
-        )
+        .post("/api/v1/search/rebuild", Some(&listener), None)
         .await;
-    assert_eq!(refused.status, StatusCode::FORBIDDEN);
-    assert_eq!(error_code(&refused), "admin_required");
-    let anonymous = t
-        .call(Method::POST, "/api/v1/search/rebuild", None, None)
-        .await;
+    assert_error(&refused, StatusCode::FORBIDDEN, "admin_required");
+    let anonymous = t.post("/api/v1/search/rebuild", None, None).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     let before = t.app.search.generation();
     let admin = t.admin().await;
-    let rebuilt = t
-        .call(Method::POST, "/api/v1/search/rebuild", Some(&admin), None)
-        .await;
+    let rebuilt = t.post("/api/v1/search/rebuild", Some(&admin), None).await;
     assert_eq!(rebuilt.status, StatusCode::OK, "{}", rebuilt.raw);
     assert_eq!(rebuilt.body["tracks"], 2);
     assert!(rebuilt.body["generation"].as_u64().unwrap() > before);

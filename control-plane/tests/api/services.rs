@@ -78,12 +78,7 @@ async fn a_processing_worker_apart_from_the_api_publishes_its_uploads(t: &TestAp
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     let status = loop {
         let reply = t
-            .call(
-                Method::GET,
-                &format!("/api/v1/tracks/{track}"),
-                Some(&token),
-                None,
-            )
+            .get(&format!("/api/v1/tracks/{track}"), Some(&token))
             .await;
         let status = reply.body["status"].as_str().unwrap().to_owned();
         if status != "uploaded" && status != "processing" {

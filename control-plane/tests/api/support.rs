@@ -206,6 +206,49 @@ impl TestApp {
         .await
     }
 
+    /// `GET path`, with a token if given.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    /// `DELETE path`, with a token if given.
+    #[allow(dead_code)]
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::DELETE, path, token, None).await
+    }
+
+    /// `POST path` with a JSON body (or none).
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: impl Into<Option<Value>>,
+    ) -> Reply {
+        self.call(Method::POST, path, token, body.into()).await
+    }
+
+    /// `PUT path` with a JSON body (or none).
+    #[allow(dead_code)]
+    pub async fn put(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: impl Into<Option<Value>>,
+    ) -> Reply {
+        self.call(Method::PUT, path, token, body.into()).await
+    }
+
+    /// `PATCH path` with a JSON body (or none).
+    #[allow(dead_code)]
+    pub async fn patch(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: impl Into<Option<Value>>,
+    ) -> Reply {
+        self.call(Method::PATCH, path, token, body.into()).await
+    }
+
     /// Sends a request from the given peer address.
     pub async fn call_from(
         &self,
@@ -263,14 +306,7 @@ impl TestApp {
 
     /// Signs up a listener with `email` and the test password.
     pub async fn sign_up(&self, email: &str) -> Value {
-        let reply = self
-            .call(
-                Method::POST,
-                "/api/v1/users",
-                None,
-                Some(sign_up_body(email)),
-            )
-            .await;
+        let reply = self.post("/api/v1/users", None, sign_up_body(email)).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.raw);
         reply.body
     }
@@ -278,11 +314,10 @@ impl TestApp {
     /// Logs in and returns the token.
     pub async fn log_in(&self, email: &str, password: &str) -> String {
         let reply = self
-            .call(
-                Method::POST,
+            .post(
                 "/api/v1/sessions",
                 None,
-                Some(json!({"email": email, "password": password})),
+                json!({"email": email, "password": password}),
             )
             .await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.raw);
@@ -338,6 +373,12 @@ pub fn sign_up_body(email: &str) -> Value {
         "address": "12 St James's Square, London",
         "password": PASSWORD,
     })
+}
+
+/// Asserts that `reply` is the error `code` with `status`, in the one error shape.
+pub fn assert_error(reply: &Reply, status: StatusCode, code: &str) {
+    assert_eq!(reply.status, status, "{}", reply.raw);
+    assert_eq!(error_code(reply), code);
 }
 
 /// Asserts the one error shape and returns the code.

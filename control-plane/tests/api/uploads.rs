@@ -12,7 +12,7 @@ use sqlx::Row;
 use control_plane::store::TextColumn as _;
 
 use crate::on_both_backends;
-use crate::support::{Reply, TestApp, error_code};
+use crate::support::{Reply, TestApp, assert_error, error_code};
 use crate::wav::pcm_wav;
 
 on_both_backends!(
@@ -68,9 +68,7 @@ impl TestApp {
     pub(crate) async fn artist(&self, email: &str) -> String {
         let mut body = crate::support::sign_up_body(email);
         body["role"] = json!("artist");
-        let reply = self
-            .call(Method::POST, "/api/v1/users", None, Some(body))
-            .await;
+        let reply = self.post("/api/v1/users", None, body).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.raw);
         self.log_in(email, crate::support::PASSWORD).await
     }
@@ -115,7 +113,7 @@ impl TestApp {
         .await
     }
 
-    async fn patch(
+    async fn tus_patch(
         &self,
         token: &str,
         location: &str,
@@ -199,7 +197,7 @@ async fn a_tus_upload_becomes_a_track(t: &TestApp) {
     );
 
     let first = t
-        .patch(
+        .tus_patch(
             &token,
             &location,
             0,
@@ -209,7 +207,7 @@ async fn a_tus_upload_becomes_a_track(t: &TestApp) {
         .await;
     assert_eq!(first.status, StatusCode::NO_CONTENT, "{}", first.raw);
     assert_eq!(first.headers["upload-offset"], "100000");
-    let status = t.call(Method::GET, &location, Some(&token), None).await;
+    let status = t.get(&location, Some(&token)).await;
     assert_eq!(
         (
             status.body["offset"].as_i64(),
@@ -220,10 +218,10 @@ async fn a_tus_upload_becomes_a_track(t: &TestApp) {
     assert_eq!(status.body["track_id"], serde_json::Value::Null);
 
     let last = t
-        .patch(&token, &location, 100_000, &bytes[100_000..], None)
+        .tus_patch(&token, &location, 100_000, &bytes[100_000..], None)
         .await;
     assert_eq!(last.status, StatusCode::NO_CONTENT, "{}", last.raw);
-    let done = t.call(Method::GET, &location, Some(&token), None).await;
+    let done = t.get(&location, Some(&token)).await;
     assert_eq!(done.body["status"], "complete");
     let track_id = done.body["track_id"].as_str().unwrap().to_owned();
 
@@ -265,7 +263,9 @@ async fn a_tus_upload_becomes_a_track(t: &TestApp) {
     );
     // A complete upload takes no more bytes.
     assert_eq!(
-        t.patch(&token, &location, 300_000, b"x", None).await.status,
+        t.tus_patch(&token, &location, 300_000, b"x", None)
+            .await
+            .status,
         StatusCode::CONFLICT
     );
 }
@@ -309,7 +309,7 @@ async fn an_interrupted_upload_resumes(t: &TestApp) {
         .unwrap();
     assert_eq!(offset, 70_000);
     let rest = t
-        .patch(
+        .tus_patch(
             &token,
             &location,
             offset,
@@ -318,10 +318,7 @@ async fn an_interrupted_upload_resumes(t: &TestApp) {
         )
         .await;
     assert_eq!(rest.status, StatusCode::NO_CONTENT, "{}", rest.raw);
-    let track_id = t
-        .call(Method::GET, &location, Some(&token), None)
-        .await
-        .body["track_id"]
+    let track_id = t.get(&location, Some(&token)).await.body["track_id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -345,7 +342,7 @@ async fn bad_chunks_are_refused_and_change_nothing(t: &TestApp) {
         .to_owned();
 
     let wrong = t
-        .patch(
+        .tus_patch(
             &token,
             &location,
             0,
@@ -361,12 +358,14 @@ async fn bad_chunks_are_refused_and_change_nothing(t: &TestApp) {
         "the chunk was dropped"
     );
 
-    let offset = t.patch(&token, &location, 5, &bytes[..10], None).await;
+    let offset = t.tus_patch(&token, &location, 5, &bytes[..10], None).await;
     assert_eq!(
         (offset.status, error_code(&offset).as_str()),
         (StatusCode::CONFLICT, "offset_mismatch")
     );
-    let too_much = t.patch(&token, &location, 0, &audio(60_000), None).await;
+    let too_much = t
+        .tus_patch(&token, &location, 0, &audio(60_000), None)
+        .await;
     assert_eq!(too_much.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(
         t.offset_of(&token, &location).await.headers["upload-offset"],
@@ -386,7 +385,7 @@ async fn bad_chunks_are_refused_and_change_nothing(t: &TestApp) {
         .await;
     assert_eq!(plain.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let unknown_algorithm = t
-        .patch(&token, &location, 0, &bytes, Some("md5 AAAA".into()))
+        .tus_patch(&token, &location, 0, &bytes, Some("md5 AAAA".into()))
         .await;
     assert_eq!(unknown_algorithm.status, StatusCode::BAD_REQUEST);
     let no_version = t
@@ -402,7 +401,7 @@ async fn bad_chunks_are_refused_and_change_nothing(t: &TestApp) {
 
     // After all that, the right chunk still completes the upload.
     let good = t
-        .patch(&token, &location, 0, &bytes, Some(sha1_header(&bytes)))
+        .tus_patch(&token, &location, 0, &bytes, Some(sha1_header(&bytes)))
         .await;
     assert_eq!(good.status, StatusCode::NO_CONTENT, "{}", good.raw);
     let (listed, recorded) = t.raw_keys().await;
@@ -429,7 +428,9 @@ async fn uploads_are_for_their_artist_and_within_limits(t: &TestApp) {
         "someone else's upload"
     );
     assert_eq!(
-        t.patch(&other, &location, 0, &audio(10), None).await.status,
+        t.tus_patch(&other, &location, 0, &audio(10), None)
+            .await
+            .status,
         StatusCode::NOT_FOUND
     );
 
@@ -493,7 +494,7 @@ async fn termination_removes_the_upload(t: &TestApp) {
     let token = t.artist("quitter@example.com").await;
     let created = t.create(&token, 10_000).await;
     let location = created.headers["location"].to_str().unwrap().to_owned();
-    t.patch(&token, &location, 0, &audio(4_000), None).await;
+    t.tus_patch(&token, &location, 0, &audio(4_000), None).await;
     let id = location.rsplit('/').next().unwrap();
     assert!(
         t.app
@@ -608,36 +609,19 @@ async fn uploads_are_processed_into_ready_tracks(t: &TestApp) {
     let token = t.artist("producer@example.com").await;
     let track_id = upload_bytes(t, &token, tone_wav(8.0), "take.wav").await;
     let before = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/tracks/{track_id}"),
-            Some(&token),
-            None,
-        )
+        .get(&format!("/api/v1/tracks/{track_id}"), Some(&token))
         .await;
     assert_eq!(before.body["status"], "uploaded");
     assert_eq!(
-        t.call(
-            Method::GET,
-            &format!("/api/v1/tracks/{track_id}"),
-            None,
-            None
-        )
-        .await
-        .status,
+        t.get(&format!("/api/v1/tracks/{track_id}"), None)
+            .await
+            .status,
         StatusCode::NOT_FOUND,
         "not public before it is ready"
     );
 
     assert!(process(t).await >= 1);
-    let track = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/tracks/{track_id}"),
-            None,
-            None,
-        )
-        .await;
+    let track = t.get(&format!("/api/v1/tracks/{track_id}"), None).await;
     assert_eq!(track.status, StatusCode::OK, "{}", track.raw);
     assert_eq!(track.body["status"], "ready");
     assert_eq!(track.body["duration_ms"], 8000);
@@ -688,14 +672,9 @@ async fn uploads_are_processed_into_ready_tracks(t: &TestApp) {
         .await
         .unwrap();
     assert_eq!(
-        t.call(
-            Method::GET,
-            &format!("/api/v1/tracks/{track_id}"),
-            None,
-            None
-        )
-        .await
-        .body["status"],
+        t.get(&format!("/api/v1/tracks/{track_id}"), None)
+            .await
+            .body["status"],
         "ready"
     );
     assert!(events.iter().any(|e| e.contains("track.published")));
@@ -714,12 +693,7 @@ async fn unusable_uploads_are_rejected_without_leftovers(t: &TestApp) {
     let short_id = upload_bytes(t, &token, std::mem::take(&mut short), "short.wav").await;
     process(t).await;
     let png_track = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/tracks/{track_id}"),
-            Some(&token),
-            None,
-        )
+        .get(&format!("/api/v1/tracks/{track_id}"), Some(&token))
         .await;
     assert_eq!(png_track.body["status"], "rejected");
     assert!(
@@ -731,12 +705,7 @@ async fn unusable_uploads_are_rejected_without_leftovers(t: &TestApp) {
         png_track.raw
     );
     let short_track = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/tracks/{short_id}"),
-            Some(&token),
-            None,
-        )
+        .get(&format!("/api/v1/tracks/{short_id}"), Some(&token))
         .await;
     assert_eq!(short_track.body["status"], "rejected");
     assert!(
@@ -762,14 +731,9 @@ async fn copies_and_duplicates_are_refused(t: &TestApp) {
     let original = upload_bytes(t, &alice, melody_wav(&tune, 20.0, 44_100, 0.8), "tune.wav").await;
     process(t).await;
     assert_eq!(
-        t.call(
-            Method::GET,
-            &format!("/api/v1/tracks/{original}"),
-            None,
-            None
-        )
-        .await
-        .body["status"],
+        t.get(&format!("/api/v1/tracks/{original}"), None)
+            .await
+            .body["status"],
         "ready"
     );
 
@@ -786,26 +750,14 @@ async fn copies_and_duplicates_are_refused(t: &TestApp) {
     // A different recording passes.
     let fresh = upload_bytes(t, &bob, melody_wav(&other, 20.0, 44_100, 0.8), "fresh.wav").await;
     process(t).await;
-    let copy = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/tracks/{copy}"),
-            Some(&bob),
-            None,
-        )
-        .await;
+    let copy = t.get(&format!("/api/v1/tracks/{copy}"), Some(&bob)).await;
     assert_eq!(copy.body["status"], "rejected", "{}", copy.raw);
     assert_eq!(
         copy.body["reason"],
         format!("suspected copy of track {original}, uploaded by another artist")
     );
     let again = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/tracks/{again}"),
-            Some(&alice),
-            None,
-        )
+        .get(&format!("/api/v1/tracks/{again}"), Some(&alice))
         .await;
     assert_eq!(again.body["status"], "rejected", "{}", again.raw);
     assert_eq!(
@@ -813,9 +765,7 @@ async fn copies_and_duplicates_are_refused(t: &TestApp) {
         format!("duplicate of your track {original}")
     );
     assert_eq!(
-        t.call(Method::GET, &format!("/api/v1/tracks/{fresh}"), None, None)
-            .await
-            .body["status"],
+        t.get(&format!("/api/v1/tracks/{fresh}"), None).await.body["status"],
         "ready"
     );
     // The rejected ones left no objects: two raw uploads remain, for the two ready tracks.
@@ -867,9 +817,7 @@ async fn tags_are_read_and_explicit_language_is_flagged(t: &TestApp) {
     let rough = upload_bytes(t, &token, rough, "rough.wav").await;
     let clean = upload_bytes(t, &token, clean, "clean.wav").await;
     process(t).await;
-    let rough = t
-        .call(Method::GET, &format!("/api/v1/tracks/{rough}"), None, None)
-        .await;
+    let rough = t.get(&format!("/api/v1/tracks/{rough}"), None).await;
     assert_eq!(rough.body["status"], "ready", "{}", rough.raw);
     assert_eq!(
         (
@@ -879,9 +827,7 @@ async fn tags_are_read_and_explicit_language_is_flagged(t: &TestApp) {
         ),
         (Some(true), Some("Jazz"), Some(1959))
     );
-    let clean = t
-        .call(Method::GET, &format!("/api/v1/tracks/{clean}"), None, None)
-        .await;
+    let clean = t.get(&format!("/api/v1/tracks/{clean}"), None).await;
     assert_eq!(
         (
             clean.body["explicit"].as_bool(),
@@ -991,14 +937,7 @@ async fn cover_art_becomes_thumbnails_and_top_tags_are_stored(t: &TestApp) {
     let heavy = upload_bytes(t, &token, heavy, "heavy.wav").await;
     process(t).await;
 
-    let track = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/tracks/{covered}"),
-            None,
-            None,
-        )
-        .await;
+    let track = t.get(&format!("/api/v1/tracks/{covered}"), None).await;
     assert_eq!(track.body["status"], "ready", "{}", track.raw);
     assert_eq!(track.body["stage"], "done");
     assert_eq!(track.body["progress"], 1.0);
@@ -1027,9 +966,7 @@ async fn cover_art_becomes_thumbnails_and_top_tags_are_stored(t: &TestApp) {
     }
 
     // A picture declaring 100 000 × 100 000 pixels is skipped; the track is fine.
-    let track = t
-        .call(Method::GET, &format!("/api/v1/tracks/{huge}"), None, None)
-        .await;
+    let track = t.get(&format!("/api/v1/tracks/{huge}"), None).await;
     assert_eq!(track.body["status"], "ready", "{}", track.raw);
     assert_eq!(track.body["artwork"], json!({}));
     assert_eq!(
@@ -1047,9 +984,7 @@ async fn cover_art_becomes_thumbnails_and_top_tags_are_stored(t: &TestApp) {
     );
 
     // A cover over the size limit is not read; the track is published with a note saying so.
-    let track = t
-        .call(Method::GET, &format!("/api/v1/tracks/{heavy}"), None, None)
-        .await;
+    let track = t.get(&format!("/api/v1/tracks/{heavy}"), None).await;
     assert_eq!(track.body["status"], "ready", "{}", track.raw);
     assert_eq!(track.body["artwork"], json!({}));
     assert_eq!(
@@ -1059,14 +994,7 @@ async fn cover_art_becomes_thumbnails_and_top_tags_are_stored(t: &TestApp) {
     );
     // The rest of its tag was read.
     assert_eq!(track.body["top_tags"][0], "genre:folk", "{}", track.raw);
-    let track = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/tracks/{covered}"),
-            None,
-            None,
-        )
-        .await;
+    let track = t.get(&format!("/api/v1/tracks/{covered}"), None).await;
     assert_eq!(track.body["notes"], json!([]));
 
     // Each stage announced itself on the bus.
@@ -1105,12 +1033,7 @@ async fn cover_art_becomes_thumbnails_and_top_tags_are_stored(t: &TestApp) {
     };
     assert!(catalog().await.unwrap() >= 5);
     let entry = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/tracks/{covered}/catalog"),
-            None,
-            None,
-        )
+        .get(&format!("/api/v1/tracks/{covered}/catalog"), None)
         .await;
     assert_eq!(entry.status, StatusCode::OK, "{}", entry.raw);
     let media = &entry.body["media"];
@@ -1162,12 +1085,7 @@ async fn cover_art_becomes_thumbnails_and_top_tags_are_stored(t: &TestApp) {
         "the events were delivered again"
     );
     let again = t
-        .call(
-            Method::GET,
-            &format!("/api/v1/tracks/{covered}/catalog"),
-            None,
-            None,
-        )
+        .get(&format!("/api/v1/tracks/{covered}/catalog"), None)
         .await;
     assert_eq!(again.body, entry.body);
 }
@@ -1191,21 +1109,13 @@ async fn progress_is_streamed_as_server_sent_events(t: &TestApp) {
     let track_id = upload_bytes(t, &token, tone_wav(4.0), "take.wav").await;
     let path = format!("/api/v1/tracks/{track_id}/events");
     // Not the uploader's: the stream does not open, and says why like every other endpoint.
-    let stranger = t.call(Method::GET, &path, None, None).await;
-    assert_eq!(stranger.status, StatusCode::NOT_FOUND);
-    assert_eq!(error_code(&stranger), "track_not_found");
-    let missing = t
-        .call(
-            Method::GET,
-            "/api/v1/tracks/nope/events",
-            Some(&token),
-            None,
-        )
-        .await;
+    let stranger = t.get(&path, None).await;
+    assert_error(&stranger, StatusCode::NOT_FOUND, "track_not_found");
+    let missing = t.get("/api/v1/tracks/nope/events", Some(&token)).await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
 
     // The uploader watches while the track is processed; the stream ends once it is ready.
-    let (stream, processed) = tokio::join!(t.call(Method::GET, &path, Some(&token), None), async {
+    let (stream, processed) = tokio::join!(t.get(&path, Some(&token)), async {
         tokio::time::sleep(std::time::Duration::from_millis(600)).await;
         process(t).await
     });
@@ -1227,7 +1137,7 @@ async fn progress_is_streamed_as_server_sent_events(t: &TestApp) {
     assert!(tracks.windows(2).all(|pair| pair[0] != pair[1]));
 
     // A settled track: one event, and the stream ends; now anyone may watch it.
-    let settled = t.call(Method::GET, &path, None, None).await;
+    let settled = t.get(&path, None).await;
     assert_eq!(settled.status, StatusCode::OK);
     let tracks = sse_tracks(&settled.raw);
     assert_eq!(tracks.len(), 1, "{}", settled.raw);

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 
 use crate::on_both_backends;
-use crate::support::{TestApp, error_code};
+use crate::support::{TestApp, assert_error};
 
 on_both_backends!(the_player_is_served_with_its_caching_headers);
 
@@ -79,8 +79,7 @@ async fn the_player_is_served_with_its_caching_headers(t: &TestApp) {
     assert!(again.raw.is_empty());
 
     let missing = get(t, "/assets/app-000000000000.js", &[]).await;
-    assert_eq!(missing.status, StatusCode::NOT_FOUND);
-    assert_eq!(error_code(&missing), "asset_not_found");
+    assert_error(&missing, StatusCode::NOT_FOUND, "asset_not_found");
     let index_by_asset = get(t, "/assets/index.html", &[]).await;
     assert_eq!(index_by_asset.status, StatusCode::NOT_FOUND);
 }

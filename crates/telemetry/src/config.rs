@@ -61,6 +61,46 @@ impl From<Flags> for Figment {
     }
 }
 
+/// A configuration that cannot be used, with the one line that says why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, environment or flags could not be read into the typed configuration.
+    #[error("configuration could not be read: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value was read but is not acceptable.
+    #[error("configuration is invalid: {field}: {problem}")]
+    Invalid {
+        /// The offending key, dotted (`auth.argon2_memory_kib`).
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    /// The value at `field` is not acceptable, for the reason `problem`.
+    pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Loads a daemon's configuration: [`load_layered`] over `T::default()`, then `validate`.
+pub fn load_config<T>(
+    file: Option<&Path>,
+    overrides: Figment,
+    validate: impl FnOnce(&T) -> Result<(), ConfigError>,
+) -> Result<T, ConfigError>
+where
+    T: Default + Serialize + DeserializeOwned,
+{
+    let config = load_layered(&T::default(), file, overrides)?;
+    validate(&config)?;
+    Ok(config)
+}
+
 /// Layers `defaults`, the TOML `file` (if any), `CADENZA_*` variables (nested keys with `__`,
 /// e.g. `CADENZA_AUTH__SESSION_IDLE_TTL_SECS`) and `overrides` (flags), and extracts `T`.
 ///

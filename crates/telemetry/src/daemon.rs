@@ -18,6 +18,9 @@ pub struct CommonArgs {
     /// TOML configuration file (flags and CADENZA_* variables override it).
     #[arg(long, env = "CADENZA_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Public address (the daemon's own protocol: the API, fills, cleartext HTTP).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
     /// Admin address (/metrics, /healthz, /readyz).
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
@@ -30,6 +33,7 @@ impl CommonArgs {
     /// The configuration layer of these flags, for the daemon to add its own to.
     pub fn flags(&self) -> Flags {
         Flags::default()
+            .set("listen", self.listen)
             .set("admin_listen", self.admin_listen)
             .set("log_format", self.log_format)
     }

@@ -64,6 +64,21 @@ pub async fn eventually(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// The body of `GET url` as text; a transport error fails the test.
+pub async fn get_text(client: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
+    let response = client.get(url).send().await.expect("GET");
+    response.text().await.expect("GET body")
+}
+
+/// The body of `GET url` decoded from JSON; a transport or decoding error fails the test.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: impl reqwest::IntoUrl,
+) -> T {
+    let response = client.get(url).send().await.expect("GET");
+    response.json().await.expect("GET body as JSON")
+}
+
 /// How many files lie under `dir`, at any depth (0 if it does not exist).
 pub fn files_under(dir: &std::path::Path) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else {

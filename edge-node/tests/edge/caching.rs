@@ -369,14 +369,7 @@ async fn purge_by_path_and_prefix() {
     for path in ["/assets/p/1.m4s", "/assets/p/2.m4s", "/assets/q.m4s"] {
         assert_eq!(origin.hits(path), 2, "{path}");
     }
-    let metrics = client
-        .get(edge.admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = test_support::get_text(&client, edge.admin("/metrics")).await;
     assert!(metrics.contains("cadenza_edge_requests_total"), "{metrics}");
     assert!(metrics.contains("cadenza_edge_cache_total"));
 }

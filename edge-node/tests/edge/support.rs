@@ -114,15 +114,7 @@ impl TestEdge {
     /// The sum of the node's metric `name` over its series whose labels contain `labels`
     /// (`""` for all), read from its admin port; 0 before the first.
     pub async fn metric(&self, name: &str, labels: &str) -> u64 {
-        let text = self
-            .h1
-            .get(self.admin("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = test_support::get_text(&self.h1, self.admin("/metrics")).await;
         text.lines()
             .filter(|line| {
                 line.strip_prefix(name)

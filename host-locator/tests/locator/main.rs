@@ -727,14 +727,7 @@ async fn daemon_serves_over_real_sockets() {
         .unwrap();
     assert_eq!(located.status(), 302);
     assert_eq!(located.headers()["location"], "https://fra-1.cdn.test/");
-    let metrics = http
-        .get(format!("{admin_url}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = test_support::get_text(&http, format!("{admin_url}/metrics")).await;
     assert!(
         metrics.contains(r#"cadenza_locator_answers_total{reason="nearest-edge"}"#),
         "{metrics}"
