@@ -18,6 +18,7 @@ use figment::Figment;
 use figment::providers::Serialized;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use telemetry::DaemonConfig as _;
 use telemetry::{LogFormat, Secret, Shutdown};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
+use telemetry::DaemonConfig as _;
 use telemetry::{Secret, Shutdown};
 
 /// A CA, and PEM files of certificates it issues.

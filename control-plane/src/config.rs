@@ -5,7 +5,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::Figment;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use telemetry::LogFormat;
@@ -322,18 +321,14 @@ impl Default for LimitsConfig {
     }
 }
 
-pub use telemetry::ConfigError;
+pub use telemetry::{ConfigError, DaemonConfig};
 
-impl Config {
-    /// Layers defaults, the TOML file (if any), `CADENZA_*` variables (nested keys with `__`,
-    /// e.g. `CADENZA_AUTH__SESSION_IDLE_TTL_SECS`) and `overrides` (command-line flags), then
-    /// validates.
-    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
-        telemetry::load_config(file, overrides, Self::validate)
+impl DaemonConfig for Config {
+    fn log_format(&self) -> LogFormat {
+        self.log_format
     }
 
-    /// Checks what the types cannot.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         fn invalid(field: &str, problem: impl Into<String>) -> ConfigError {
             ConfigError::invalid(field, problem)
         }
@@ -515,7 +510,9 @@ impl Config {
         }
         Ok(())
     }
+}
 
+impl Config {
     /// The analytics store URL in force.
     pub fn analytics_url(&self) -> String {
         self.analytics_url
@@ -570,6 +567,7 @@ fn sqlite_url(dir: &Path, file: &str) -> String {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+    use figment::Figment;
     use figment::providers::Serialized;
 
     #[test]

@@ -8,8 +8,7 @@ use clap::Parser;
 use control_plane::config::Config;
 use control_plane::store::Clock;
 use control_plane::{App, run};
-use figment::Figment;
-use telemetry::{CommonArgs, Shutdown};
+use telemetry::{CommonArgs, Flags, Shutdown};
 
 /// Cadenza control plane: accounts, packages, playlists, payments, uploads, processing, the
 /// catalog and the play API — all of them, or those `--services` names.
@@ -39,7 +38,7 @@ struct Cli {
 }
 
 impl Cli {
-    fn overrides(&self) -> Figment {
+    fn flags(&self) -> Flags {
         self.common
             .flags()
             .set("data_dir", self.data_dir.as_ref())
@@ -47,7 +46,6 @@ impl Cli {
             .set("inventory_db_url", self.inventory_db_url.as_ref())
             .set("cache_url", self.cache_url.as_ref())
             .set("services", self.services.as_ref())
-            .into()
     }
 }
 
@@ -55,8 +53,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     telemetry::daemon(
         "control-plane",
-        Config::load(cli.common.config.as_deref(), cli.overrides()),
-        |config| config.log_format,
+        cli.common.config.as_deref(),
+        cli.flags(),
         serve,
     )
 }

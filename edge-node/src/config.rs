@@ -2,9 +2,8 @@
 //! `CADENZA_*` variables and flags, then checked by [`Config::validate`].
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use figment::Figment;
 use serde::{Deserialize, Serialize};
 use telemetry::{LogFormat, Secret};
 
@@ -153,16 +152,14 @@ impl Default for Config {
     }
 }
 
-pub use telemetry::ConfigError;
+pub use telemetry::{ConfigError, DaemonConfig};
 
-impl Config {
-    /// Layers defaults, the file, the environment and `overrides`, then validates.
-    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
-        telemetry::load_config(file, overrides, Self::validate)
+impl DaemonConfig for Config {
+    fn log_format(&self) -> LogFormat {
+        self.log_format
     }
 
-    /// Checks what the types cannot.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field: &str, problem: &str| ConfigError::invalid(field, problem);
         if self.listen.is_none() && self.tls_listen.is_none() {
             return Err(invalid("listen", "set listen, tls_listen or both"));

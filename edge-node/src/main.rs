@@ -31,16 +31,16 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let overrides = cli
+    let flags = cli
         .common
         .flags()
         .set("tls_listen", cli.tls_listen)
         .set("disk_cache_dir", cli.disk_cache_dir.as_ref());
     telemetry::daemon(
         "edge-node",
-        Config::load(cli.common.config.as_deref(), overrides.into()),
-        |config| config.log_format,
-        |config| async move {
+        cli.common.config.as_deref(),
+        flags,
+        |config: Config| async move {
             let shutdown = Shutdown::new();
             shutdown.trigger_on_signals();
             edge_node::run(config, shutdown).await

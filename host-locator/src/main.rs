@@ -48,13 +48,8 @@ fn main() -> ExitCode {
             }
         };
     }
-    let overrides = cli.common.flags().set("geoip_db", cli.geoip_db.as_ref());
-    telemetry::daemon(
-        "host-locator",
-        Config::load(cli.common.config.as_deref(), overrides.into()),
-        |config| config.log_format,
-        serve,
-    )
+    let flags = cli.common.flags().set("geoip_db", cli.geoip_db.as_ref());
+    telemetry::daemon("host-locator", cli.common.config.as_deref(), flags, serve)
 }
 
 fn build_geoip(csv: &PathBuf, out: &PathBuf) -> anyhow::Result<()> {

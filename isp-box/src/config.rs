@@ -4,9 +4,8 @@
 //! `CADENZA_*` variables, flags), then checked by [`Config::validate`].
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use figment::Figment;
 #[cfg(test)]
 use figment::providers::Format as _;
 use ipnet::IpNet;
@@ -103,20 +102,18 @@ impl Default for FillConfig {
     }
 }
 
-pub use telemetry::ConfigError;
+pub use telemetry::{ConfigError, DaemonConfig};
 
 /// Slowest cap the 1 %-in-10-s promise holds for: the bucket's 10 ms burst and one read of a
 /// parent's body (up to 512 KiB) stay within 1 % of ten seconds' worth (64 Mbit/s).
 pub const MIN_RATE_BPS: u64 = 64_000_000;
 
-impl Config {
-    /// Layers defaults, the file, the environment and `overrides`, then validates.
-    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
-        telemetry::load_config(file, overrides, Self::validate)
+impl DaemonConfig for Config {
+    fn log_format(&self) -> LogFormat {
+        self.node.log_format
     }
 
-    /// Checks what the types cannot (the engine's settings by its own rules).
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         self.node.validate()?;
         let invalid = |field: &str, problem: &str| ConfigError::invalid(field, problem);
         if self.prefixes.is_empty() {
@@ -247,6 +244,7 @@ impl FillWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use figment::Figment;
 
     const PACKAGED: &str = include_str!("../packaging/isp-box.toml");
 

@@ -70,16 +70,16 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => args,
         None => cli.run,
     };
-    let overrides = telemetry::Flags::default()
+    let flags = telemetry::Flags::default()
         .set("node.admin_listen", args.admin_listen)
         .set("node.listen", args.listen)
         .set("node.disk_cache_dir", args.disk_cache_dir.as_ref())
         .set("node.log_format", args.log_format);
     telemetry::daemon(
         "isp-box",
-        Config::load(args.config.as_deref(), overrides.into()),
-        |config| config.node.log_format,
-        |config| async move {
+        args.config.as_deref(),
+        flags,
+        |config: Config| async move {
             let shutdown = Shutdown::new();
             shutdown.trigger_on_signals();
             isp_box::run(config, shutdown).await

@@ -15,6 +15,7 @@ use axum::routing::get;
 use isp_box::status::Level;
 use isp_box::{Config, IspBox};
 use serde_json::{Value, json};
+use telemetry::DaemonConfig as _;
 use telemetry::{Clock, Secret, Shutdown};
 use test_support::eventually;
 use test_support::origin::{FILL_KEY, TestObject, TestOrigin, bytes_of};

@@ -2,9 +2,8 @@
 //! `CADENZA_*` variables and flags, then checked by [`Config::validate`].
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use figment::Figment;
 use objects::S3Config;
 use serde::{Deserialize, Serialize};
 use telemetry::{LogFormat, Secret};
@@ -70,16 +69,14 @@ impl Default for Config {
     }
 }
 
-pub use telemetry::ConfigError;
+pub use telemetry::{ConfigError, DaemonConfig};
 
-impl Config {
-    /// Layers defaults, the file, the environment and `overrides`, then validates.
-    pub fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
-        telemetry::load_config(file, overrides, Self::validate)
+impl DaemonConfig for Config {
+    fn log_format(&self) -> LogFormat {
+        self.log_format
     }
 
-    /// Checks what the types cannot.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |field: &str, problem: &str| ConfigError::invalid(field, problem);
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(invalid("tls_cert", "tls_cert and tls_key go together"));

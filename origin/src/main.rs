@@ -20,16 +20,11 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let overrides = cli
+    let flags = cli
         .common
         .flags()
         .set("object_store_url", cli.object_store_url);
-    telemetry::daemon(
-        "origin",
-        Config::load(cli.common.config.as_deref(), overrides.into()),
-        |config| config.log_format,
-        serve,
-    )
+    telemetry::daemon("origin", cli.common.config.as_deref(), flags, serve)
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

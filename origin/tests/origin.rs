@@ -9,6 +9,7 @@ use reqwest::header::{
     CACHE_CONTROL, CONTENT_ENCODING, CONTENT_RANGE, CONTENT_TYPE, ETAG, IF_NONE_MATCH, IF_RANGE,
     RANGE,
 };
+use telemetry::DaemonConfig as _;
 use telemetry::{Secret, Shutdown};
 
 const KEY: &str = "fill-key-for-the-tests";

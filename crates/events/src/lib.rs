@@ -10,6 +10,18 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Makes a payload an [`Event`] of `topic` with its `type` string and schema version, where
+/// the payload is declared: `event!(TOPIC, PaymentSucceeded, "payment.succeeded", 1);`.
+macro_rules! event {
+    ($topic:expr, $payload:ty, $kind:literal, $version:literal) => {
+        impl $crate::Event for $payload {
+            const TOPIC: &'static str = $topic;
+            const TYPE: &'static str = $kind;
+            const VERSION: u32 = $version;
+        }
+    };
+}
+
 pub mod payments;
 pub mod plays;
 pub mod subscriptions;

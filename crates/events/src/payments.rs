@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Event;
-
 /// The topic of payment events.
 pub const TOPIC: &str = "payments";
 
@@ -28,11 +26,7 @@ pub struct PaymentSucceeded {
     pub succeeded_at_ms: i64,
 }
 
-impl Event for PaymentSucceeded {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "payment.succeeded";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, PaymentSucceeded, "payment.succeeded", 1);
 
 /// A payment was refunded by an administrator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,8 +43,4 @@ pub struct PaymentRefunded {
     pub refunded_at_ms: i64,
 }
 
-impl Event for PaymentRefunded {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "payment.refunded";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, PaymentRefunded, "payment.refunded", 1);

@@ -3,8 +3,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Event;
-
 /// The topic of play events.
 pub const TOPIC: &str = "plays";
 
@@ -35,41 +33,25 @@ pub struct PlayFacts {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlayStarted(pub PlayFacts);
 
-impl Event for PlayStarted {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "play.started";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, PlayStarted, "play.started", 1);
 
 /// About 30 s more of listening.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlayProgressed(pub PlayFacts);
 
-impl Event for PlayProgressed {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "play.progressed";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, PlayProgressed, "play.progressed", 1);
 
 /// The track played to its end.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlayCompleted(pub PlayFacts);
 
-impl Event for PlayCompleted {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "play.completed";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, PlayCompleted, "play.completed", 1);
 
 /// The listener skipped the rest of the track.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlaySkipped(pub PlayFacts);
 
-impl Event for PlaySkipped {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "play.skipped";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, PlaySkipped, "play.skipped", 1);
 
 /// An ad break was spliced into a play for a free-tier listener.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -90,8 +72,4 @@ pub struct AdServed {
     pub listened_total_ms: u64,
 }
 
-impl Event for AdServed {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "ad.served";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, AdServed, "ad.served", 1);

@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Event;
-
 /// The topic of subscription events.
 pub const TOPIC: &str = "subscriptions";
 
@@ -28,38 +26,22 @@ pub struct SubscriptionChange {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriptionActivated(pub SubscriptionChange);
 
-impl Event for SubscriptionActivated {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "subscription.activated";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, SubscriptionActivated, "subscription.activated", 1);
 
 /// A subscription got another period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriptionExtended(pub SubscriptionChange);
 
-impl Event for SubscriptionExtended {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "subscription.extended";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, SubscriptionExtended, "subscription.extended", 1);
 
 /// A subscription was cancelled (it runs to its end date, without renewal).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriptionCanceled(pub SubscriptionChange);
 
-impl Event for SubscriptionCanceled {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "subscription.canceled";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, SubscriptionCanceled, "subscription.canceled", 1);
 
 /// A subscription ended early (its payment was refunded).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubscriptionEnded(pub SubscriptionChange);
 
-impl Event for SubscriptionEnded {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "subscription.ended";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, SubscriptionEnded, "subscription.ended", 1);

@@ -2,8 +2,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Event;
-
 /// The topic of track events.
 pub const TOPIC: &str = "tracks";
 
@@ -30,11 +28,7 @@ pub struct TrackUploaded {
     pub size: u64,
 }
 
-impl Event for TrackUploaded {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "track.uploaded";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, TrackUploaded, "track.uploaded", 1);
 
 /// A worker started processing a track.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,11 +37,7 @@ pub struct TrackProcessingStarted {
     pub track_id: String,
 }
 
-impl Event for TrackProcessingStarted {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "track.processing.started";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, TrackProcessingStarted, "track.processing.started", 1);
 
 /// The upload is not a usable track; its objects are gone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,11 +50,7 @@ pub struct TrackRejected {
     pub reason: String,
 }
 
-impl Event for TrackRejected {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "track.rejected";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, TrackRejected, "track.rejected", 1);
 
 /// Processing failed on our side; the track's objects are gone.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,11 +61,7 @@ pub struct TrackFailed {
     pub reason: String,
 }
 
-impl Event for TrackFailed {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "track.failed";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, TrackFailed, "track.failed", 1);
 
 /// The track was decoded, measured and transcoded into its renditions (not yet published).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,11 +103,7 @@ pub struct SegmentDetail {
     pub bytes: u64,
 }
 
-impl Event for TrackTranscoded {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "track.transcoded";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, TrackTranscoded, "track.transcoded", 1);
 
 /// The track's renditions and manifests are published; it is ready to play.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,11 +122,7 @@ pub struct TrackPublished {
     pub renditions: Vec<String>,
 }
 
-impl Event for TrackPublished {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "track.published";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, TrackPublished, "track.published", 1);
 
 /// The track's tags were read and checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,11 +145,7 @@ pub struct TrackTagged {
     pub artwork: std::collections::BTreeMap<u32, String>,
 }
 
-impl Event for TrackTagged {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "track.tagged";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, TrackTagged, "track.tagged", 1);
 
 /// An administrator took a track down: it is no longer played or found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -186,11 +156,7 @@ pub struct TrackTakenDown {
     pub reason: String,
 }
 
-impl Event for TrackTakenDown {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "track.taken_down";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, TrackTakenDown, "track.taken_down", 1);
 
 /// An administrator put a taken-down track back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,8 +165,4 @@ pub struct TrackRestored {
     pub track_id: String,
 }
 
-impl Event for TrackRestored {
-    const TOPIC: &'static str = TOPIC;
-    const TYPE: &'static str = "track.restored";
-    const VERSION: u32 = 1;
-}
+event!(TOPIC, TrackRestored, "track.restored", 1);

@@ -87,18 +87,21 @@ impl ConfigError {
     }
 }
 
-/// Loads a daemon's configuration: [`load_layered`] over `T::default()`, then `validate`.
-pub fn load_config<T>(
-    file: Option<&Path>,
-    overrides: Figment,
-    validate: impl FnOnce(&T) -> Result<(), ConfigError>,
-) -> Result<T, ConfigError>
-where
-    T: Default + Serialize + DeserializeOwned,
-{
-    let config = load_layered(&T::default(), file, overrides)?;
-    validate(&config)?;
-    Ok(config)
+/// A daemon's configuration: its defaults, its own checks, and the one way it is loaded.
+pub trait DaemonConfig: Default + Serialize + DeserializeOwned {
+    /// Checks what the types cannot.
+    fn validate(&self) -> Result<(), ConfigError>;
+
+    /// How the daemon logs.
+    fn log_format(&self) -> crate::LogFormat;
+
+    /// Layers defaults, the TOML `file` (if any), `CADENZA_*` variables and `overrides`
+    /// (flags) with [`load_layered`], then validates.
+    fn load(file: Option<&Path>, overrides: Figment) -> Result<Self, ConfigError> {
+        let config: Self = load_layered(&Self::default(), file, overrides)?;
+        config.validate()?;
+        Ok(config)
+    }
 }
 
 /// Layers `defaults`, the TOML `file` (if any), `CADENZA_*` variables (nested keys with `__`,

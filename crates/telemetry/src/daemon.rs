@@ -3,14 +3,13 @@
 //! starting logging, binding listeners with a clear error, and running on [`run_main`]'s
 //! runtime.
 
-use std::fmt::Display;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::{Flags, LogFormat, init_logging, run_main};
+use crate::{DaemonConfig, Flags, LogFormat, init_logging, run_main};
 
 /// The flags every daemon takes (`#[command(flatten)]` them into its own).
 #[derive(Debug, Clone, clap::Args)]
@@ -39,25 +38,26 @@ impl CommonArgs {
     }
 }
 
-/// Runs daemon `name`: `loaded` is its configuration or why it could not be had (exit 64),
-/// `log_format` says how it logs, and `serve` is the daemon itself.
+/// Runs daemon `name`: loads its configuration from `file` and `flags` (one that cannot be
+/// had exits with status 64 and says why), starts logging, and runs `serve`, the daemon itself.
 pub fn daemon<C, F>(
     name: &str,
-    loaded: Result<C, impl Display>,
-    log_format: impl FnOnce(&C) -> LogFormat,
+    file: Option<&Path>,
+    flags: Flags,
     serve: impl FnOnce(C) -> F,
 ) -> ExitCode
 where
+    C: DaemonConfig,
     F: Future<Output = anyhow::Result<()>>,
 {
-    let config = match loaded {
+    let config = match C::load(file, flags.into()) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("{name}: {error}");
             return ExitCode::from(64);
         }
     };
-    init_logging(log_format(&config), "info");
+    init_logging(config.log_format(), "info");
     run_main(name, serve(config))
 }
 

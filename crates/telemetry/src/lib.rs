@@ -18,7 +18,7 @@ mod shutdown;
 
 pub use admin::{Readiness, ReadinessCheck, admin_router, metrics_handle, track_http};
 pub use clock::Clock;
-pub use config::{ConfigError, Flags, Secret, load_config, load_layered};
+pub use config::{ConfigError, DaemonConfig, Flags, Secret, load_layered};
 pub use daemon::{CommonArgs, bind, daemon};
 pub use logging::{LogFormat, init_logging};
 pub use net::{client_addr, request_client_addr};

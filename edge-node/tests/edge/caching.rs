@@ -343,6 +343,9 @@ async fn purge_by_path_and_prefix() {
         }
     };
     fetch_all().await;
+    // The fills store what they fetched once their responses are out: wait for them, so that
+    // the purge finds all three.
+    edge.engine.fills_idle().await;
     let client = reqwest::Client::new();
     let response = client
         .post(edge.admin("/purge?path=/assets/q.m4s"))

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use edge_node::config::TokenKey;
 use edge_node::{Addresses, Config, EdgeHooks, Engine, Listeners};
 use http::{HeaderMap, StatusCode};
+use telemetry::DaemonConfig as _;
 use telemetry::{Secret, Shutdown};
 
 pub use test_support::bytes_of;

@@ -12,6 +12,7 @@ use host_locator::config::Config;
 use host_locator::mmdb::{Writer, city_record};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use telemetry::DaemonConfig as _;
 use telemetry::{Clock, Secret};
 use tower::ServiceExt;
 
