@@ -3,6 +3,7 @@
 #
 #   bench/edge.sh                      # 3 rounds of 5 s per measurement, 64 connections
 #   ROUNDS=5 DURATION=10 CONNECTIONS=128 H2_STREAMS=10 H3_STREAMS=10 bench/edge.sh
+#   EDGE_BIN=/old/edge-node ORIGIN_BIN=/old/origin bench/edge.sh   # another build's binaries
 #
 # Serves one ~100 KB segment and one ~1 KB playlist from
 #   - a warm Cadenza edge (filled once from Cadenza's origin, then every request a memory hit),
@@ -47,9 +48,13 @@ if ! command -v oha >/dev/null 2>&1; then
 fi
 export PATH="$HOME/.cargo/bin:$PATH"
 
-cargo build --release -q -p origin -p edge-node
-ORIGIN_BIN="$CARGO_TARGET_DIR/release/origin"
-EDGE_BIN="$CARGO_TARGET_DIR/release/edge-node"
+# EDGE_BIN and ORIGIN_BIN measure other builds (an older commit's, for an A/B against it);
+# unset, this checkout's are built.
+if [ -z "${EDGE_BIN:-}" ] || [ -z "${ORIGIN_BIN:-}" ]; then
+  cargo build --release -q -p origin -p edge-node
+fi
+ORIGIN_BIN="${ORIGIN_BIN:-$CARGO_TARGET_DIR/release/origin}"
+EDGE_BIN="${EDGE_BIN:-$CARGO_TARGET_DIR/release/edge-node}"
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {

@@ -75,15 +75,11 @@ async fn stack_serves_the_api_and_restarts_on_its_data() {
         .as_str()
         .unwrap()
         .to_owned();
-    let me: Value = http
-        .get(format!("{api}/api/v1/users/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = test_support::json_of(
+        http.get(format!("{api}/api/v1/users/me"))
+            .bearer_auth(&token),
+    )
+    .await;
     assert_eq!(me["role"], "listener");
 
     // The demo tunes, uploaded after the stack started, reached search through the bus.

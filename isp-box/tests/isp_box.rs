@@ -458,15 +458,11 @@ h1_url = "http://127.0.0.1:{port}"
         let http = http.clone();
         let locator_url = locator_url.clone();
         async move {
-            let answer: Value = http
-                .get(format!("{locator_url}/v1/locate?track=t&protocol=h1"))
-                .header("x-forwarded-for", client)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let answer: Value = test_support::json_of(
+                http.get(format!("{locator_url}/v1/locate?track=t&protocol=h1"))
+                    .header("x-forwarded-for", client),
+            )
+            .await;
             answer
         }
     };

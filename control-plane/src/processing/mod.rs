@@ -651,13 +651,7 @@ impl App {
     /// the play API's readers and search, in one transaction.
     pub(crate) async fn set_block(&self, id: &str, reason: Option<&str>) -> Result<()> {
         let now = self.clock.now_ms();
-        let mut tx = self
-            .inventory
-            .database()
-            .pool()
-            .begin()
-            .await
-            .map_err(StoreError::from)?;
+        let mut tx = self.inventory.database().begin().await?;
         if !store::set_block(&mut *tx, id, reason, now).await? {
             return Err(Error::not_found("track_not_found", "No such track."));
         }

@@ -232,6 +232,11 @@ impl Database {
         &self.pool
     }
 
+    /// Starts a transaction.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
     /// Whether `other` is a handle to the same pool.
     pub fn same_pool(&self, other: &Database) -> bool {
         self.id == other.id

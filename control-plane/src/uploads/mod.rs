@@ -279,13 +279,7 @@ impl App {
             raw_key: key.clone(),
             size,
         };
-        let mut tx = self
-            .inventory
-            .database()
-            .pool()
-            .begin()
-            .await
-            .map_err(StoreError::from)?;
+        let mut tx = self.inventory.database().begin().await?;
         if !store::claim_complete(&mut *tx, id, now).await? {
             return Ok(());
         }

@@ -258,13 +258,7 @@ async fn the_search_index_follows_track_events_over_kafka() {
     t.app.rebuild_search_index().await.unwrap();
     assert_eq!(found_kafka_song(&t).await, 1);
     let admin = t.admin().await;
-    let block = t
-        .put(
-            &format!("/api/v1/tracks/{id}/block"),
-            Some(&admin),
-            json!({"reason": "A rights claim."}),
-        )
-        .await;
+    let block = t.set_blocked(&admin, &id, Some("A rights claim.")).await;
     assert_eq!(block.status, StatusCode::NO_CONTENT, "{}", block.raw);
     let started = Instant::now();
     while found_kafka_song(&t).await != 0 {
@@ -274,9 +268,7 @@ async fn the_search_index_follows_track_events_over_kafka() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let restore = t
-        .delete(&format!("/api/v1/tracks/{id}/block"), Some(&admin))
-        .await;
+    let restore = t.set_blocked(&admin, &id, None).await;
     assert_eq!(restore.status, StatusCode::NO_CONTENT);
     let started = Instant::now();
     while found_kafka_song(&t).await != 1 {

@@ -340,21 +340,9 @@ async fn plays_splice_ads_for_free_listeners_and_count_events(t: &TestApp) {
     assert_eq!(ad_entry.body["plays"][0]["ads"], 1, "{}", ad_entry.raw);
 
     // A paid subscriber would hear none; the admin blocks the track: 451.
-    let reply = t
-        .put(
-            &format!("/api/v1/tracks/{track}/block"),
-            Some(&admin),
-            json!({"reason": ""}),
-        )
-        .await;
+    let reply = t.set_blocked(&admin, &track, Some("")).await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let reply = t
-        .put(
-            &format!("/api/v1/tracks/{track}/block"),
-            Some(&admin),
-            json!({"reason": "rights dispute"}),
-        )
-        .await;
+    let reply = t.set_blocked(&admin, &track, Some("rights dispute")).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     let reply = t
         .post(
@@ -367,9 +355,7 @@ async fn plays_splice_ads_for_free_listeners_and_count_events(t: &TestApp) {
         (reply.status.as_u16(), error_code(&reply).as_str()),
         (451, "track_blocked")
     );
-    let reply = t
-        .delete(&format!("/api/v1/tracks/{track}/block"), Some(&admin))
-        .await;
+    let reply = t.set_blocked(&admin, &track, None).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     let reply = t
         .post(

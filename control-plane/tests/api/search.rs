@@ -260,19 +260,11 @@ async fn the_index_follows_the_bus(t: &TestApp) {
         .to_owned();
     // Taken down: gone; restored: back. Replays change nothing.
     let admin = t.admin().await;
-    let block = t
-        .put(
-            &format!("/api/v1/tracks/{id}/block"),
-            Some(&admin),
-            json!({"reason": "A rights claim."}),
-        )
-        .await;
+    let block = t.set_blocked(&admin, &id, Some("A rights claim.")).await;
     assert_eq!(block.status, StatusCode::NO_CONTENT, "{}", block.raw);
     feed(t).await;
     assert!(titles(&search(t, "q=take").await).is_empty());
-    let restore = t
-        .delete(&format!("/api/v1/tracks/{id}/block"), Some(&admin))
-        .await;
+    let restore = t.set_blocked(&admin, &id, None).await;
     assert_eq!(restore.status, StatusCode::NO_CONTENT);
     feed(t).await;
     assert_eq!(titles(&search(t, "q=me").await), ["Take"], "by its singer");

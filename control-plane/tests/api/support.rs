@@ -249,6 +249,20 @@ impl TestApp {
         self.call(Method::PATCH, path, token, body.into()).await
     }
 
+    /// An admin takes `track` down with `reason` (`PUT …/block`), or puts it back (`None`:
+    /// `DELETE …/block`).
+    #[allow(dead_code)]
+    pub async fn set_blocked(&self, admin: &str, track: &str, reason: Option<&str>) -> Reply {
+        let path = format!("/api/v1/tracks/{track}/block");
+        match reason {
+            Some(reason) => {
+                self.put(&path, Some(admin), json!({ "reason": reason }))
+                    .await
+            }
+            None => self.delete(&path, Some(admin)).await,
+        }
+    }
+
     /// Sends a request from the given peer address.
     pub async fn call_from(
         &self,

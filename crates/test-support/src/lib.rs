@@ -75,8 +75,14 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
     client: &reqwest::Client,
     url: impl reqwest::IntoUrl,
 ) -> T {
-    let response = client.get(url).send().await.expect("GET");
-    response.json().await.expect("GET body as JSON")
+    json_of(client.get(url)).await
+}
+
+/// Sends `request` and decodes its answer's body from JSON; a transport or decoding error
+/// fails the test.
+pub async fn json_of<T: serde::de::DeserializeOwned>(request: reqwest::RequestBuilder) -> T {
+    let response = request.send().await.expect("request");
+    response.json().await.expect("body as JSON")
 }
 
 /// How many files lie under `dir`, at any depth (0 if it does not exist).
