@@ -72,8 +72,16 @@ impl H3Client {
             request = request.header(*name, *value);
         }
         let mut stream = self.send.send_request(request.body(())?).await?;
-        stream.finish().await?;
-        let response = stream.recv_response().await?;
+        // A server may answer and stop reading before this end arrives (RFC 9114 §4.1), which
+        // fails the finish; a client must still take the response, so only a missing one fails.
+        let finished = stream.finish().await;
+        let response = match stream.recv_response().await {
+            Ok(response) => response,
+            Err(error) => {
+                finished?;
+                return Err(error.into());
+            }
+        };
         let mut body = BytesMut::new();
         while let Some(mut chunk) = stream.recv_data().await? {
             let bytes = chunk.copy_to_bytes(chunk.remaining());
