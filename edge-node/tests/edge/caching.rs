@@ -36,12 +36,7 @@ async fn two_hundred_concurrent_misses_make_one_upstream_fetch() {
     assert_eq!(origin.unauthorised(), 0, "fills carry the fill key");
     // The client has the body as the fill streams it; the entry is stored just after.
     edge.engine.fills_idle().await;
-    let response = edge
-        .h1
-        .get(edge.http("/assets/hot.m4s"))
-        .send()
-        .await
-        .unwrap();
+    let response = edge.get("/assets/hot.m4s").await;
     assert_eq!(response.headers()["cache-status"], "edge-test; hit");
 }
 
@@ -78,12 +73,7 @@ async fn a_fill_that_dies_leaves_nothing_in_the_cache() {
         "/assets/broken.m4s",
         TestObject::new(body.clone(), "public, max-age=3600"),
     );
-    let response = edge
-        .h1
-        .get(edge.http("/assets/broken.m4s"))
-        .send()
-        .await
-        .unwrap();
+    let response = edge.get("/assets/broken.m4s").await;
     assert_eq!(response.bytes().await.unwrap(), body);
     assert_eq!(origin.hits("/assets/broken.m4s"), 2);
 }
@@ -115,27 +105,17 @@ async fn origin_stopped_cached_objects_and_stale_within_its_window_are_served() 
         "/assets/tolerant.m3u8",
         "/assets/strict.m3u8",
     ] {
-        let response = edge.h1.get(edge.http(path)).send().await.unwrap();
+        let response = edge.get(path).await;
         assert_eq!(response.status(), StatusCode::OK);
         response.bytes().await.unwrap();
     }
     edge.engine.fills_idle().await;
     origin.stop().await;
     clock.advance(Duration::from_millis(2_100));
-    let response = edge
-        .h1
-        .get(edge.http("/assets/fresh.m4s"))
-        .send()
-        .await
-        .unwrap();
+    let response = edge.get("/assets/fresh.m4s").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.bytes().await.unwrap(), bytes_of(5_000, 1));
-    let response = edge
-        .h1
-        .get(edge.http("/assets/tolerant.m3u8"))
-        .send()
-        .await
-        .unwrap();
+    let response = edge.get("/assets/tolerant.m3u8").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(
         response.headers()["cache-status"]
@@ -152,12 +132,7 @@ async fn origin_stopped_cached_objects_and_stale_within_its_window_are_served() 
             >= 2
     );
     assert_eq!(response.bytes().await.unwrap(), bytes_of(500, 2));
-    let response = edge
-        .h1
-        .get(edge.http("/assets/strict.m3u8"))
-        .send()
-        .await
-        .unwrap();
+    let response = edge.get("/assets/strict.m3u8").await;
     // RFC 9111 §5.2.2.2: must-revalidate and no parent to revalidate with is a 504.
     assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
     let body: serde_json::Value = response.json().await.unwrap();
@@ -176,12 +151,7 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_behind() {
     origin.set_clock(clock.clone());
     let edge = TestEdge::start_on_clock(edge_config(vec![origin.url()]), clock.clone()).await;
     let get = || async {
-        let response = edge
-            .h1
-            .get(edge.http("/assets/list.m3u8"))
-            .send()
-            .await
-            .unwrap();
+        let response = edge.get("/assets/list.m3u8").await;
         let status = response.headers()["cache-status"]
             .to_str()
             .unwrap()
@@ -217,23 +187,13 @@ async fn revalidation_uses_validators_and_304_refreshes() {
     // The origin dates its responses by the same clock, as a real one agrees with real time.
     origin.set_clock(clock.clone());
     let edge = TestEdge::start_on_clock(edge_config(vec![origin.url()]), clock.clone()).await;
-    let first = edge
-        .h1
-        .get(edge.http("/assets/short.m4s"))
-        .send()
-        .await
-        .unwrap();
+    let first = edge.get("/assets/short.m4s").await;
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
     first.bytes().await.unwrap();
     // The entry is stored once the fill behind the first answer ends.
     edge.engine.fills_idle().await;
     clock.advance(Duration::from_millis(2_100));
-    let again = edge
-        .h1
-        .get(edge.http("/assets/short.m4s"))
-        .send()
-        .await
-        .unwrap();
+    let again = edge.get("/assets/short.m4s").await;
     assert_eq!(again.headers()["cache-status"], "edge-test; fwd=stale");
     assert_eq!(again.bytes().await.unwrap(), bytes_of(1_000, 9));
     assert_eq!(origin.hits("/assets/short.m4s"), 2);
@@ -265,7 +225,7 @@ async fn shared_cache_rules_no_store_private_and_vary() {
     let edge = TestEdge::start(vec![origin.url()]).await;
     for _ in 0..2 {
         for path in ["/assets/no-store", "/assets/private"] {
-            let response = edge.h1.get(edge.http(path)).send().await.unwrap();
+            let response = edge.get(path).await;
             assert_eq!(response.status(), StatusCode::OK);
         }
     }
@@ -283,12 +243,7 @@ async fn shared_cache_rules_no_store_private_and_vary() {
     }
     assert_eq!(origin.hits("/assets/varied"), 2, "one fetch per variant");
     // CORS headers from the origin reach the player unchanged.
-    let response = edge
-        .h1
-        .get(edge.http("/assets/varied"))
-        .send()
-        .await
-        .unwrap();
+    let response = edge.get("/assets/varied").await;
     assert_eq!(response.headers()["access-control-allow-origin"], "*");
 }
 
@@ -304,12 +259,7 @@ async fn parents_fail_over_in_order() {
     let dead_url = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
     let edge = TestEdge::start(vec![dead_url, origin.url()]).await;
-    let response = edge
-        .h1
-        .get(edge.http("/assets/a.m4s"))
-        .send()
-        .await
-        .unwrap();
+    let response = edge.get("/assets/a.m4s").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.bytes().await.unwrap(), bytes_of(2_000, 4));
     // A chain: a child edge fills from this edge (with the fill key), which fills from the origin.
@@ -319,12 +269,7 @@ async fn parents_fail_over_in_order() {
         path,
         TestObject::new(bytes_of(3_000, 5), "public, max-age=600"),
     );
-    let response = child
-        .h1
-        .get(child.http(&child.signed("/media/t9/v1/", path)))
-        .send()
-        .await
-        .unwrap();
+    let response = child.get(&child.signed("/media/t9/v1/", path)).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.bytes().await.unwrap(), bytes_of(3_000, 5));
     assert_eq!(origin.hits(path), 1);
@@ -339,7 +284,7 @@ async fn purge_by_path_and_prefix() {
     let edge = TestEdge::start(vec![origin.url()]).await;
     let fetch_all = || async {
         for path in ["/assets/p/1.m4s", "/assets/p/2.m4s", "/assets/q.m4s"] {
-            edge.h1.get(edge.http(path)).send().await.unwrap();
+            edge.get(path).await;
         }
     };
     fetch_all().await;
@@ -390,12 +335,7 @@ async fn the_disk_tier_survives_a_restart() {
     config.disk_cache_dir = Some(dir.path().to_path_buf());
     {
         let edge = TestEdge::start_with(config.clone()).await;
-        let response = edge
-            .h1
-            .get(edge.http("/assets/kept.m4s"))
-            .send()
-            .await
-            .unwrap();
+        let response = edge.get("/assets/kept.m4s").await;
         assert_eq!(response.bytes().await.unwrap(), body);
         let objects = dir.path().join("objects");
         test_support::eventually("the object on disk", || {
@@ -405,12 +345,7 @@ async fn the_disk_tier_survives_a_restart() {
     }
     origin.stop().await;
     let edge = TestEdge::start_with(config).await;
-    let response = edge
-        .h1
-        .get(edge.http("/assets/kept.m4s"))
-        .send()
-        .await
-        .unwrap();
+    let response = edge.get("/assets/kept.m4s").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         response.headers()["cache-status"],

@@ -57,7 +57,7 @@ async fn traversal_long_urls_big_headers_and_unknown_hosts() {
         "/assets/%00",
         "/assets/%ff",
     ] {
-        let response = edge.h1.get(edge.http(path)).send().await.unwrap();
+        let response = edge.get(path).await;
         let status = response.status();
         // The client may normalise plain dot segments itself; whatever arrives is refused or
         // unknown, never served from outside the tree.
@@ -67,7 +67,7 @@ async fn traversal_long_urls_big_headers_and_unknown_hosts() {
         );
     }
     let long = format!("/assets/{}", "a".repeat(10_000));
-    let response = edge.h1.get(edge.http(&long)).send().await.unwrap();
+    let response = edge.get(&long).await;
     assert_eq!(response.status(), StatusCode::URI_TOO_LONG);
     let response = edge
         .h1
@@ -117,7 +117,7 @@ async fn a_slow_client_is_cut_off_after_the_header_timeout() {
     assert!(read.is_ok(), "the node closed the slow connection");
     // The node still serves others.
     origin.put("/assets/y", TestObject::new("y", "public, max-age=60"));
-    let response = edge.h1.get(edge.http("/assets/y")).send().await.unwrap();
+    let response = edge.get("/assets/y").await;
     assert_eq!(response.status(), StatusCode::OK);
 }
 
@@ -265,7 +265,7 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
     config.send_timeout_secs = 1;
     let edge = TestEdge::start_with(config).await;
     // Warm the cache, so the stall is on the client side only.
-    let warm = edge.h1.get(edge.http("/assets/big")).send().await.unwrap();
+    let warm = edge.get("/assets/big").await;
     assert_eq!(warm.bytes().await.unwrap().len(), big.len());
 
     let timeouts_before = edge.metric("cadenza_edge_send_timeouts_total", "").await;
@@ -295,6 +295,6 @@ async fn a_client_that_stops_reading_is_cut_off_after_the_send_timeout() {
         received.len()
     );
     // A reader that keeps reading gets everything, and the node still serves others.
-    let again = edge.h1.get(edge.http("/assets/big")).send().await.unwrap();
+    let again = edge.get("/assets/big").await;
     assert_eq!(again.bytes().await.unwrap(), big);
 }

@@ -101,6 +101,11 @@ impl TestEdge {
         format!("http://{}{path}", self.addresses.cleartext.unwrap())
     }
 
+    /// `GET path` over cleartext HTTP/1.1, without extra headers.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.h1.get(self.http(path)).send().await.unwrap()
+    }
+
     pub fn https(&self, path: &str) -> String {
         format!(
             "https://localhost:{}{path}",

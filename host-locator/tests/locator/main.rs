@@ -122,16 +122,22 @@ impl Harness {
     }
 
     async fn register(&self, node: Value) -> StatusCode {
-        self.call(
-            "192.0.2.1",
-            Method::POST,
-            "/v1/nodes",
-            Some(TOKEN),
-            Some(node),
-            &[],
-        )
-        .await
-        .0
+        self.register_answer(node).await.0
+    }
+
+    /// Registers `node` with the right token; the status and body.
+    async fn register_answer(&self, node: Value) -> (StatusCode, Value) {
+        let (status, body, _) = self
+            .call(
+                "192.0.2.1",
+                Method::POST,
+                "/v1/nodes",
+                Some(TOKEN),
+                Some(node),
+                &[],
+            )
+            .await;
+        (status, body)
     }
 
     async fn heartbeat(&self, node: Value) -> StatusCode {
@@ -464,31 +470,13 @@ async fn bad_input_is_refused_with_the_field() {
             .to_owned()
     };
     let mut bad_prefix = isp_box("isp", &["2.2.0.0/33"]);
-    let (status, body, _) = h
-        .call(
-            "192.0.2.1",
-            Method::POST,
-            "/v1/nodes",
-            Some(TOKEN),
-            Some(bad_prefix.clone()),
-            &[],
-        )
-        .await;
+    let (status, body) = h.register_answer(bad_prefix.clone()).await;
     assert_eq!(
         (status, field_of(&body)),
         (StatusCode::BAD_REQUEST, "prefixes[0]".to_owned())
     );
     bad_prefix["prefixes"] = json!(["2.2.0.1/16"]);
-    let (_, body, _) = h
-        .call(
-            "192.0.2.1",
-            Method::POST,
-            "/v1/nodes",
-            Some(TOKEN),
-            Some(bad_prefix),
-            &[],
-        )
-        .await;
+    let (_, body) = h.register_answer(bad_prefix).await;
     assert!(
         body["error"]["message"]
             .as_str()
@@ -498,58 +486,22 @@ async fn bad_input_is_refused_with_the_field() {
     );
     let mut bad_location = edge("e", "s", 0.0, 0.0);
     bad_location["location"] = json!({"lat": 123.0, "lon": 0.0});
-    let (_, body, _) = h
-        .call(
-            "192.0.2.1",
-            Method::POST,
-            "/v1/nodes",
-            Some(TOKEN),
-            Some(bad_location),
-            &[],
-        )
-        .await;
+    let (_, body) = h.register_answer(bad_location).await;
     assert_eq!(field_of(&body), "location");
     let mut bad_address = edge("e", "s", 0.0, 0.0);
     bad_address["address"] = json!("300.1.2.3");
-    let (status, body, _) = h
-        .call(
-            "192.0.2.1",
-            Method::POST,
-            "/v1/nodes",
-            Some(TOKEN),
-            Some(bad_address),
-            &[],
-        )
-        .await;
+    let (status, body) = h.register_answer(bad_address).await;
     assert_eq!(
         (status, field_of(&body)),
         (StatusCode::BAD_REQUEST, "address".to_owned())
     );
     let mut no_urls = edge("e", "s", 0.0, 0.0);
     no_urls["urls"] = json!({});
-    let (_, body, _) = h
-        .call(
-            "192.0.2.1",
-            Method::POST,
-            "/v1/nodes",
-            Some(TOKEN),
-            Some(no_urls),
-            &[],
-        )
-        .await;
+    let (_, body) = h.register_answer(no_urls).await;
     assert_eq!(field_of(&body), "urls");
     let mut bad_kind = edge("e", "s", 0.0, 0.0);
     bad_kind["kind"] = json!("router");
-    let (_, body, _) = h
-        .call(
-            "192.0.2.1",
-            Method::POST,
-            "/v1/nodes",
-            Some(TOKEN),
-            Some(bad_kind),
-            &[],
-        )
-        .await;
+    let (_, body) = h.register_answer(bad_kind).await;
     assert_eq!(field_of(&body), "kind");
     let (status, _, _) = h
         .call(
