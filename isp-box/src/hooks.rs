@@ -69,9 +69,14 @@ impl IspHooks {
 
     /// Whether the box has been cut off from the locator for longer than it may run so.
     pub fn cut_off(&self) -> bool {
-        self.silence_ms()
-            .is_some_and(|silence| silence > self.cutoff_ms)
+        is_cut_off(self.silence_ms(), self.cutoff_ms)
     }
+}
+
+/// The cut-off rule, for the hooks and the status alike: a registering box that has heard
+/// nothing from the locator for longer than `cutoff_ms` stops serving.
+pub fn is_cut_off(silence_ms: Option<u64>, cutoff_ms: u64) -> bool {
+    silence_ms.is_some_and(|silence| silence > cutoff_ms)
 }
 
 impl Hooks for IspHooks {
@@ -112,7 +117,7 @@ impl Hooks for IspHooks {
         if answer.child {
             return;
         }
-        let served = Served::of(answer.outcome, self.report.was_held(answer.path));
+        let served = Served::of(answer.outcome, || self.report.was_held(answer.path));
         if matches!(served, Served::Cold | Served::Evicted | Served::Expired) {
             self.report.held(answer.path);
         }

@@ -7,9 +7,10 @@
 //! answered), `refused` (outside the box's prefixes, or the box is cut off).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use edge_node::CacheOutcome;
+use metrics::Counter;
 use serde::{Deserialize, Serialize};
 
 /// How one request was served.
@@ -74,8 +75,9 @@ impl Served {
         matches!(self, Self::Memory | Self::Disk | Self::Stale)
     }
 
-    /// The class of an engine outcome; `held_before` tells an eviction from a cold miss.
-    pub fn of(outcome: CacheOutcome, held_before: bool) -> Self {
+    /// The class of an engine outcome; `held_before` tells an eviction from a cold miss, and
+    /// is asked only of a miss (a hit, most requests, costs no lookup).
+    pub fn of(outcome: CacheOutcome, held_before: impl FnOnce() -> bool) -> Self {
         match outcome {
             CacheOutcome::HitMemory => Self::Memory,
             CacheOutcome::HitDisk => Self::Disk,
@@ -83,7 +85,7 @@ impl Served {
             | CacheOutcome::StaleIfError
             | CacheOutcome::StaleAccepted => Self::Stale,
             CacheOutcome::Revalidated => Self::Expired,
-            CacheOutcome::Miss if held_before => Self::Evicted,
+            CacheOutcome::Miss if held_before() => Self::Evicted,
             CacheOutcome::Miss => Self::Cold,
             CacheOutcome::Bypass => Self::Uncacheable,
             CacheOutcome::Error | CacheOutcome::NotCached => Self::Failed,
@@ -107,6 +109,9 @@ pub struct Report {
     minutes: Mutex<VecDeque<Minute>>,
     /// Hashes of the keys the box has held (a ghost list: tells evicted from cold misses).
     held: moka::sync::Cache<u128, ()>,
+    /// Each class's request and byte counters, looked up once (as the engine's are) instead
+    /// of in the metrics registry per request.
+    counters: [OnceLock<(Counter, Counter)>; CLASSES],
 }
 
 impl Default for Report {
@@ -114,6 +119,7 @@ impl Default for Report {
         Self {
             minutes: Mutex::new(VecDeque::with_capacity(61)),
             held: moka::sync::Cache::new(4_000_000),
+            counters: Default::default(),
         }
     }
 }
@@ -181,8 +187,14 @@ impl Report {
 
     /// Counts one request for `path` at `now_ms`.
     pub fn record(&self, now_ms: i64, served: Served, bytes: u64, path: &str) {
-        metrics::counter!("cadenza_isp_requests_total", "class" => served.as_str()).increment(1);
-        metrics::counter!("cadenza_isp_bytes_total", "class" => served.as_str()).increment(bytes);
+        let (requests, bytes_counter) = self.counters[served.index()].get_or_init(|| {
+            (
+                metrics::counter!("cadenza_isp_requests_total", "class" => served.as_str()),
+                metrics::counter!("cadenza_isp_bytes_total", "class" => served.as_str()),
+            )
+        });
+        requests.increment(1);
+        bytes_counter.increment(bytes);
         let minute = now_ms.div_euclid(60_000);
         let Ok(mut minutes) = self.minutes.lock() else {
             return;
@@ -321,16 +333,22 @@ mod tests {
     fn misses_are_classed_by_what_the_box_held() {
         let report = Report::default();
         assert_eq!(
-            Served::of(CacheOutcome::Miss, report.was_held("/k")),
+            Served::of(CacheOutcome::Miss, || report.was_held("/k")),
             Served::Cold
         );
         report.held("/k");
         assert_eq!(
-            Served::of(CacheOutcome::Miss, report.was_held("/k")),
+            Served::of(CacheOutcome::Miss, || report.was_held("/k")),
             Served::Evicted
         );
-        assert_eq!(Served::of(CacheOutcome::Revalidated, true), Served::Expired);
-        assert_eq!(Served::of(CacheOutcome::Bypass, false), Served::Uncacheable);
+        assert_eq!(
+            Served::of(CacheOutcome::Revalidated, || true),
+            Served::Expired
+        );
+        assert_eq!(
+            Served::of(CacheOutcome::Bypass, || false),
+            Served::Uncacheable
+        );
         assert_eq!(track_of("/media/t9/v2/master.m3u8"), Some("t9"));
         assert_eq!(track_of("/media/t9"), None);
         assert_eq!(track_of("/healthz"), None);

@@ -134,7 +134,7 @@ pub fn assemble(inputs: Inputs<'_>) -> Status {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     if let Some(silence) = inputs.silence_ms {
-        if silence > inputs.cutoff_ms {
+        if crate::hooks::is_cut_off(inputs.silence_ms, inputs.cutoff_ms) {
             errors.push(format!(
                 "cut off: no heartbeat accepted by the host locator for {} s (limit {} s); not serving",
                 silence / 1000,
