@@ -196,7 +196,7 @@ impl UserStore {
         password_hash: &str,
         now: i64,
     ) -> Result<Vec<String>, StoreError> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE id = ?")
             .bind(password_hash)
             .bind(now)
@@ -216,7 +216,7 @@ impl UserStore {
     /// Returns the ids of the playlists they owned (whose contents in the Inventory DB the
     /// caller removes next) and the revoked sessions' token hashes.
     pub async fn delete_user(&self, id: &str) -> Result<(Vec<String>, Vec<String>), StoreError> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         let playlists: Vec<String> =
             sqlx::query("SELECT playlist_id FROM playlist_user_info WHERE user_id = ?")
                 .bind(id)

@@ -170,7 +170,7 @@ impl AnalyticsStore {
 
     /// Applies one play event, once per event id. Returns whether it was new.
     pub async fn apply(&self, event: &PlayEvent<'_>) -> Result<bool, StoreError> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         let fresh = sqlx::query(
             "INSERT INTO analytics_events (event_id, counted_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
         )

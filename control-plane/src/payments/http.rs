@@ -165,7 +165,7 @@ async fn confirm(
     };
     let status = match outcome {
         ChargeOutcome::Succeeded { provider_ref } => {
-            let mut tx = pool.begin().await.map_err(StoreError::from)?;
+            let mut tx = app.users.database().begin().await?;
             store::record_charge(
                 &mut *tx,
                 &id,

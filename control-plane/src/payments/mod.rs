@@ -130,7 +130,7 @@ impl App {
         event: &WebhookEvent,
     ) -> Result<Result<&'static str>, StoreError> {
         let now = self.clock.now_ms();
-        let mut tx = self.users.database().pool().begin().await?;
+        let mut tx = self.users.database().begin().await?;
         if !store::record_webhook(&mut *tx, provider, &event.id, now).await? {
             return Ok(Ok("duplicate"));
         }
@@ -180,7 +180,7 @@ impl App {
     /// transaction. `Ok(false)` if it was no longer `succeeded`.
     async fn refund_payment(&self, payment: &PaymentRow) -> Result<bool, StoreError> {
         let now = self.clock.now_ms();
-        let mut tx = self.users.database().pool().begin().await?;
+        let mut tx = self.users.database().begin().await?;
         if !store::mark_refunded(&mut *tx, &payment.id, now).await? {
             return Ok(false);
         }

@@ -623,7 +623,7 @@ impl App {
         // The listening row is every play's lock: created once, then updated first in every
         // transaction, so two plays of one listener decide one after the other.
         store::ensure_listening(pool, &caller.user_id, now).await?;
-        let mut tx = pool.begin().await?;
+        let mut tx = self.users.database().begin().await?;
         store::lock_listening(&mut *tx, &caller.user_id, now).await?;
         let (listening, ads_served) = store::listening(&mut *tx, &caller.user_id).await?;
         let served_last_hour =
@@ -810,8 +810,7 @@ impl App {
         request: &PlayEventRequest,
     ) -> Result<Result<PlayEventAnswer>, StoreError> {
         let now = self.clock.now_ms();
-        let pool = self.users.database().pool();
-        let mut tx = pool.begin().await?;
+        let mut tx = self.users.database().begin().await?;
         // Lock the listener's row first (as plays do), then read the play.
         store::lock_listening(&mut *tx, &caller.user_id, now).await?;
         let Some(row) = store::play_of(&mut *tx, &request.play_id, &caller.user_id).await? else {

@@ -60,7 +60,7 @@ impl InventoryStore {
         first_track: Option<&str>,
         now: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         sqlx::query("INSERT INTO playlists (id, track_count, state, created_at, updated_at) VALUES (?, ?, 'pending', ?, ?)")
             .bind(playlist_id)
             .bind(i64::from(first_track.is_some()))
@@ -130,7 +130,7 @@ impl InventoryStore {
     pub async fn delete_playlists(&self, playlist_ids: &[String]) -> Result<(), StoreError> {
         for chunk in playlist_ids.chunks(500) {
             let list = placeholders(chunk.len());
-            let mut tx = self.db.pool().begin().await?;
+            let mut tx = self.db.begin().await?;
             for sql in [
                 format!("DELETE FROM playlist_tracks WHERE playlist_id IN ({list})"),
                 format!("DELETE FROM playlists WHERE id IN ({list})"),
@@ -189,7 +189,7 @@ impl InventoryStore {
         now: i64,
     ) -> Result<AddOutcome, StoreError> {
         retry_on_conflict(|| async move {
-            let mut tx = self.db.pool().begin().await?;
+            let mut tx = self.db.begin().await?;
             let Some(count) = lock_playlist(&mut tx, playlist_id, now).await? else {
                 return Ok(AddOutcome::NoSuchPlaylist);
             };
@@ -221,7 +221,7 @@ impl InventoryStore {
         now: i64,
     ) -> Result<bool, StoreError> {
         retry_on_conflict(|| async move {
-            let mut tx = self.db.pool().begin().await?;
+            let mut tx = self.db.begin().await?;
             let Some(count) = lock_playlist(&mut tx, playlist_id, now).await? else {
                 return Ok(false);
             };
@@ -255,7 +255,7 @@ impl InventoryStore {
         now: i64,
     ) -> Result<Option<i64>, StoreError> {
         retry_on_conflict(|| async move {
-            let mut tx = self.db.pool().begin().await?;
+            let mut tx = self.db.begin().await?;
             let Some(count) = lock_playlist(&mut tx, playlist_id, now).await? else {
                 return Ok(None);
             };
@@ -301,7 +301,7 @@ impl InventoryStore {
         now: i64,
     ) -> Result<Option<bool>, StoreError> {
         retry_on_conflict(|| async move {
-            let mut tx = self.db.pool().begin().await?;
+            let mut tx = self.db.begin().await?;
             if lock_playlist(&mut tx, playlist_id, now).await?.is_none() {
                 return Ok(None);
             }

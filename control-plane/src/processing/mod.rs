@@ -185,7 +185,7 @@ impl App {
         let track = event.track_id.clone();
         // Claim it; a ready, rejected or failed track was already settled (a redelivery).
         let now = self.clock.now_ms();
-        let mut tx = self.inventory.database().pool().begin().await?;
+        let mut tx = self.inventory.database().begin().await?;
         if !store::claim(&mut *tx, &track, now).await? {
             return Ok(());
         }
@@ -218,7 +218,7 @@ impl App {
         let now = self.clock.now_ms();
         match outcome {
             Ok(published) => {
-                let mut tx = self.inventory.database().pool().begin().await?;
+                let mut tx = self.inventory.database().begin().await?;
                 let artwork: std::collections::BTreeMap<String, String> = published
                     .tagged
                     .artwork
@@ -316,7 +316,7 @@ impl App {
         event: &E,
     ) -> Result<(), HandlerError> {
         let now = self.clock.now_ms();
-        let mut tx = self.inventory.database().pool().begin().await?;
+        let mut tx = self.inventory.database().begin().await?;
         store::set_stage(&mut *tx, track, stage, progress, now).await?;
         bus::append(&mut tx, track, event, now).await?;
         tx.commit().await?;
@@ -335,7 +335,7 @@ impl App {
         prefix: &str,
     ) -> Result<(), HandlerError> {
         let now = self.clock.now_ms();
-        let mut tx = self.inventory.database().pool().begin().await?;
+        let mut tx = self.inventory.database().begin().await?;
         store::settle(&mut *tx, track, status, reason, now).await?;
         bus::append(&mut tx, track, event, now).await?;
         tx.commit().await?;

@@ -37,7 +37,7 @@ async fn my_subscriptions(app: App, caller: AuthUser) -> Result<Json<Subscriptio
 async fn cancel_current(app: App, caller: AuthUser) -> Result<Json<Subscription>> {
     let now = app.clock.now_ms();
     let canceled = retry_on_conflict(|| async {
-        let mut tx = app.users.database().pool().begin().await?;
+        let mut tx = app.users.database().begin().await?;
         let Some(row) = store::active(&mut *tx, &caller.user_id, now).await? else {
             return Ok(None);
         };

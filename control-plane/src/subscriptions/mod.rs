@@ -117,7 +117,7 @@ impl App {
         event: &PaymentSucceeded,
     ) -> Result<bool, StoreError> {
         let now = self.clock.now_ms();
-        let mut tx = self.users.database().pool().begin().await?;
+        let mut tx = self.users.database().begin().await?;
         if !bus::mark_processed(&mut tx, ACCOUNT_UPDATE, event_id, now).await? {
             return Ok(false);
         }

@@ -212,7 +212,6 @@ impl TestApp {
     }
 
     /// `DELETE path`, with a token if given.
-    #[allow(dead_code)]
     pub async fn delete(&self, path: &str, token: Option<&str>) -> Reply {
         self.call(Method::DELETE, path, token, None).await
     }
@@ -228,7 +227,6 @@ impl TestApp {
     }
 
     /// `PUT path` with a JSON body (or none).
-    #[allow(dead_code)]
     pub async fn put(
         &self,
         path: &str,
@@ -239,7 +237,6 @@ impl TestApp {
     }
 
     /// `PATCH path` with a JSON body (or none).
-    #[allow(dead_code)]
     pub async fn patch(
         &self,
         path: &str,
@@ -251,7 +248,6 @@ impl TestApp {
 
     /// An admin takes `track` down with `reason` (`PUT …/block`), or puts it back (`None`:
     /// `DELETE …/block`).
-    #[allow(dead_code)]
     pub async fn set_blocked(&self, admin: &str, track: &str, reason: Option<&str>) -> Reply {
         let path = format!("/api/v1/tracks/{track}/block");
         match reason {
